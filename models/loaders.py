@@ -1,0 +1,296 @@
+"""One loader per model family, serving the toy profile and real profiles alike.
+
+Real models load from the local Hugging Face cache only (`local_files_only`);
+a missing one raises `ModelMissingError` naming the model id and the command
+that fetches it. Loaded models are cached per process.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+from typing import Callable
+
+import torch
+from PIL import Image
+
+from models.profiles import ClipSource, Profile
+
+
+class ModelMissingError(RuntimeError):
+    """A model named by a profile is not available locally."""
+
+
+def _missing(model_id: str, what: str, cause: Exception | None = None) -> ModelMissingError:
+    if str(model_id).startswith(("local-dir:", "/")) or Path(str(model_id)).exists():
+        return ModelMissingError(
+            f"{what} not found at {model_id}. The toy models are committed with the repo; "
+            f"rebuild them with `python -m models.toy.train`." + (f" ({cause})" if cause else ""))
+    cache_dir = os.environ.get("HF_HUB_CACHE") or os.path.join(
+        os.environ.get("HF_HOME", os.path.expanduser("~/.cache/huggingface")), "hub")
+    return ModelMissingError(
+        f"{what} '{model_id}' is not in the Hugging Face cache ({cache_dir}). On a machine with network run "
+        f"`hf download {model_id}` and point HF_HOME at that cache." + (f" ({type(cause).__name__}: {cause})" if cause else ""))
+
+
+def default_device() -> str:
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def default_dtype(device: str) -> torch.dtype:
+    return torch.float16 if device == "cuda" else torch.float32
+
+
+def pil_rgb(images: list[Image.Image]) -> list[Image.Image]:
+    return [im if im.mode == "RGB" else im.convert("RGB") for im in images]
+
+
+# ----------------------------------------------------------------------------- open_clip
+
+
+@dataclass
+class JointClip:
+    """An open_clip CLIP with its tokenizer and image transform.
+
+    For the *joint* CLIP its `token_embedding` rows are the diffusion text
+    encoder's input space (SD 2.x shares OpenCLIP ViT-H's table)."""
+
+    model: torch.nn.Module
+    tokenizer: Callable
+    preprocess: Callable
+    model_id: str
+    sot_id: int
+    eot_id: int
+    pad_id: int = 0
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    @property
+    def context_length(self) -> int:
+        return self.model.positional_embedding.shape[0]
+
+    @property
+    def token_table(self) -> torch.Tensor:
+        return self.model.token_embedding.weight
+
+    def tokenize(self, texts: list[str]) -> torch.Tensor:
+        return self.tokenizer(texts).to(self.device)
+
+    def pixels(self, images: list[Image.Image]) -> torch.Tensor:
+        return torch.stack([self.preprocess(im) for im in pil_rgb(images)]).to(self.device)
+
+    @torch.no_grad()
+    def encode_images(self, images: list[Image.Image]) -> torch.Tensor:
+        return self.model.encode_image(self.pixels(images)).float()
+
+    @torch.no_grad()
+    def encode_texts(self, texts: list[str]) -> torch.Tensor:
+        return self.model.encode_text(self.tokenize(texts)).float()
+
+    def encode_token_embeddings(self, embeds: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+        """The text tower (EOT-pooled, projected) on input embeddings instead of
+        ids; `ids` only says where EOT is. Differentiable w.r.t. `embeds`."""
+        import open_clip
+
+        m = self.model
+        x = embeds + m.positional_embedding.to(embeds.dtype)
+        x = m.transformer(x, attn_mask=m.attn_mask)
+        x = m.ln_final(x)
+        x = open_clip.transformer.text_global_pool(x, ids, m.text_pool_type, eos_token_id=self.eot_id)
+        proj = m.text_projection
+        return proj(x) if isinstance(proj, torch.nn.Linear) else x @ proj
+
+
+@cache
+def load_clip(source: ClipSource, device: str | None = None) -> JointClip:
+    import open_clip
+
+    device = device or default_device()
+    local = source.name.startswith("local-dir:")
+    if local and not (Path(source.name.removeprefix("local-dir:")) / "open_clip_config.json").exists():
+        raise _missing(source.name, "open_clip model")
+    old = os.environ.get("HF_HUB_OFFLINE")
+    os.environ["HF_HUB_OFFLINE"] = "1"  # never download at run time
+    try:
+        model, _, preprocess = open_clip.create_model_and_transforms(source.name, pretrained=source.pretrained)
+    except Exception as exc:  # open_clip wraps hub errors in RuntimeError
+        if local:
+            raise
+        raise _missing(source.hub_id or source.model_id, "open_clip model", exc) from exc
+    finally:
+        if old is None:
+            os.environ.pop("HF_HUB_OFFLINE", None)
+        else:
+            os.environ["HF_HUB_OFFLINE"] = old
+    if local:
+        folder = Path(source.name.removeprefix("local-dir:"))
+        tokenizer = open_clip.tokenizer.SimpleTokenizer(
+            bpe_path=str(folder / "bpe_simple_vocab.txt.gz"), context_length=model.positional_embedding.shape[0])
+    else:
+        tokenizer = open_clip.get_tokenizer(source.name)
+    model = model.to(device).eval().requires_grad_(False)
+    return JointClip(model=model, tokenizer=tokenizer, preprocess=preprocess, model_id=source.model_id,
+                     sot_id=tokenizer.sot_token_id, eot_id=tokenizer.eot_token_id)
+
+
+# ----------------------------------------------------------------------------- evaluation encoders
+
+
+@dataclass
+class ImageEncoder:
+    encode: Callable[[list[Image.Image]], torch.Tensor]
+    model_id: str
+
+
+@dataclass
+class TextEncoder:
+    encode: Callable[[list[str]], torch.Tensor]
+    model_id: str
+
+
+@cache
+def load_image_encoder(profile: Profile, kind: str = "clip") -> ImageEncoder:
+    """Evaluation image encoder: 'clip' (the profile's eval CLIP) or 'dinov2' (CLS token)."""
+    if kind == "clip":
+        clip = load_clip(profile.eval_clip)
+        return ImageEncoder(clip.encode_images, clip.model_id)
+    if kind == "dinov2":
+        if profile.dinov2 is None:
+            raise ValueError(f"profile {profile.name!r} has no DINOv2 encoder; use kind='clip'")
+        return _load_dinov2(profile.dinov2)
+    raise ValueError(f"unknown image encoder kind {kind!r} (clip | dinov2)")
+
+
+@cache
+def load_text_encoder(profile: Profile) -> TextEncoder:
+    clip = load_clip(profile.eval_clip)
+    return TextEncoder(clip.encode_texts, clip.model_id)
+
+
+def _load_dinov2(model_id: str, device: str | None = None) -> ImageEncoder:
+    from transformers import AutoImageProcessor, AutoModel
+
+    device = device or default_device()
+    try:
+        processor = AutoImageProcessor.from_pretrained(model_id, local_files_only=True)
+        model = AutoModel.from_pretrained(model_id, local_files_only=True).to(device).eval()
+    except OSError as exc:
+        raise _missing(model_id, "DINOv2 model", exc) from exc
+
+    @torch.no_grad()
+    def encode(images: list[Image.Image]) -> torch.Tensor:
+        inputs = processor(images=pil_rgb(images), return_tensors="pt").to(device)
+        return model(**inputs).last_hidden_state[:, 0].float()
+
+    return ImageEncoder(encode, model_id)
+
+
+# ----------------------------------------------------------------------------- diffusion pipelines
+
+
+@cache
+def load_pipeline(profile: Profile, device: str | None = None):
+    """The profile's diffusers pipeline with a DDIM scheduler, frozen, in eval mode."""
+    import diffusers
+
+    device = device or default_device()
+    cls = getattr(diffusers, profile.pipeline_class)
+    kwargs = {"safety_checker": None, "requires_safety_checker": False} if cls is diffusers.StableDiffusionPipeline else {}
+    if profile.is_toy and not (Path(profile.diffusion) / "model_index.json").exists():
+        raise _missing(profile.diffusion, "toy diffusion pipeline")
+    try:
+        pipe = cls.from_pretrained(profile.diffusion, dtype=default_dtype(device), local_files_only=True, **kwargs)
+    except OSError as exc:
+        raise _missing(profile.diffusion, "diffusion pipeline", exc) from exc
+    pipe.scheduler = diffusers.DDIMScheduler.from_config(pipe.scheduler.config)
+    pipe.set_progress_bar_config(disable=True)
+    for module in (pipe.unet, pipe.vae, pipe.text_encoder, getattr(pipe, "text_encoder_2", None)):
+        if module is not None:
+            module.requires_grad_(False).eval()
+    return pipe.to(device)
+
+
+# ----------------------------------------------------------------------------- captioners
+
+
+@dataclass
+class Captioner:
+    caption: Callable[[list[Image.Image]], list[str]]
+    model_id: str
+
+
+@cache
+def load_captioner(profile: Profile, vocabulary: tuple[str, ...] | None = None) -> Captioner:
+    """BLIP-2 for real profiles; retrieval over a caption vocabulary with the joint CLIP
+    for the toy profile (or for any profile given a vocabulary)."""
+    if profile.captioner == "retrieval" or vocabulary is not None:
+        if vocabulary is None:
+            from models.toy.world import all_captions
+
+            vocabulary = tuple(all_captions())
+        return retrieval_captioner(load_clip(profile.joint_clip), vocabulary)
+    return _load_blip2(profile.captioner)
+
+
+def retrieval_captioner(clip: JointClip, vocabulary: tuple[str, ...]) -> Captioner:
+    text = torch.nn.functional.normalize(clip.encode_texts(list(vocabulary)), dim=-1)
+
+    def caption(images: list[Image.Image]) -> list[str]:
+        img = torch.nn.functional.normalize(clip.encode_images(images), dim=-1)
+        return [vocabulary[i] for i in (img @ text.T).argmax(dim=1).tolist()]
+
+    return Captioner(caption, f"retrieval[{clip.model_id}, {len(vocabulary)} captions]")
+
+
+def _load_blip2(model_id: str, device: str | None = None) -> Captioner:
+    from transformers import Blip2ForConditionalGeneration, Blip2Processor
+
+    device = device or default_device()
+    try:
+        processor = Blip2Processor.from_pretrained(model_id, local_files_only=True)
+        model = Blip2ForConditionalGeneration.from_pretrained(
+            model_id, local_files_only=True, dtype=default_dtype(device)).to(device).eval()
+    except OSError as exc:
+        raise _missing(model_id, "BLIP-2 captioner", exc) from exc
+
+    @torch.no_grad()
+    def caption(images: list[Image.Image]) -> list[str]:
+        inputs = processor(images=pil_rgb(images), return_tensors="pt").to(device, model.dtype)
+        out = model.generate(**inputs, max_new_tokens=30)
+        return [t.strip() for t in processor.batch_decode(out, skip_special_tokens=True)]
+
+    return Captioner(caption, model_id)
+
+
+# ----------------------------------------------------------------------------- toy judge
+
+
+@dataclass
+class Judge:
+    """Reads the toy attributes off any image with the separately trained judge CLIP."""
+
+    clip: JointClip
+    captions: tuple[str, ...]
+    text_features: torch.Tensor
+
+    def read(self, images: list[Image.Image]) -> list[dict[str, str]]:
+        from models.toy.world import parse_caption
+
+        img = torch.nn.functional.normalize(self.clip.encode_images(images), dim=-1)
+        best = (img @ self.text_features.T).argmax(dim=1).tolist()
+        return [parse_caption(self.captions[i]).as_dict() for i in best]
+
+
+@cache
+def load_judge(profile: Profile) -> Judge:
+    from models.toy.world import all_captions
+
+    if profile.judge is None:
+        raise ValueError(f"profile {profile.name!r} has no judge (only the toy world has ground-truth attributes)")
+    clip = load_clip(profile.judge)
+    captions = tuple(all_captions())
+    return Judge(clip, captions, torch.nn.functional.normalize(clip.encode_texts(list(captions)), dim=-1))

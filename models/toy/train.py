@@ -1,0 +1,232 @@
+"""Rebuild every toy model from the generator: `python -m models.toy.train`.
+
+Order: joint CLIP → judge CLIP → VAE → UNet (the UNet is conditioned on the
+SD-2-style text encoder cut from the joint CLIP, which stays frozen, exactly as
+SD 2.1 keeps OpenCLIP ViT-H frozen). Each model is written as soon as it is
+trained; the UNet also writes its EMA weights every `--save-every` steps.
+Times and figures go to the model cards (models/toy/weights/*/MODEL_CARD.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import math
+import random
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import open_clip
+import torch
+import torch.nn.functional as F
+from diffusers import AutoencoderKL, DDIMScheduler, DDPMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+from safetensors.torch import save_file
+from transformers import CLIPTokenizer
+
+from models.convert import open_clip_text_to_hf
+from models.toy import architecture as arch
+from models.toy import bpe
+from models.toy.world import Scene, all_scenes, caption, render, training_scenes
+
+WEIGHTS = Path(__file__).parent / "weights"
+
+
+def log(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+def render_pool(scenes: list[Scene], per_scene: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Images in [-1, 1] (N, 3, 32, 32) and the scene index of each."""
+    rng = random.Random(seed)
+    images, index = [], []
+    for i, scene in enumerate(scenes):
+        for _ in range(per_scene):
+            images.append(np.asarray(render(scene, rng.randrange(2**31)), dtype=np.uint8))
+            index.append(i)
+    x = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float() / 127.5 - 1
+    return x, torch.tensor(index)
+
+
+def cosine_lr(step: int, total: int, warmup: int) -> float:
+    if step < warmup:
+        return (step + 1) / warmup
+    return 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, total - warmup)))
+
+
+def train_clip(scenes: list[Scene], steps: int, seed: int, tokenizer, out: Path, name: str) -> open_clip.CLIP:
+    """Contrastive training; each batch holds every scene once (no false negatives)."""
+    torch.manual_seed(seed)
+    model = open_clip.model.CLIP(**arch.clip_model_cfg(bpe.vocab_size()))
+    images, index = render_pool(scenes, 48, seed)
+    texts = tokenizer([caption(s) for s in scenes])
+    per_scene = [torch.nonzero(index == i).flatten() for i in range(len(scenes))]
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.1)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: cosine_lr(s, steps, 50))
+    labels = torch.arange(len(scenes))
+    start = time.time()
+    for step in range(steps):
+        pick = torch.stack([rows[torch.randint(len(rows), (1,))] for rows in per_scene]).flatten()
+        img_f = model.encode_image(images[pick], normalize=True)
+        txt_f = model.encode_text(texts, normalize=True)
+        logits = model.logit_scale.exp() * img_f @ txt_f.T
+        loss = (F.cross_entropy(logits, labels) + F.cross_entropy(logits.T, labels)) / 2
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        sched.step()
+        with torch.no_grad():
+            model.logit_scale.clamp_(0, math.log(100))
+        if step % 100 == 0 or step == steps - 1:
+            acc = (logits.argmax(1) == labels).float().mean().item()
+            log(f"{name} step {step} loss {loss.item():.4f} acc {acc:.3f}")
+    minutes = (time.time() - start) / 60
+    model.eval()
+    out.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.to(torch.float16).contiguous() for k, v in model.state_dict().items()},
+              out / "open_clip_model.safetensors")
+    tok_files = bpe.write_tokenizer_files(out)
+    (out / "open_clip_config.json").write_text(json.dumps({
+        "model_cfg": {**arch.clip_model_cfg(bpe.vocab_size()),
+                      "text_cfg": {**arch.clip_model_cfg(bpe.vocab_size())["text_cfg"],
+                                   "tokenizer_kwargs": {"bpe_path": tok_files["bpe"].name}}},
+        "preprocess_cfg": arch.CLIP_PREPROCESS_CFG,
+    }, indent=2))
+    (out / "train_stats.json").write_text(json.dumps({"steps": steps, "minutes": round(minutes, 2),
+                                                      "final_loss": round(loss.item(), 4), "scenes": len(scenes)}))
+    log(f"{name} saved to {out} ({minutes:.1f} min)")
+    return model
+
+
+def train_vae(steps: int, seed: int, out: Path) -> AutoencoderKL:
+    torch.manual_seed(seed)
+    vae = AutoencoderKL(**arch.vae_config())
+    images, _ = render_pool(training_scenes(), 48, seed)
+    opt = torch.optim.AdamW(vae.parameters(), lr=1e-3, weight_decay=0.0)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: cosine_lr(s, steps, 50))
+    start = time.time()
+    for step in range(steps):
+        x = images[torch.randint(len(images), (64,))]
+        posterior = vae.encode(x).latent_dist
+        recon = vae.decode(posterior.sample()).sample
+        loss = F.mse_loss(recon, x) + 0.5 * F.l1_loss(recon, x) + 1e-6 * posterior.kl().mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        sched.step()
+        if step % 100 == 0 or step == steps - 1:
+            log(f"vae step {step} loss {loss.item():.5f}")
+    vae.eval()
+    with torch.no_grad():
+        z = torch.cat([vae.encode(images[i:i + 512]).latent_dist.sample() for i in range(0, len(images), 512)])
+    vae.register_to_config(scaling_factor=float(1.0 / z.std()))
+    minutes = (time.time() - start) / 60
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "train_stats.json").write_text(json.dumps({"steps": steps, "minutes": round(minutes, 2),
+                                                      "final_loss": round(loss.item(), 5),
+                                                      "scaling_factor": vae.config.scaling_factor}))
+    log(f"vae trained ({minutes:.1f} min), scaling factor {vae.config.scaling_factor:.4f}")
+    return vae
+
+
+def save_pipeline(unet, vae, text_encoder, tokenizer, out: Path) -> None:
+    """Saved in float16 (half the bytes; loaders up-cast to float32 on CPU)."""
+    half = lambda m: copy.deepcopy(m).to(torch.float16)  # noqa: E731
+    pipe = StableDiffusionPipeline(
+        vae=half(vae), text_encoder=half(text_encoder), tokenizer=tokenizer, unet=half(unet),
+        scheduler=DDIMScheduler(**arch.scheduler_config()), safety_checker=None,
+        feature_extractor=None, requires_safety_checker=False,
+    )
+    pipe.save_pretrained(out, safe_serialization=True)
+
+
+def train_unet(clip_model, vae: AutoencoderKL, steps: int, seed: int, out: Path, save_every: int,
+               batch: int = 128) -> None:
+    torch.manual_seed(seed)
+    text_encoder = open_clip_text_to_hf(clip_model, drop_last_layers=1)
+    text_encoder.requires_grad_(False)
+    tok_dir = Path(tempfile.mkdtemp())
+    bpe.write_tokenizer_files(tok_dir)
+    tokenizer = CLIPTokenizer.from_pretrained(tok_dir, pad_token="!", model_max_length=arch.CONTEXT_LENGTH)
+    scenes = training_scenes()
+    prompts = [caption(s) for s in scenes] + [""]
+    ids = tokenizer(prompts, padding="max_length", max_length=arch.CONTEXT_LENGTH, truncation=True,
+                    return_tensors="pt").input_ids
+    with torch.no_grad():
+        cond = text_encoder(input_ids=ids).last_hidden_state  # (S + 1, L, D); last row is the empty prompt
+    images, index = render_pool(scenes, 48, seed)
+    with torch.no_grad():
+        dists = [vae.encode(images[i:i + 512]).latent_dist for i in range(0, len(images), 512)]
+    mean = torch.cat([d.mean for d in dists])
+    std = torch.cat([d.std for d in dists])
+    sf = vae.config.scaling_factor
+    unet = UNet2DConditionModel(**arch.unet_config(text_encoder.config.hidden_size))
+    ema = UNet2DConditionModel(**arch.unet_config(text_encoder.config.hidden_size))
+    ema.load_state_dict(unet.state_dict())
+    ema.requires_grad_(False)
+    noise_sched = DDPMScheduler(**{k: v for k, v in arch.scheduler_config().items()
+                                   if k not in ("set_alpha_to_one",)})
+    opt = torch.optim.AdamW(unet.parameters(), lr=6e-4, weight_decay=0.01)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: cosine_lr(s, steps, 100))
+    start = time.time()
+    for step in range(steps):
+        pick = torch.randint(len(images), (batch,))
+        z0 = (mean[pick] + std[pick] * torch.randn_like(std[pick])) * sf
+        text_row = index[pick].clone()
+        text_row[torch.rand(batch) < 0.1] = len(scenes)  # 10 % unconditional, for classifier-free guidance
+        noise = torch.randn_like(z0)
+        t = torch.randint(0, noise_sched.config.num_train_timesteps, (batch,))
+        zt = noise_sched.add_noise(z0, noise, t)
+        loss = F.mse_loss(unet(zt, t, cond[text_row]).sample, noise)
+        opt.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(unet.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        decay = min(0.999, (1 + step) / (10 + step))
+        with torch.no_grad():
+            for pe, p in zip(ema.parameters(), unet.parameters()):
+                pe.lerp_(p, 1 - decay)
+        if step % 50 == 0:
+            log(f"unet step {step} loss {loss.item():.4f} ({(time.time() - start) / 60:.1f} min)")
+        if (step + 1) % save_every == 0 or step == steps - 1:
+            save_pipeline(ema, vae, text_encoder, tokenizer, out)
+            (out / "train_stats.json").write_text(json.dumps({
+                "steps_done": step + 1, "steps": steps, "batch": batch,
+                "minutes": round((time.time() - start) / 60, 2), "loss": round(loss.item(), 4)}))
+            log(f"unet checkpoint at step {step + 1} → {out}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--only", choices=["clip", "judge", "vae", "unet"], nargs="*")
+    parser.add_argument("--clip-steps", type=int, default=800)
+    parser.add_argument("--vae-steps", type=int, default=1200)
+    parser.add_argument("--unet-steps", type=int, default=3500)
+    parser.add_argument("--save-every", type=int, default=250)
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    only = set(args.only or ["clip", "judge", "vae", "unet"])
+    tokenizer = open_clip.tokenizer.SimpleTokenizer(
+        bpe_path=str(bpe.write_tokenizer_files(Path(tempfile.mkdtemp()))["bpe"]),
+        context_length=arch.CONTEXT_LENGTH)
+    if "clip" in only:
+        clip_model = train_clip(training_scenes(), args.clip_steps, 0, tokenizer, WEIGHTS / "joint_clip", "joint_clip")
+    else:
+        clip_model = open_clip.create_model(f"local-dir:{WEIGHTS / 'joint_clip'}").eval()
+    if "judge" in only:
+        train_clip(all_scenes(), args.clip_steps, 1, tokenizer, WEIGHTS / "judge_clip", "judge_clip")
+    if "vae" in only:
+        vae = train_vae(args.vae_steps, 2, WEIGHTS / "sd" / "vae")
+        copy.deepcopy(vae).to(torch.float16).save_pretrained(WEIGHTS / "sd" / "vae", safe_serialization=True)
+    else:
+        vae = AutoencoderKL.from_pretrained(WEIGHTS / "sd" / "vae", dtype=torch.float32)
+    if "unet" in only:
+        train_unet(clip_model, vae, args.unet_steps, 3, WEIGHTS / "sd", args.save_every)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,233 @@
+"""The toy world: coloured shapes on backgrounds, captions from a small grammar,
+and seeded analogy triplets with ground truth.
+
+Everything here is deterministic: the same seed gives the same bytes.
+"""
+
+from __future__ import annotations
+
+import io
+import itertools
+import json
+import math
+import random
+from dataclasses import dataclass
+
+from PIL import Image, ImageDraw
+
+IMAGE_SIZE = 32
+_SUPERSAMPLE = 4
+
+COLOURS: dict[str, tuple[int, int, int]] = {
+    "red": (215, 35, 35),
+    "green": (35, 165, 55),
+    "blue": (45, 75, 225),
+    "yellow": (240, 215, 30),
+    "purple": (145, 50, 185),
+    "orange": (245, 135, 20),
+}
+SHAPES: tuple[str, ...] = ("circle", "square", "triangle", "star", "cross")
+BACKGROUNDS: dict[str, tuple[int, int, int]] = {
+    "white": (245, 245, 245),
+    "grey": (125, 125, 125),
+    "black": (15, 15, 15),
+}
+SIZES: dict[str, float] = {"small": 0.22, "large": 0.38}  # radius as a fraction of the side
+
+ATTRIBUTES: dict[str, tuple[str, ...]] = {
+    "size": tuple(SIZES),
+    "colour": tuple(COLOURS),
+    "shape": SHAPES,
+    "background": tuple(BACKGROUNDS),
+}
+ATTRIBUTE_NAMES: tuple[str, ...] = tuple(ATTRIBUTES)
+
+# (colour, shape) pairs that no method-side model is trained on; only the judge sees them.
+HELD_OUT: frozenset[tuple[str, str]] = frozenset(
+    {("red", "star"), ("green", "cross"), ("blue", "triangle"),
+     ("yellow", "circle"), ("purple", "square"), ("orange", "star")}
+)
+
+
+@dataclass(frozen=True)
+class Scene:
+    """One point of the domain: a value for every attribute."""
+
+    size: str
+    colour: str
+    shape: str
+    background: str
+
+    def as_dict(self) -> dict[str, str]:
+        return {name: getattr(self, name) for name in ATTRIBUTE_NAMES}
+
+    def replace(self, **changes: str) -> Scene:
+        return Scene(**{**self.as_dict(), **changes})
+
+    @property
+    def held_out(self) -> bool:
+        return (self.colour, self.shape) in HELD_OUT
+
+
+def all_scenes() -> list[Scene]:
+    return [Scene(*values) for values in itertools.product(*ATTRIBUTES.values())]
+
+
+def training_scenes() -> list[Scene]:
+    """Scenes the method-side models (joint CLIP, VAE, UNet) may see."""
+    return [s for s in all_scenes() if not s.held_out]
+
+
+def caption(scene: Scene) -> str:
+    return f"a {scene.size} {scene.colour} {scene.shape} on a {scene.background} background"
+
+
+def all_captions() -> list[str]:
+    return [caption(s) for s in all_scenes()]
+
+
+def parse_caption(text: str) -> Scene | None:
+    words = text.strip().split()
+    if len(words) != 8 or words[0] != "a" or words[4:6] != ["on", "a"] or words[7] != "background":
+        return None
+    _, size, colour, shape, _, _, background, _ = words
+    scene = Scene(size, colour, shape, background)
+    for name, value in scene.as_dict().items():
+        if value not in ATTRIBUTES[name]:
+            return None
+    return scene
+
+
+def _shape_points(shape: str, cx: float, cy: float, r: float, angle: float) -> list[tuple[float, float]]:
+    def rotated(points: list[tuple[float, float]]) -> list[tuple[float, float]]:
+        c, s = math.cos(angle), math.sin(angle)
+        return [(cx + x * c - y * s, cy + x * s + y * c) for x, y in points]
+
+    if shape == "square":
+        h = r * 0.85
+        return rotated([(-h, -h), (h, -h), (h, h), (-h, h)])
+    if shape == "triangle":
+        return rotated([(r * math.cos(a), r * math.sin(a)) for a in (-math.pi / 2, math.pi / 6, 5 * math.pi / 6)])
+    if shape == "star":
+        pts = []
+        for i in range(10):
+            rad = r if i % 2 == 0 else r * 0.45
+            a = -math.pi / 2 + i * math.pi / 5
+            pts.append((rad * math.cos(a), rad * math.sin(a)))
+        return rotated(pts)
+    if shape == "cross":
+        w = r * 0.36
+        return rotated([(-w, -r), (w, -r), (w, -w), (r, -w), (r, w), (w, w), (w, r), (-w, r),
+                        (-w, w), (-r, w), (-r, -w), (-w, -w)])
+    raise ValueError(f"unknown shape {shape!r}")
+
+
+def render(scene: Scene, seed: int) -> Image.Image:
+    """Render a scene as a 32×32 RGB image. `seed` sets the nuisance variables
+    (position jitter, rotation, slight colour noise), never an attribute."""
+    rng = random.Random(seed)
+    side = IMAGE_SIZE * _SUPERSAMPLE
+    jitter = lambda scale: rng.uniform(-scale, scale)  # noqa: E731
+    bg = tuple(int(min(255, max(0, c + jitter(6)))) for c in BACKGROUNDS[scene.background])
+    fg = tuple(int(min(255, max(0, c + jitter(10)))) for c in COLOURS[scene.colour])
+    r = SIZES[scene.size] * side * (1 + jitter(0.06))
+    cx = side / 2 + jitter(0.08 * side)
+    cy = side / 2 + jitter(0.08 * side)
+    angle = math.radians(jitter(12))
+    image = Image.new("RGB", (side, side), bg)
+    draw = ImageDraw.Draw(image)
+    if scene.shape == "circle":
+        draw.ellipse([cx - r * 0.9, cy - r * 0.9, cx + r * 0.9, cy + r * 0.9], fill=fg)
+    else:
+        draw.polygon(_shape_points(scene.shape, cx, cy, r, angle), fill=fg)
+    return image.resize((IMAGE_SIZE, IMAGE_SIZE), Image.Resampling.LANCZOS)
+
+
+def png_bytes(image: Image.Image) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG", optimize=False)
+    return buffer.getvalue()
+
+
+INSTRUCTIONS = {
+    "colour": "make the {old} {shape} {new}",
+    "shape": "turn the {old} into a {new}",
+    "background": "change the background to {new}",
+    "size": "make the {shape} {new}",
+}
+
+
+@dataclass(frozen=True)
+class Triplet:
+    """A : A′ :: B : B′gt, with the attribute that changes."""
+
+    triplet_id: str
+    changed: str
+    a: Scene
+    a_prime: Scene
+    b: Scene
+    b_prime_gt: Scene
+    seed_a: int
+    seed_b: int
+
+    @property
+    def instruction(self) -> str:
+        old, new = getattr(self.a, self.changed), getattr(self.a_prime, self.changed)
+        return INSTRUCTIONS[self.changed].format(old=old, new=new, shape=self.b.shape)
+
+    def images(self) -> dict[str, Image.Image]:
+        return {
+            "a": render(self.a, self.seed_a),
+            "a_prime": render(self.a_prime, self.seed_a),
+            "b": render(self.b, self.seed_b),
+            "b_prime_gt": render(self.b_prime_gt, self.seed_b),
+        }
+
+
+def make_triplets(seed: int, n: int, changes: tuple[str, ...] = ATTRIBUTE_NAMES) -> list[Triplet]:
+    """Seeded analogy triplets, the changed attribute taken round-robin so every
+    attribute is equally represented. B shares A's value of the changed
+    attribute and differs from A in at least one other attribute."""
+    rng = random.Random(f"toy-triplets:{seed}")
+    triplets = []
+    for i in range(n):
+        changed = changes[i % len(changes)]
+        a = Scene(*(rng.choice(ATTRIBUTES[name]) for name in ATTRIBUTE_NAMES))
+        new_value = rng.choice([v for v in ATTRIBUTES[changed] if v != getattr(a, changed)])
+        while True:
+            b = Scene(*(rng.choice(ATTRIBUTES[name]) for name in ATTRIBUTE_NAMES)).replace(**{changed: getattr(a, changed)})
+            if b != a:
+                break
+        triplets.append(
+            Triplet(
+                triplet_id=f"toy-s{seed}-{i:05d}",
+                changed=changed,
+                a=a,
+                a_prime=a.replace(**{changed: new_value}),
+                b=b,
+                b_prime_gt=b.replace(**{changed: new_value}),
+                seed_a=rng.randrange(2**31),
+                seed_b=rng.randrange(2**31),
+            )
+        )
+    return triplets
+
+
+def triplet_rows(triplets: list[Triplet]) -> list[dict]:
+    """Rows of the triplet table: ids, attributes (JSON), instruction and PNG bytes."""
+    rows = []
+    for t in triplets:
+        images = t.images()
+        rows.append(
+            {
+                "triplet_id": t.triplet_id,
+                "changed": t.changed,
+                "instruction": t.instruction,
+                **{f"{k}_png": png_bytes(img) for k, img in images.items()},
+                **{
+                    f"{k}_attrs": json.dumps(getattr(t, k).as_dict(), sort_keys=True)
+                    for k in ("a", "a_prime", "b", "b_prime_gt")
+                },
+            }
+        )
+    return rows

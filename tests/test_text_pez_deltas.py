@@ -1,0 +1,110 @@
+"""PEZ, CLIP deltas, slerp and token sequences on the committed toy joint CLIP."""
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from models.convert import check_conversion, open_clip_text_to_hf
+from models.toy.world import caption, make_triplets
+from ops.deltas import clip_deltas, slerp
+from ops.pez import allowed_token_mask, pez_prompt
+from ops.text import Specials, clip_specials, encode_diffusion_text, token_sequence
+
+
+def test_slerp_endpoints_norm_and_lerp_fallback():
+    g = torch.Generator().manual_seed(0)
+    a = F.normalize(torch.randn(64, generator=g), dim=0)
+    b = F.normalize(torch.randn(64, generator=g), dim=0)
+    assert torch.allclose(slerp(a, b, 0.0), a, atol=1e-6)
+    assert torch.allclose(slerp(a, b, 1.0), b, atol=1e-6)
+    for alpha in (0.2, 0.5, 0.8):
+        mid = slerp(a, b, alpha)
+        assert mid.norm().item() == pytest.approx(1.0, abs=1e-5)  # stays on the sphere
+        # the angle splits in the ratio α : 1 − α
+        theta = torch.acos(a @ b)
+        assert torch.acos((a @ mid).clamp(-1, 1)).item() == pytest.approx(alpha * theta.item(), abs=1e-4)
+    near = F.normalize(a + 1e-6 * b, dim=0)
+    assert torch.isfinite(slerp(a, near, 0.5)).all()
+
+
+def test_token_sequence_layout_and_negation():
+    table = torch.randn(20, 8)
+    sp = Specials(sot=18, eot=19, pad=0, length=12)
+    rows = torch.randn(3, 8)
+    embeds, ids = token_sequence(table, [torch.tensor([5, 6]), -rows], sp)
+    assert ids.tolist() == [18, 5, 6, 0, 0, 0, 19] + [0] * 5
+    assert torch.equal(embeds[1:3], table[[5, 6]])
+    assert torch.equal(embeds[3:6], -rows)  # the part is placed as given: −D̃ really is −D̃
+    assert torch.equal(embeds[6], table[19]) and torch.equal(embeds[7:], table[0].expand(5, -1))
+    with pytest.raises(ValueError, match="context length"):
+        token_sequence(table, [torch.randn(11, 8)], sp)
+
+
+def test_diffusion_text_encoder_on_embeddings_matches_ids(pipe):
+    ids = pipe.tokenizer("a large red star on a grey background", padding="max_length",
+                         max_length=pipe.tokenizer.model_max_length, return_tensors="pt").input_ids
+    table = pipe.text_encoder.get_input_embeddings().weight
+    with torch.no_grad():
+        direct = pipe.text_encoder(input_ids=ids).last_hidden_state
+        via_embeds = encode_diffusion_text(pipe.text_encoder, table[ids[0]], ids[0])
+    assert torch.allclose(direct, via_embeds, atol=1e-6)
+
+
+def test_sd_text_encoder_is_the_joint_clip_tower_minus_its_last_block(joint_clip, pipe):
+    table = pipe.text_encoder.get_input_embeddings().weight
+    assert torch.allclose(table, joint_clip.token_table, atol=1e-3)  # shared V (stored in float16)
+    converted = open_clip_text_to_hf(joint_clip.model, drop_last_layers=1)
+    assert converted.config.num_hidden_layers == pipe.text_encoder.config.num_hidden_layers
+    ids = joint_clip.tokenize(["a small blue cross on a black background"])
+    assert check_conversion(joint_clip.model, converted, ids) < 1e-5
+
+
+def test_clip_tower_on_embeddings_matches_encode_text(joint_clip):
+    ids = joint_clip.tokenize(["a small blue cross on a black background"])
+    direct = joint_clip.encode_texts(["a small blue cross on a black background"])
+    via = joint_clip.encode_token_embeddings(joint_clip.token_table[ids], ids)
+    assert torch.allclose(direct, via, atol=1e-5)
+
+
+def test_pez_rises_above_random_start_and_never_picks_special_tokens(joint_clip):
+    image = make_triplets(3, 1)[0].images()["a"]
+    prompt = pez_prompt(joint_clip, [image], n_tokens=10, steps=150, seed=0)
+    assert len(prompt.token_ids) == 10
+    special = {joint_clip.sot_id, joint_clip.eot_id, joint_clip.pad_id}
+    assert not special & set(prompt.token_ids)
+    assert prompt.cosine > prompt.curve[0] + 0.3
+    assert prompt.cosine == pytest.approx(max(prompt.curve))
+    # the stored ids reproduce the stored cosine: no text round trip
+    table, sp = joint_clip.token_table, clip_specials(joint_clip)
+    embeds, ids = token_sequence(table, [torch.tensor(prompt.token_ids)], sp)
+    text = joint_clip.encode_token_embeddings(embeds[None], ids[None])
+    cos = F.cosine_similarity(text, joint_clip.encode_images([image])).item()
+    assert cos == pytest.approx(prompt.cosine, abs=1e-4)
+    mask = allowed_token_mask(joint_clip)
+    assert mask.sum().item() == joint_clip.token_table.shape[0] - 3
+
+
+def test_pez_is_seeded(joint_clip):
+    image = make_triplets(4, 1)[0].images()["b"]
+    one = pez_prompt(joint_clip, [image], steps=40, seed=7)
+    two = pez_prompt(joint_clip, [image], steps=40, seed=7)
+    assert one.token_ids == two.token_ids and one.curve == two.curve
+
+
+def test_clip_deltas_point_from_a_to_a_prime(joint_clip):
+    t = make_triplets(0, 4)[1]  # a colour change
+    im = t.images()
+    d = clip_deltas(joint_clip, im["a"], im["a_prime"], caption(t.a), caption(t.a_prime), alpha=0.8)
+    for v in (d.image, d.text, d.interpolated):
+        assert v.norm().item() == pytest.approx(1.0, abs=1e-5)
+    # the interpolated delta sits between image and text delta, closer to the text (α = 0.8)
+    angle = lambda x, y: math.acos(F.cosine_similarity(x, y, dim=0).clamp(-1, 1).item())  # noqa: E731
+    assert angle(d.interpolated, d.text) < angle(d.interpolated, d.image)
+    # the same difference on another pair (B → B′gt) points the same way
+    other = make_triplets(0, 4)[1]
+    d_b = clip_deltas(joint_clip, im["b"], im["b_prime_gt"], caption(other.b), caption(other.b_prime_gt))
+    assert F.cosine_similarity(d.interpolated, d_b.interpolated, dim=0) > 0.5
+    with pytest.raises(ValueError, match="identical"):
+        clip_deltas(joint_clip, im["a"], im["a"], caption(t.a), caption(t.a))
