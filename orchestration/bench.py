@@ -1,0 +1,80 @@
+"""`analogy bench`: score methods on a toy benchmark file with the judge CLIP.
+
+A method spec is a registered name, optionally with settings:
+`difference_inversion[inversion_steps=5]`. All specs share one method context,
+so a sweep over generation settings reuses PEZ prompts and D̃.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import time
+from pathlib import Path
+
+import pyarrow.parquet as pq
+from PIL import Image
+from tqdm import tqdm
+
+from evaluation.judge_scores import judge_triplet, summarise
+from models.loaders import load_judge
+from models.profiles import get_profile
+from ops.registry import MethodContext, get_method, run_method
+
+
+def parse_method_spec(spec: str) -> tuple[str, dict]:
+    """'name[k=v;k=v]' → ('name', {k: v}); values parsed as JSON when they can be."""
+    spec = spec.strip()
+    if "[" not in spec:
+        return spec, {}
+    if not spec.endswith("]"):
+        raise ValueError(f"bad method spec {spec!r}: expected name[key=value;key=value]")
+    name, _, body = spec[:-1].partition("[")
+    settings = {}
+    for item in filter(None, (part.strip() for part in body.split(";"))):
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ValueError(f"bad setting {item!r} in {spec!r}: expected key=value")
+        try:
+            settings[key.strip()] = json.loads(value)
+        except json.JSONDecodeError:
+            settings[key.strip()] = value.strip()
+    return name, settings
+
+
+def read_benchmark(path: Path, limit: int | None = None) -> list[dict]:
+    table = pq.read_table(path)
+    needed = {"triplet_id", "changed", "a_png", "a_prime_png", "b_png", "b_attrs", "b_prime_gt_attrs"}
+    missing = needed - set(table.column_names)
+    if missing:
+        raise ValueError(f"{path} is not a toy benchmark file (missing columns {sorted(missing)}); "
+                         f"write one with `analogy toy benchmark --seed S --n N --out FILE.parquet`")
+    rows = table.to_pylist()
+    return rows[:limit] if limit else rows
+
+
+def run_bench(benchmark: Path, specs: list[str], profile_name: str = "toy", seed: int = 0,
+              limit: int | None = None) -> dict:
+    """{spec: {joint, target, keep, n, by_attribute, errors, seconds_per_triplet}}."""
+    rows = read_benchmark(Path(benchmark), limit)
+    judge = load_judge(get_profile(profile_name))
+    ctx = MethodContext(profile_name=profile_name, seed=seed)
+    parsed = [(spec, *parse_method_spec(spec)) for spec in specs]
+    for _, name, settings in parsed:  # fail fast on unknown methods or settings
+        get_method(name).resolve(settings)
+    results = {}
+    for spec, name, settings in parsed:
+        outputs, errors, start = [], [], time.perf_counter()
+        for row in tqdm(rows, desc=spec, unit="triplet", disable=None):
+            a, a_prime, b = (Image.open(io.BytesIO(row[f"{k}_png"])).convert("RGB") for k in ("a", "a_prime", "b"))
+            try:
+                outputs.append((row, run_method(name, ctx, a, a_prime, b, **settings)))
+            except Exception as exc:  # a failing triplet is recorded, the rest go on
+                errors.append({"triplet_id": row["triplet_id"], "error": f"{type(exc).__name__}: {exc}"})
+        seconds = (time.perf_counter() - start) / max(1, len(rows))
+        reads = judge.read([image for _, image in outputs]) if outputs else []
+        scored = [{"changed": row["changed"]} | judge_triplet(read, json.loads(row["b_attrs"]),
+                                                             json.loads(row["b_prime_gt_attrs"]), row["changed"])
+                  for (row, _), read in zip(outputs, reads)]
+        results[spec] = summarise(scored) | {"errors": errors, "seconds_per_triplet": round(seconds, 3)}
+    return results

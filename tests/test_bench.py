@@ -1,0 +1,49 @@
+"""`analogy bench` on a small toy benchmark file, judged by the judge CLIP."""
+
+import json
+
+import pyarrow.parquet as pq
+import pytest
+
+from models.toy.benchmark import BENCHMARK_SCHEMA, write_benchmark
+from orchestration.bench import parse_method_spec, run_bench
+
+
+def test_benchmark_file_is_seeded_and_complete(tmp_path):
+    one = write_benchmark(tmp_path / "one.parquet", seed=5, n=8)
+    two = write_benchmark(tmp_path / "two.parquet", seed=5, n=8)
+    other = write_benchmark(tmp_path / "other.parquet", seed=6, n=8)
+    t1, t2 = pq.read_table(one), pq.read_table(two)
+    assert t1.schema.equals(BENCHMARK_SCHEMA) and t1.num_rows == 8
+    assert t1.equals(t2) and not t1.equals(pq.read_table(other))
+    rows = t1.to_pylist()
+    assert [r["changed"] for r in rows[:4]] == ["size", "colour", "shape", "background"]
+    for r in rows:
+        a, ap, b, bgt = (json.loads(r[f"{k}_attrs"]) for k in ("a", "a_prime", "b", "b_prime_gt"))
+        changed = r["changed"]
+        assert a[changed] != ap[changed] and b[changed] == a[changed] and bgt[changed] == ap[changed]
+        assert {k for k in a if a[k] != ap[k]} == {changed}  # A → A′ changes exactly one attribute
+        assert {k for k in b if b[k] != bgt[k]} == {changed}
+        assert b != a
+
+
+def test_method_spec_parsing():
+    assert parse_method_spec("no_edit") == ("no_edit", {})
+    assert parse_method_spec("difference_inversion[inversion_steps=5;delta=image]") == (
+        "difference_inversion", {"inversion_steps": 5, "delta": "image"})
+    with pytest.raises(ValueError):
+        parse_method_spec("dia[st]")
+
+
+def test_bench_scores_no_edit_and_difference_inversion(tmp_path):
+    path = write_benchmark(tmp_path / "bench.parquet", seed=1, n=4)
+    out = run_bench(path, ["no_edit", "difference_inversion[pez_steps=30;steps=30;num_steps=10;inversion_steps=9]"])
+    no_edit = out["no_edit"]
+    assert no_edit["n"] == 4 and no_edit["errors"] == []
+    assert no_edit["target"] <= 0.25  # B′ = B shows B's value of the changed attribute
+    assert no_edit["joint"] <= no_edit["target"]
+    assert set(no_edit["by_attribute"]) == {"size", "colour", "shape", "background"}
+    di = out["difference_inversion[pez_steps=30;steps=30;num_steps=10;inversion_steps=9]"]
+    assert di["n"] + len(di["errors"]) == 4
+    with pytest.raises(ValueError, match="no option"):
+        run_bench(path, ["no_edit[st=1]"])

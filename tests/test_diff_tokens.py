@@ -1,0 +1,117 @@
+"""DIFF-token training and B′ generation on the committed toy pipeline."""
+
+import hashlib
+
+import pytest
+import torch
+
+from models.toy.world import make_triplets
+from ops.ddim import encode_latents
+from ops.deltas import clip_deltas
+from ops.diff_tokens import DiffConfig, TrainingDivergedError, pair_sequences, train_diff_tokens
+from ops.difference_inversion import DIConfig, GenerateConfig, apply_difference, config_hash
+from ops.images import to_pixels
+from ops.pez import pez_prompt
+from ops.text import pipeline_specials
+
+
+@pytest.fixture(scope="module")
+def pair(pipe, joint_clip):
+    t = make_triplets(11, 2)[1]  # a colour change
+    im = t.images()
+    z = encode_latents(pipe.vae, to_pixels([im["a"], im["a_prime"]], 32))
+    p_a = pez_prompt(joint_clip, [im["a"]], steps=60, seed=0).token_ids
+    p_ap = pez_prompt(joint_clip, [im["a_prime"]], steps=60, seed=1).token_ids
+    from models.toy.world import caption
+
+    delta = clip_deltas(joint_clip, im["a"], im["a_prime"], caption(t.a), caption(t.a_prime)).interpolated
+    return {"z_a": z[:1], "z_ap": z[1:], "p_a": p_a, "p_ap": p_ap, "delta": delta, "images": im}
+
+
+def _digest(module: torch.nn.Module) -> str:
+    h = hashlib.sha256()
+    for name, p in sorted(module.state_dict().items()):
+        h.update(name.encode())
+        h.update(p.detach().cpu().numpy().tobytes())
+    return h.hexdigest()
+
+
+def test_only_diff_tokens_change_and_both_losses_fall(pipe, joint_clip, pair):
+    before = {m: _digest(getattr(pipe, m)) for m in ("unet", "vae", "text_encoder")} | {"clip": _digest(joint_clip.model)}
+    out = train_diff_tokens(pipe, joint_clip, pair["z_a"], pair["z_ap"], pair["p_a"], pair["p_ap"], pair["delta"],
+                            DiffConfig(steps=120, seed=0))
+    after = {m: _digest(getattr(pipe, m)) for m in ("unet", "vae", "text_encoder")} | {"clip": _digest(joint_clip.model)}
+    assert before == after  # every model parameter bit-identical
+    assert out.tokens.shape == (5, pipe.text_encoder.config.hidden_size)
+    assert out.tokens.abs().sum() > 0  # started from zero and moved
+    assert not out.tokens.requires_grad
+    tc, clip = out.curve["tc"], out.curve["clip"]
+    assert clip[-1] < 0.5 * clip[0]
+    # Ltc is noisy (random t, ε each step): compare window means
+    assert sum(tc[-40:]) / 40 < sum(tc[:40]) / 40
+
+
+def test_before_sequence_carries_minus_d(pipe):
+    table = pipe.text_encoder.get_input_embeddings().weight
+    sp = pipeline_specials(pipe)
+    tokens = torch.randn(5, table.shape[1])
+    p_a, p_ap = torch.tensor([300, 301]), torch.tensor([302, 303, 304])
+    embeds, ids = pair_sequences(table, p_a, p_ap, tokens, sp, "negate")
+    assert torch.equal(embeds[0, 4:9], -tokens)  # before = [SOT, PEZ(A′) (3), −D̃, EOT]
+    assert torch.equal(embeds[0, 1:4], table[p_ap])
+    assert torch.equal(embeds[1, 3:8], tokens)  # after = [SOT, PEZ(A) (2), +D̃, EOT]
+    assert ids[0, 9] == sp.eot and ids[1, 8] == sp.eot
+    removed, _ = pair_sequences(table, p_a, p_ap, tokens, sp, "remove")
+    assert torch.equal(removed[0, 4], table[sp.eot])  # D̃ absent from `before`
+
+
+def test_same_seed_same_bytes_and_seed_matters(pipe, joint_clip, pair):
+    args = (pipe, joint_clip, pair["z_a"], pair["z_ap"], pair["p_a"], pair["p_ap"], pair["delta"])
+    one = train_diff_tokens(*args, DiffConfig(steps=15, seed=3)).tokens
+    two = train_diff_tokens(*args, DiffConfig(steps=15, seed=3)).tokens
+    three = train_diff_tokens(*args, DiffConfig(steps=15, seed=4)).tokens
+    assert one.numpy().tobytes() == two.numpy().tobytes()
+    assert not torch.equal(one, three)
+
+
+def test_nan_in_training_is_a_clear_error(pipe, joint_clip, pair):
+    bad = pair["z_a"].clone()
+    bad[..., 0, 0] = float("nan")
+    with pytest.raises(TrainingDivergedError, match="step 0"):
+        train_diff_tokens(pipe, joint_clip, bad, pair["z_ap"], pair["p_a"], pair["p_ap"], pair["delta"],
+                          DiffConfig(steps=5, clip_loss=False))
+
+
+def test_config_switches_validate_and_hash():
+    with pytest.raises(ValueError):
+        DiffConfig(init="ones")
+    with pytest.raises(ValueError):
+        DIConfig(delta="both")
+    with pytest.raises(ValueError):
+        GenerateConfig(inversion_steps=51)
+    base = DIConfig()
+    assert config_hash(base) == config_hash(DIConfig())
+    assert config_hash(base) != config_hash(base.with_overrides(init="random"))
+    assert base.with_overrides(inversion_steps=5).generate.inversion_steps == 5
+    with pytest.raises(ValueError, match="unknown"):
+        base.with_overrides(nonsense=1)
+
+
+def test_zero_tokens_and_zero_change_map_keep_b(pipe, joint_clip, pair):
+    """A change map of zeros leaves B′ = B up to the VAE round trip, whatever D̃ says."""
+    from ops.ddim import decode_latents
+    from ops.images import to_pil
+
+    b = pair["images"]["b"]
+    p_b = pez_prompt(joint_clip, [b], steps=40, seed=2).token_ids
+    tokens = torch.randn(5, pipe.text_encoder.config.hidden_size) * 3
+    cfg = GenerateConfig(num_steps=20, inversion_steps=18)
+    kept = apply_difference(pipe, b, p_b, tokens, cfg, change_map=torch.zeros(32, 32))
+    round_trip = to_pil(decode_latents(pipe.vae, encode_latents(pipe.vae, to_pixels([b], 32))))[0]
+    px = lambda im: to_pixels([im], 32)  # noqa: E731
+    err_kept = (px(kept) - px(round_trip)).abs().mean().item()
+    free = apply_difference(pipe, b, p_b, tokens, cfg)
+    err_free = (px(free) - px(round_trip)).abs().mean().item()
+    # the last DDIM step from t=1 adds a little error on top of the VAE; 0.02 in [−1, 1] is ~2.5 grey levels
+    assert err_kept < 0.02
+    assert err_free > 3 * err_kept
