@@ -1,7 +1,16 @@
 import os
+import tempfile
+from pathlib import Path
 
 import pytest
 import torch
+
+# The pipeline's partitions are read from datasets.yaml when orchestration is imported, so the
+# test datasets (tests/datasets.yaml, files under $ANALOGY_TEST_DATA) are set up before any test module.
+TEST_DATA = Path(tempfile.mkdtemp(prefix="analogy-test-data-"))
+os.environ["ANALOGY_TEST_DATA"] = str(TEST_DATA)
+os.environ["ANALOGY_DATASETS"] = str(Path(__file__).parent / "datasets.yaml")
+os.environ.setdefault("ANALOGY_HOME", str(TEST_DATA / "default-home"))  # never ./.analogy from a test
 
 torch.set_num_threads(int(os.environ.get("ANALOGY_TEST_THREADS", "2")))
 

@@ -1,0 +1,160 @@
+"""Loading and validating input images: the one place where a file or a byte
+string becomes an RGB `PIL.Image` or a clear reason why it cannot.
+
+Repairable inputs (greyscale, palette, RGBA, 16-bit, CMYK, EXIF-rotated,
+animated) are converted and every conversion is reported as a note; unusable
+ones (missing, corrupt, too small, too large) raise `ImageError`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+MIN_SIDE = 8  # px; the toy world is 32 px, real datasets are larger
+MAX_SIDE = 16384
+MAX_PIXELS = 64_000_000  # bigger than any dataset image; guards memory before decoding
+MAX_FILE_BYTES = 256 * 1024 * 1024
+
+
+class ImageError(ValueError):
+    """An input image that cannot be used; `str()` is the reason, for one line of output."""
+
+
+@dataclass
+class LoadedImage:
+    """An RGB image ready for the methods, its PNG encoding and what was done to it."""
+
+    image: Image.Image
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def png(self) -> bytes:
+        return png_bytes(self.image)
+
+
+def png_bytes(image: Image.Image) -> bytes:
+    """Deterministic PNG encoding (same pixels → same bytes → same content hash)."""
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG", optimize=False)
+    return buffer.getvalue()
+
+
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def load_image(source: str | Path | bytes, *, root: Path | None = None) -> LoadedImage:
+    """Open `source` (a path, or encoded bytes) as RGB.
+
+    With `root`, a path must resolve (symlinks followed) inside `root`; this is
+    how manifest paths are confined to the manifest's folder.
+    """
+    if isinstance(source, bytes):
+        data = source
+    else:
+        data = _read_file(Path(source), root)
+    if len(data) > MAX_FILE_BYTES:
+        raise ImageError(f"file too large ({len(data) / 2**20:.0f} MiB, limit {MAX_FILE_BYTES / 2**20:.0f} MiB)")
+    return decode_image(data)
+
+
+def _read_file(path: Path, root: Path | None) -> bytes:
+    if root is not None:
+        resolved = (root / path).resolve()
+        if not resolved.is_relative_to(root.resolve()):
+            raise ImageError(f"path escapes the manifest folder {root} (resolves to {resolved})")
+        path = resolved
+    if not path.exists():
+        raise ImageError("file not found")
+    if not path.is_file():
+        raise ImageError("not a regular file")
+    if path.stat().st_size > MAX_FILE_BYTES:
+        raise ImageError(f"file too large ({path.stat().st_size / 2**20:.0f} MiB)")
+    return path.read_bytes()
+
+
+def decode_image(data: bytes) -> LoadedImage:
+    """Decode encoded image bytes, check the size, convert to RGB and note each conversion."""
+    if not data:
+        raise ImageError("empty file")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(data))
+            width, height = image.size  # read from the header, before any pixel is decoded
+            _check_size(width, height)
+            image.load()
+    except ImageError:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise ImageError(f"image too large to decode safely ({exc})") from None
+    except UnidentifiedImageError:
+        raise ImageError("not a readable image (unknown format or corrupt header)") from None
+    except Exception as exc:  # PIL raises many types for corrupt data (OSError, SyntaxError, ValueError, …)
+        raise ImageError(f"not a readable image ({type(exc).__name__}: {exc})") from None
+    return _to_rgb(image)
+
+
+def _check_size(width: int, height: int) -> None:
+    if min(width, height) < MIN_SIDE:
+        raise ImageError(f"image too small ({width}×{height} px, minimum side {MIN_SIDE} px)")
+    if max(width, height) > MAX_SIDE or width * height > MAX_PIXELS:
+        raise ImageError(f"image too large ({width}×{height} px, limit {MAX_SIDE} px a side, {MAX_PIXELS:,} px)")
+
+
+def _to_rgb(image: Image.Image) -> LoadedImage:
+    notes: list[str] = []
+    if getattr(image, "n_frames", 1) > 1:
+        notes.append(f"kept the first of {image.n_frames} frames")
+        image.seek(0)
+    orientation = image.getexif().get(0x0112, 1)  # EXIF Orientation
+    if orientation not in (0, 1):
+        image = ImageOps.exif_transpose(image)
+        notes.append(f"applied EXIF orientation {orientation}")
+    mode = image.mode
+    if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+        image = _high_bit_depth_to_l(image)
+        notes.append(f"converted {mode} (high bit depth) to 8-bit")
+    if image.mode == "P":
+        image = image.convert("RGBA" if "transparency" in image.info else "RGB")
+        notes.append("converted palette (P) to RGB")
+    if image.mode in ("RGBA", "LA", "La", "RGBa", "PA"):
+        rgba = image.convert("RGBA")
+        if rgba.getchannel("A").getextrema()[0] < 255:
+            notes.append(f"composited {image.mode} transparency on white")
+        else:
+            notes.append(f"dropped the opaque alpha channel of {image.mode}")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        image = Image.alpha_composite(background, rgba).convert("RGB")
+    if image.mode != "RGB":
+        if image.mode in ("L", "1"):
+            notes.append(f"converted greyscale ({image.mode}) to RGB")
+        else:
+            notes.append(f"converted {image.mode} to RGB")
+        image = image.convert("RGB")
+    return LoadedImage(image=image, notes=notes)
+
+
+def _high_bit_depth_to_l(image: Image.Image) -> Image.Image:
+    """16-bit / 32-bit integer or float greyscale → 8-bit "L", scaled, not clipped."""
+    array = np.asarray(image).astype(np.float64)
+    if image.mode == "F":
+        scale = 255.0 if np.nanmax(array) <= 1.0 else 1.0
+    else:
+        scale = 255.0 / 65535.0 if np.nanmax(array) > 255 else 1.0
+    array = np.nan_to_num(array * scale, nan=0.0)
+    return Image.fromarray(np.clip(np.rint(array), 0, 255).astype(np.uint8))  # 2-D uint8 → "L"
+
+
+def is_constant(image: Image.Image) -> bool:
+    """True when every pixel has the same value (blank, black, grey fill…)."""
+    low_high = image.getextrema()
+    bands = low_high if isinstance(low_high[0], tuple) else (low_high,)
+    return all(low == high for low, high in bands)

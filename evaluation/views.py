@@ -1,0 +1,101 @@
+"""The DuckDB file of views over the Parquet tables, and the leaderboard.
+
+Each table `t` becomes a view over `tables/t/*/*.parquet` (hive partitioning):
+its `shard` column is the partition key (`toy`, `ip2p.003`) and `dataset` the
+dataset's name (the key without its shard number). `leaderboard` is a view:
+mean ± 95% CI (Student's t) per method × dataset × metric.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import duckdb
+import pyarrow as pa
+
+from evaluation.stats import Z975, t975
+
+LEADERBOARD_SQL = f"""
+CREATE OR REPLACE VIEW leaderboard AS
+WITH per_group AS (
+    SELECT dataset, method, metric, config_hash,
+           count(*) AS n, avg(value) AS mean, stddev_samp(value) AS sd
+    FROM metrics
+    WHERE value IS NOT NULL AND isfinite(value)
+    GROUP BY dataset, method, metric, config_hash
+)
+SELECT g.dataset, g.method, g.metric, g.n, g.mean,
+       coalesce(t.t, {Z975}) * g.sd / sqrt(g.n) AS ci95,
+       g.mean - coalesce(t.t, {Z975}) * g.sd / sqrt(g.n) AS ci95_low,
+       g.mean + coalesce(t.t, {Z975}) * g.sd / sqrt(g.n) AS ci95_high,
+       g.config_hash
+FROM per_group g LEFT JOIN t975 t ON t.df = g.n - 1
+ORDER BY g.dataset, g.metric, g.mean DESC
+"""
+
+GENERATION_ERRORS_SQL = """
+CREATE OR REPLACE VIEW generation_summary AS
+SELECT dataset, method, config_hash, count(*) AS generations,
+       count(*) FILTER (WHERE error IS NOT NULL) AS errors, avg(seconds) AS mean_seconds
+FROM generations GROUP BY ALL ORDER BY ALL
+"""
+
+
+def table_view_sql(table: str, tables_root: Path) -> str:
+    pattern = (tables_root / table / "*" / "*.parquet").as_posix().replace("'", "''")
+    return (
+        f"CREATE OR REPLACE VIEW {table} AS "
+        f"SELECT * EXCLUDE (dataset), split_part(dataset, '.', 1) AS dataset, dataset AS shard "
+        f"FROM read_parquet('{pattern}', hive_partitioning = true, hive_types = {{'dataset': VARCHAR}})"
+    )
+
+
+def build_database(db_path: Path, tables_root: Path, tables: list[str]) -> list[str]:
+    """(Re)write the DuckDB file with a view per table that has files, plus the
+    leaderboard. Built under a temporary name and renamed, so readers never see
+    a half-built file. Returns the view names."""
+    db_path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = db_path.with_name(f".{db_path.name}.{os.getpid()}.tmp")
+    tmp.unlink(missing_ok=True)
+    views = []
+    with duckdb.connect(str(tmp)) as con:
+        dfs = list(range(1, 10001))
+        t_table = pa.table({"df": pa.array(dfs, pa.int64()), "t": pa.array([t975(d) for d in dfs], pa.float64())})
+        con.register("t_values", t_table)
+        con.execute("CREATE TABLE t975 AS SELECT * FROM t_values")
+        con.unregister("t_values")
+        for table in tables:
+            con.execute(table_view_sql(table, tables_root))
+            views.append(table)
+        if "metrics" in tables:
+            con.execute(LEADERBOARD_SQL)
+            views.append("leaderboard")
+        if "generations" in tables:
+            con.execute(GENERATION_ERRORS_SQL)
+            views.append("generation_summary")
+        con.execute("CHECKPOINT")
+    os.replace(tmp, db_path)
+    return views
+
+
+def query(db_path: Path, sql: str) -> tuple[list[str], list[tuple]]:
+    """Run `sql` on a read-only connection: (column names, rows)."""
+    with duckdb.connect(str(db_path), read_only=True) as con:
+        cursor = con.execute(sql)
+        columns = [d[0] for d in cursor.description] if cursor.description else []
+        return columns, cursor.fetchall()
+
+
+def format_table(columns: list[str], rows: list[tuple], float_digits: int = 4) -> str:
+    """A plain-text table for the terminal."""
+
+    def cell(value) -> str:
+        if isinstance(value, float):
+            return f"{value:.{float_digits}f}"
+        return "" if value is None else str(value)
+
+    body = [[cell(v) for v in row] for row in rows]
+    widths = [max([len(c)] + [len(r[i]) for r in body]) for i, c in enumerate(columns)]
+    line = lambda values: "  ".join(v.ljust(w) for v, w in zip(values, widths, strict=True)).rstrip()  # noqa: E731
+    return "\n".join([line(columns), line(["-" * w for w in widths])] + [line(r) for r in body])

@@ -1,0 +1,160 @@
+"""The asset graph, one dataset partition at a time:
+
+    triplets → generations → metrics → leaderboard (DuckDB views, all partitions)
+                                      └→ report (HTML gallery + plot, per partition)
+
+Each asset reads its inputs from the store, calls one function from ops/ or
+evaluation/, writes a table (or files) and returns metadata for the UI. New
+stages (captions, pez_prompts, clip_deltas, diff_tokens) slot in between
+triplets and generations the same way; new methods only need `ops.registry`.
+"""
+
+
+import base64
+import json
+from functools import lru_cache
+from typing import Any
+
+import dagster as dg
+
+from evaluation import report as report_lib
+from evaluation.datasets import load_raw_triplets, resolve_partition
+from evaluation.files import atomic_write
+from evaluation.metrics import ScoreItem, score_items
+from evaluation.schemas import TABLES, describe
+from evaluation.triplets import triplet_row
+from evaluation.views import build_database, format_table, query
+from ops.registry import default_methods
+from orchestration.generate import generate_rows
+from orchestration.partitions import DATASETS, dataset_partitions
+from orchestration.resources import AnalogyStorage, ModelsResource
+
+GROUP = "analogy"
+
+
+def _table_metadata(path, rows: list[dict], table: str) -> dict[str, Any]:
+    errors = sum(1 for r in rows if r.get("error"))
+    return {"path": dg.MetadataValue.path(str(path)), "rows": len(rows), "errors": errors,
+            "schema": dg.MetadataValue.json(describe(TABLES[table]))}
+
+
+@dg.asset(partitions_def=dataset_partitions, group_name=GROUP, kinds={"parquet"})
+def triplets(context: dg.AssetExecutionContext, storage: AnalogyStorage) -> dg.MaterializeResult:
+    """A, A′, B (and B′gt) of every triplet in the partition, validated: repairs are
+    noted, unusable triplets become error rows."""
+    store = storage.store()
+    spec, rows_slice = resolve_partition(DATASETS, context.partition_key)
+    raw = load_raw_triplets(spec, rows_slice, cache_dir=store.home / "datasets")
+    rows = [triplet_row(t, spec.kind, store.put_png) for t in raw]
+    for row in rows:
+        if row["error"]:
+            context.log.warning(f"triplet {row['triplet_id']} unusable: {row['error']}")
+        elif row["notes"]:
+            context.log.info(f"triplet {row['triplet_id']} repaired: {'; '.join(json.loads(row['notes']))}")
+    path = store.write_table("triplets", context.partition_key, rows)
+    return dg.MaterializeResult(metadata={**_table_metadata(path, rows, "triplets"), "kind": spec.kind})
+
+
+class GenerationsConfig(dg.Config):
+    methods: list[str] | None = None  # None → every method registered with default=True
+    options: dict[str, dict[str, Any]] = {}  # method → config overrides (see ops.registry)
+    seed: int = 0
+
+
+@dg.asset(partitions_def=dataset_partitions, group_name=GROUP, deps=[triplets], pool="gpu", kinds={"parquet"})
+def generations(context: dg.AssetExecutionContext, config: GenerationsConfig, storage: AnalogyStorage,
+                models: ModelsResource) -> dg.MaterializeResult:
+    """B′ for every usable triplet × method (ops.registry), as PNG blobs."""
+    store = storage.store()
+    methods = config.methods or default_methods()
+    rows = generate_rows(store.read_table("triplets", context.partition_key), methods, config.options, store,
+                         models.method_context(config.seed, context.log), config.seed, context.log)
+    path = store.write_table("generations", context.partition_key, rows)
+    return dg.MaterializeResult(metadata={**_table_metadata(path, rows, "generations"),
+                                          "methods": ", ".join(methods), "profile": models.profile})
+
+
+class MetricsConfig(dg.Config):
+    encoders: list[str] = ["clip", "dinov2"]  # image encoders for directional scores; absent ones are skipped
+    text_direction: bool = True  # caption-based CLIP direction where the dataset has captions
+
+
+@dg.asset(partitions_def=dataset_partitions, group_name=GROUP, deps=[generations], kinds={"parquet"})
+def metrics(context: dg.AssetExecutionContext, config: MetricsConfig, storage: AnalogyStorage,
+            models: ModelsResource) -> dg.MaterializeResult:
+    """Directional, caption-direction and ground-truth scores of every B′ (long format)."""
+    store = storage.store()
+    key = context.partition_key
+    by_id = {t["triplet_id"]: t for t in store.read_table("triplets", key)}
+    items = []
+    for g in store.read_table("generations", key):
+        if g["error"]:
+            continue
+        t = by_id[g["triplet_id"]]
+        before, after = ((t["b_caption"], t["b_prime_caption"]) if t["b_caption"] and t["b_prime_caption"]
+                         else (t["a_caption"], t["a_prime_caption"]))
+        items.append(ScoreItem(g["triplet_id"], g["method"], g["config_hash"], t["a_hash"], t["a_prime_hash"],
+                               t["b_hash"], g["b_prime_hash"], t["b_prime_gt_hash"], before, after))
+    encoders = {}
+    for kind in config.encoders:
+        try:
+            encoders[kind] = models.image_encoder(kind)
+        except ValueError as exc:  # e.g. no DINOv2 in the toy profile
+            context.log.info(f"skipping encoder {kind!r}: {exc}")
+    text_encoder = models.text_encoder() if config.text_direction and "clip" in encoders else None
+    rows = score_items(items, lru_cache(maxsize=4096)(store.get_png), encoders, text_encoder)
+    path = store.write_table("metrics", key, rows)
+    return dg.MaterializeResult(metadata={**_table_metadata(path, rows, "metrics"),
+                                          "encoders": ", ".join(f"{k}={e.model_id}" for k, e in encoders.items()),
+                                          "metric_names": ", ".join(sorted({r["metric"] for r in rows}))})
+
+
+@dg.asset(group_name=GROUP, deps=[triplets, generations, metrics], kinds={"duckdb"})
+def leaderboard(context: dg.AssetExecutionContext, storage: AnalogyStorage) -> dg.MaterializeResult:
+    """Refreshes analogy.duckdb (a view per table, over every partition) whose
+    `leaderboard` view is mean ± 95% CI per method × dataset × metric."""
+    store = storage.store()
+    views = build_database(store.duckdb_path, store.home / "tables", store.tables_with_files())
+    metadata: dict[str, Any] = {"path": dg.MetadataValue.path(str(store.duckdb_path)), "views": ", ".join(views)}
+    if "leaderboard" in views:
+        columns, rows = query(store.duckdb_path, "SELECT dataset, method, metric, n, mean, ci95 FROM leaderboard")
+        metadata["leaderboard"] = dg.MetadataValue.md(_markdown(columns, rows))
+        metadata["rows"] = len(rows)
+        context.log.info("\n" + format_table(columns, rows))
+    return dg.MaterializeResult(metadata=metadata)
+
+
+@dg.asset(partitions_def=dataset_partitions, group_name=GROUP, deps=[metrics], kinds={"html"})
+def report(context: dg.AssetExecutionContext, storage: AnalogyStorage) -> dg.MaterializeResult:
+    """HTML gallery (A | A′ | B | B′ per method, with scores) and a scores plot."""
+    store = storage.store()
+    key = context.partition_key
+    out_dir = store.report_dir(key)
+    href = lambda h: f"../../blobs/png/{h}.png" if h else None  # noqa: E731 (report → blobs, relative)
+    metric_rows = store.read_table("metrics", key)
+    gallery = report_lib.build_gallery(store.read_table("triplets", key), store.read_table("generations", key),
+                                       metric_rows, href)
+    summary = report_lib.summarise(metric_rows)
+    summary_md = report_lib.summary_markdown(summary)
+    plot = report_lib.scores_plot(summary)
+    plot_path = out_dir / "scores.png"
+    html_path = out_dir / "index.html"
+    atomic_write(plot_path, plot)
+    page = report_lib.gallery_html(f"Image analogies — {key}", gallery, summary_md, "scores.png")
+    atomic_write(html_path, page.encode())
+    context.log.info(f"report: {html_path}")
+    plot_md = f"![scores](data:image/png;base64,{base64.b64encode(plot).decode()})"
+    return dg.MaterializeResult(metadata={
+        "html": dg.MetadataValue.path(str(html_path)),
+        "plot": dg.MetadataValue.path(str(plot_path)),
+        "summary": dg.MetadataValue.md(summary_md + "\n\n" + plot_md),
+    })
+
+
+def _markdown(columns: list[str], rows: list[tuple]) -> str:
+    fmt = lambda v: f"{v:.4f}" if isinstance(v, float) else ("" if v is None else str(v))  # noqa: E731
+    lines = ["| " + " | ".join(columns) + " |", "|" + " --- |" * len(columns)]
+    return "\n".join(lines + ["| " + " | ".join(fmt(v) for v in row) + " |" for row in rows])
+
+
+ASSETS = [triplets, generations, metrics, leaderboard, report]

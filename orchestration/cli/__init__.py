@@ -1,0 +1,32 @@
+"""The `analogy` command. Each sub-command lives in its own module with
+`add_parser(subparsers)`, which sets `func(args) -> exit code`; add a module
+name to COMMANDS to add a command. Heavy imports stay inside `func` so
+`analogy --help` is instant."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+COMMANDS = ["demo", "run", "sql"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="analogy", description="Image analogies A : A′ :: B : B′, as a Dagster "
+                                     "pipeline over Parquet tables.")
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name in COMMANDS:
+        importlib.import_module(f"orchestration.cli.{name}").add_parser(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        print("analogy: interrupted", file=sys.stderr)
+        return 130
+
+

@@ -1,0 +1,87 @@
+"""`analogy demo`: materialise the whole graph for one partition (default `toy`)
+through Dagster, then print the leaderboard and where the report is.
+
+Runs are recorded in `$DAGSTER_HOME` (default `$ANALOGY_HOME/dagster`), so
+`dagster dev -w workspace.yaml` with the same DAGSTER_HOME shows them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+
+def add_parser(subparsers) -> None:
+    p = subparsers.add_parser("demo", help="run the pipeline on the toy partition and print the leaderboard")
+    p.add_argument("--partition", default="toy", help="dataset partition (default: toy)")
+    p.add_argument("--methods", help="comma-separated methods (default: every default method in ops.registry)")
+    p.add_argument("--profile", default="toy", help="model profile (default: toy)")
+    p.add_argument("--home", help="ANALOGY_HOME (default: $ANALOGY_HOME or ./.analogy)")
+    p.add_argument("--verbose", action="store_true", help="show Dagster's INFO logs")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from orchestration.storage import analogy_home
+
+    home = analogy_home(args.home)
+    os.environ["ANALOGY_HOME"] = str(home)
+    os.environ.setdefault("DAGSTER_HOME", str(home / "dagster"))
+    dagster_yaml = Path(os.environ["DAGSTER_HOME"]) / "dagster.yaml"
+    if not dagster_yaml.exists():  # an instance of our own: sqlite storage, no telemetry, no banner
+        dagster_yaml.parent.mkdir(parents=True, exist_ok=True)
+        dagster_yaml.write_text("telemetry:\n  enabled: false\n")
+
+    import dagster as dg
+
+    from evaluation.views import format_table, query
+    from ops.registry import default_methods
+    from orchestration.assets import ASSETS
+    from orchestration.checks import CHECKS
+    from orchestration.partitions import dataset_partitions
+    from orchestration.resources import AnalogyStorage, ModelsResource
+    from orchestration.storage import Store
+
+    if args.partition not in dataset_partitions.get_partition_keys():
+        print(f"analogy demo: no partition {args.partition!r}; configured: "
+              f"{', '.join(dataset_partitions.get_partition_keys())}", file=sys.stderr)
+        return 2
+    methods = args.methods.split(",") if args.methods else default_methods()
+    print(f"Materialising triplets → generations → metrics → leaderboard, report for partition "
+          f"{args.partition!r} (profile {args.profile}, methods {', '.join(methods)}) into {home}", flush=True)
+    start = time.perf_counter()
+    result = dg.materialize(
+        ASSETS + CHECKS,
+        partition_key=args.partition,
+        instance=dg.DagsterInstance.get(),
+        resources={"storage": AnalogyStorage(home=str(home)), "models": ModelsResource(profile=args.profile)},
+        run_config={
+            "loggers": {"console": {"config": {"log_level": "INFO" if args.verbose else "WARNING"}}},
+            "ops": {"generations": {"config": {"methods": methods}}},
+        },
+        tags={"launched_by": "analogy demo"},
+        raise_on_error=False,
+    )
+    seconds = time.perf_counter() - start
+    if not result.success:
+        failed = [e.step_key for e in result.all_events if e.is_step_failure]
+        print(f"analogy demo: the run failed at {', '.join(failed) or 'an unknown step'} "
+              f"(rerun with --verbose, or open the run in the UI)", file=sys.stderr)
+        return 1
+    failed_checks = [e for e in result.get_asset_check_evaluations() if not e.passed]
+    store = Store(home)
+    columns, rows = query(store.duckdb_path, "SELECT method, metric, n, mean, ci95 FROM leaderboard "
+                          f"WHERE dataset = '{args.partition.split('.')[0]}' ORDER BY metric, mean DESC")
+    print(f"\nLeaderboard ({args.partition}, mean ± 95% CI over triplets):\n")
+    print(format_table(columns, rows))
+    print(f"\nReport:  {store.report_dir(args.partition) / 'index.html'}")
+    print(f"Tables:  {home / 'tables'}   (query: analogy sql \"SELECT * FROM leaderboard\")")
+    print(f"UI:      DAGSTER_HOME={os.environ['DAGSTER_HOME']} dagster dev -w workspace.yaml")
+    print(f"Done in {seconds:.0f} s.")
+    for check in failed_checks:
+        print(f"CHECK FAILED ({check.severity.value}): {check.asset_key.to_user_string()}.{check.check_name}: "
+              f"{check.description}", file=sys.stderr)
+    return 1 if any(c.severity == dg.AssetCheckSeverity.ERROR for c in failed_checks) else 0

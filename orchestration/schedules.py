@@ -1,0 +1,24 @@
+"""Jobs and schedules: a run over every dataset partition, weekly, off until turned on."""
+
+from __future__ import annotations
+
+import dagster as dg
+
+from orchestration.assets import ASSETS
+from orchestration.partitions import dataset_partitions
+
+# Everything for one partition (the leaderboard refresh included); the UI's backfill runs many.
+analogy_job = dg.define_asset_job("analogy_job", selection=dg.AssetSelection.assets(*ASSETS),
+                                  description="triplets → generations → metrics → report, and the leaderboard")
+
+
+@dg.schedule(job=analogy_job, cron_schedule="0 3 * * 0", default_status=dg.DefaultScheduleStatus.STOPPED)
+def all_datasets_weekly(context: dg.ScheduleEvaluationContext):
+    """One run per dataset partition, Sundays 03:00 (turn on in the UI or with `dagster schedule start`)."""
+    stamp = context.scheduled_execution_time.strftime("%Y%m%d")
+    for key in dataset_partitions.get_partition_keys():
+        yield dg.RunRequest(run_key=f"{key}-{stamp}", partition_key=key)
+
+
+SCHEDULES = [all_datasets_weekly]
+JOBS = [analogy_job]

@@ -1,0 +1,146 @@
+"""Test inputs made on the fly: images in every awkward format, manifests, hub-schema Parquet files."""
+
+from __future__ import annotations
+
+import io
+import json
+import struct
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+from PIL import Image
+
+from models.toy.world import Scene, render
+
+
+def encode(image: Image.Image, fmt: str = "PNG", **kwargs) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format=fmt, **kwargs)
+    return buffer.getvalue()
+
+
+def scene_image(colour: str = "red", shape: str = "circle", seed: int = 0, size: int = 32) -> Image.Image:
+    image = render(Scene("large", colour, shape, "white"), seed)
+    return image if size == 32 else image.resize((size, size))
+
+
+def gradient(width: int = 40, height: int = 24) -> Image.Image:
+    x = np.linspace(0, 255, width, dtype=np.float64)[None, :, None]
+    y = np.linspace(0, 255, height, dtype=np.float64)[:, None, None]
+    rgb = np.concatenate([np.broadcast_to(x, (height, width, 1)), np.broadcast_to(y, (height, width, 1)),
+                          np.full((height, width, 1), 90.0)], axis=2)
+    return Image.fromarray(rgb.astype(np.uint8))
+
+
+def png_with_header_size(width: int, height: int) -> bytes:
+    """A valid small PNG whose IHDR claims width×height (a 'huge' image that costs nothing to make)."""
+    data = bytearray(encode(Image.new("RGB", (8, 8), (1, 2, 3))))
+    ihdr = 8  # after the signature: length(4) 'IHDR'(4) data(13) crc(4)
+    data[ihdr + 8:ihdr + 16] = struct.pack(">II", width, height)
+    crc = zlib.crc32(bytes(data[ihdr + 4:ihdr + 21])) & 0xFFFFFFFF
+    data[ihdr + 21:ihdr + 25] = struct.pack(">I", crc)
+    return bytes(data)
+
+
+def awkward_images() -> dict[str, bytes]:
+    """Repairable inputs, by name."""
+    base = gradient()
+    rgba = base.convert("RGBA")
+    rgba.putalpha(Image.linear_gradient("L").resize(base.size))
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90° clockwise on display
+    grey16 = Image.fromarray(np.asarray(base.convert("L"), dtype=np.uint16) * 257)
+    frames = [base, base.transpose(Image.Transpose.FLIP_LEFT_RIGHT)]
+    gif = io.BytesIO()
+    frames[0].save(gif, format="GIF", save_all=True, append_images=frames[1:])
+    return {
+        "grey": encode(base.convert("L")),
+        "palette": encode(base.convert("P", palette=Image.Palette.ADAPTIVE)),
+        "rgba": encode(rgba),
+        "grey16": encode(grey16),
+        "exif_rotated": encode(base, "JPEG", exif=exif),
+        "cmyk": encode(base.convert("CMYK"), "JPEG"),
+        "animated": gif.getvalue(),
+    }
+
+
+def unusable_images() -> dict[str, bytes]:
+    """Inputs that must be refused, by name."""
+    good = encode(gradient())
+    return {
+        "corrupt": b"\x89PNG\r\n\x1a\n" + b"\x00" * 40,
+        "truncated": good[: len(good) // 2],
+        "not_an_image": b"hello, world",
+        "empty": b"",
+        "tiny": encode(Image.new("RGB", (4, 4), (10, 20, 30))),
+        "huge": png_with_header_size(30000, 30000),
+    }
+
+
+def write_manifest(folder: Path) -> dict[str, str]:
+    """A manifest folder with two good triplets (one needing repairs) and five bad rows.
+    Returns the expected outcome per triplet id: 'ok' or a word of the error."""
+    folder.mkdir(parents=True, exist_ok=True)
+    images = {"a.png": scene_image("red", "circle", 1), "a2.png": scene_image("blue", "circle", 1),
+              "b.png": scene_image("red", "square", 2), "bgt.png": scene_image("blue", "square", 2)}
+    for name, image in images.items():
+        image.save(folder / name)
+    (folder / "b_palette.png").write_bytes(encode(scene_image("red", "star", 3).convert("P")))
+    (folder / "corrupt.png").write_bytes(b"not a png at all")
+    (folder.parent / "outside.png").write_bytes(encode(scene_image("green", "cross", 4)))
+    rows = [
+        ("good", "a.png", "a2.png", "b.png", "bgt.png", "make it blue"),
+        ("repaired", "a.png", "a2.png", "b_palette.png", "", "make it blue"),
+        ("escapes", "a.png", "a2.png", "../outside.png", "", ""),
+        ("missing", "a.png", "a2.png", "nothere.png", "", ""),
+        ("corrupt", "corrupt.png", "a2.png", "b.png", "", ""),
+        ("good", "a.png", "a2.png", "b.png", "", "duplicate id"),
+        ("no_b", "a.png", "a2.png", "", "", ""),
+    ]
+    lines = ["triplet_id,a,a_prime,b,b_prime_gt,instruction"] + [",".join(r) for r in rows]
+    (folder / "manifest.csv").write_text("\n".join(lines) + "\n")
+    return {"good": "ok", "repaired": "ok", "escapes": "escapes", "missing": "not found", "corrupt": "readable",
+            "good#row-00006": "duplicated", "no_b": "no b"}
+
+
+HF_FEATURES = {
+    "instructpix2pix": {"original_prompt": "string", "original_image": "Image", "edit_prompt": "string",
+                        "edited_prompt": "string", "edited_image": "Image"},
+    "magicbrush": {"img_id": "string", "turn_index": "int32", "source_img": "Image", "mask_img": "Image",
+                   "instruction": "string", "target_img": "Image"},
+}
+
+
+def write_hub_parquet(path: Path, kind: str, rows: list[dict]) -> Path:
+    """A Parquet file in the hub's schema: images as {bytes, path} structs and the
+    `huggingface` schema metadata that makes `datasets` decode them as images."""
+    image_type = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
+    types = {"string": pa.string(), "int32": pa.int32(), "Image": image_type}
+    schema = pa.schema([(name, types[t]) for name, t in HF_FEATURES[kind].items()])
+    features = {name: ({"_type": "Image"} if t == "Image" else {"dtype": t, "_type": "Value"})
+                for name, t in HF_FEATURES[kind].items()}
+    schema = schema.with_metadata({"huggingface": json.dumps({"info": {"features": features}})})
+    encoded = [{k: ({"bytes": encode(v), "path": None} if isinstance(v, Image.Image) else v) for k, v in r.items()}
+               for r in rows]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(pa.Table.from_pylist(encoded, schema=schema), path)
+    return path
+
+
+def ip2p_rows() -> list[dict]:
+    """Six rows, three edit prompts: 'make it blue' ×3, 'make it a star' ×2, 'unique' ×1."""
+    spec = [("make it blue", "red", "blue", "circle", "circle"), ("make it blue", "red", "blue", "square", "square"),
+            ("Make it  BLUE", "green", "blue", "cross", "cross"), ("make it a star", "red", "red", "circle", "star"),
+            ("make it a star", "yellow", "yellow", "square", "star"), ("unique", "purple", "orange", "cross", "cross")]
+    return [{"original_prompt": f"a {c0} {s0}", "original_image": scene_image(c0, s0, i), "edit_prompt": edit,
+             "edited_prompt": f"a {c1} {s1}", "edited_image": scene_image(c1, s1, i)}
+            for i, (edit, c0, c1, s0, s1) in enumerate(spec)]
+
+
+def magicbrush_rows() -> list[dict]:
+    return [{"img_id": str(i), "turn_index": 1, "source_img": scene_image("red", s, i),
+             "mask_img": Image.new("RGB", (32, 32)), "instruction": edit, "target_img": scene_image("blue", s, i)}
+            for i, (edit, s) in enumerate([("paint it blue", "circle"), ("paint it blue", "square"), ("x", "star")])]

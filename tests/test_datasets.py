@@ -1,0 +1,122 @@
+"""Dataset kinds, shards and bad rows, without Dagster."""
+
+import json
+
+import pytest
+from makers import ip2p_rows, magicbrush_rows, write_hub_parquet, write_manifest
+
+from evaluation.datasets import (
+    DatasetSpec,
+    benchmark_file_triplets,
+    load_raw_triplets,
+    load_specs,
+    partition_keys,
+    resolve_partition,
+)
+from evaluation.hub import build_triplet_rows, ensure_triplet_file, load_hub_dataset, sample_pairs
+from evaluation.manifest import manifest_triplets
+from evaluation.triplets import triplet_row
+from models.toy.world import make_triplets, triplet_rows
+
+
+def store_nothing(png: bytes) -> str:
+    return f"hash-of-{len(png)}"
+
+
+def test_partitions_are_datasets_or_their_shards(tmp_path):
+    config = tmp_path / "datasets.yaml"
+    config.write_text("datasets:\n  toy: {kind: toy, n: 4}\n  big: {kind: toy, seed: 1, n: 10, shard_size: 4}\n")
+    specs = load_specs(config)
+    assert partition_keys(specs) == ["toy", "big.000", "big.001", "big.002"]
+    spec, rows = resolve_partition(specs, "big.002")
+    assert [t.triplet_id for t in load_raw_triplets(spec, rows, tmp_path)] == ["toy-s1-00008", "toy-s1-00009"]
+    with pytest.raises(KeyError, match="no dataset"):
+        resolve_partition(specs, "other")
+
+
+@pytest.mark.parametrize("text, problem", [("datasets:\n  Bad.Name: {kind: toy}\n", "names"),
+                                           ("datasets:\n  x: {kind: nope}\n", "kind must be"),
+                                           ("datasets: {}\n", "no datasets")])
+def test_bad_config_is_refused(tmp_path, text, problem):
+    (tmp_path / "d.yaml").write_text(text)
+    with pytest.raises(ValueError, match=problem):
+        load_specs(tmp_path / "d.yaml")
+
+
+def test_toy_triplets_carry_captions_and_attributes(tmp_path):
+    (triplet,) = load_raw_triplets(DatasetSpec("toy", "toy", {"seed": 0, "n": 1}), slice(None), tmp_path)
+    assert triplet.captions["a"].startswith("a ") and triplet.captions["b_prime"].endswith("background")
+    assert set(triplet.extra["attrs"]) == {"a", "a_prime", "b", "b_prime_gt"} and triplet.extra["changed"]
+    row = triplet_row(triplet, "toy", store_nothing)
+    assert row["error"] is None and row["b_prime_gt_hash"] and json.loads(row["extra"])["changed"]
+
+
+def test_benchmark_file_is_read_in_slices(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path = tmp_path / "bench.parquet"
+    pq.write_table(pa.Table.from_pylist(triplet_rows(make_triplets(seed=5, n=5))), path)
+    assert [t.triplet_id for t in benchmark_file_triplets(path, slice(3, 10))] == ["toy-s5-00003", "toy-s5-00004"]
+    pq.write_table(pa.table({"x": [1]}), tmp_path / "other.parquet")
+    with pytest.raises(ValueError, match="not a triplet file"):
+        benchmark_file_triplets(tmp_path / "other.parquet")
+
+
+def test_manifest_bad_rows_become_error_rows(tmp_path):
+    expected = write_manifest(tmp_path / "manifest")
+    rows = [triplet_row(t, "manifest", store_nothing) for t in manifest_triplets(tmp_path / "manifest/manifest.csv")]
+    assert [r["triplet_id"] for r in rows] == list(expected)
+    for row in rows:
+        want = expected[row["triplet_id"]]
+        if want == "ok":
+            assert row["error"] is None and row["a_hash"] and row["b_hash"], row
+        else:
+            assert want in row["error"] and row["a_hash"] is None, row
+    assert "palette" in json.loads(rows[1]["notes"])[0]
+    assert "b (../outside.png)" in rows[2]["error"]  # names the role and the file
+
+
+def test_manifest_jsonl(tmp_path):
+    write_manifest(tmp_path)
+    lines = [json.dumps({"a": "a.png", "a_prime": "a2.png", "b": "b.png", "instruction": "blue"}), "{not json"]
+    (tmp_path / "m.jsonl").write_text("\n".join(lines) + "\n")
+    first, second = (triplet_row(t, "manifest", store_nothing) for t in manifest_triplets(tmp_path / "m.jsonl"))
+    assert first["error"] is None and first["triplet_id"] == "row-00001" and first["instruction"] == "blue"
+    assert "not JSON" in second["error"]
+
+
+def test_hub_pairs_share_an_edit_prompt_and_are_seeded():
+    edits = ["blue", "blue", "star", "Blue ", "star", "unique"]
+    pairs = sample_pairs(edits, n=10, seed=0)
+    assert pairs == sample_pairs(edits, n=10, seed=0) and pairs != sample_pairs(edits, n=10, seed=1)
+    assert len(pairs) == 5 and len(set(pairs)) == 5  # 3 pairs in the 'blue' cycle + 2 in 'star'
+    for a, b in pairs:
+        assert a != b and edits[a].strip().lower() == edits[b].strip().lower()
+    assert 5 not in {i for pair in pairs for i in pair}  # a prompt seen once cannot make a triplet
+
+
+def test_instructpix2pix_triplet_file_from_local_parquet(tmp_path):
+    source = write_hub_parquet(tmp_path / "ip2p.parquet", "instructpix2pix", ip2p_rows())
+    spec = DatasetSpec("ip2p", "instructpix2pix", {"data_files": str(source), "n": 4, "seed": 0})
+    path = ensure_triplet_file(spec, tmp_path / "cache")
+    assert ensure_triplet_file(spec, tmp_path / "cache") == path  # built once
+    triplets = benchmark_file_triplets(path)
+    assert len(triplets) == 4
+    rows = [triplet_row(t, "instructpix2pix", store_nothing) for t in triplets]
+    assert all(r["error"] is None and r["b_prime_gt_hash"] for r in rows)
+    data = load_hub_dataset(spec)
+    for t in triplets:
+        source_rows = json.loads(t.extra["source_rows"])
+        a, b = data[source_rows["a"]], data[source_rows["b"]]
+        assert " ".join(a["edit_prompt"].lower().split()) == " ".join(b["edit_prompt"].lower().split())
+        assert t.captions == {"a": a["original_prompt"], "a_prime": a["edited_prompt"],
+                              "b": b["original_prompt"], "b_prime": b["edited_prompt"]}
+
+
+def test_magicbrush_schema(tmp_path):
+    source = write_hub_parquet(tmp_path / "mb.parquet", "magicbrush", magicbrush_rows())
+    spec = DatasetSpec("mb", "magicbrush", {"data_files": str(source), "n": 5})
+    rows = build_triplet_rows(load_hub_dataset(spec), "magicbrush", n=5, seed=0)
+    assert [r["instruction"] for r in rows] == ["paint it blue", "paint it blue"]
+    assert all(r["a_png"] and r["b_prime_gt_png"] and r["a_caption"] is None for r in rows)

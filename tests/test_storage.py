@@ -1,0 +1,44 @@
+"""The store: one explicit schema per table, atomic replace, content-addressed blobs."""
+
+import pyarrow.parquet as pq
+import pytest
+import torch
+from makers import gradient
+
+from evaluation.schemas import GENERATIONS
+from orchestration.storage import Store
+
+
+def generation(triplet_id: str, **extra) -> dict:
+    return {"triplet_id": triplet_id, "method": "no_edit", "config_hash": "abc", "config": "{}", "seed": 1,
+            "b_prime_hash": None, "seconds": 0.1, "error": None, **extra}
+
+
+def test_writing_a_partition_twice_replaces_it(tmp_path):
+    store = Store(tmp_path)
+    store.write_table("generations", "toy", [generation("t1"), generation("t2")])
+    (store.partition_dir("generations", "toy") / "part-1.parquet").write_bytes(b"stale")
+    path = store.write_table("generations", "toy", [generation("t1")])
+    assert [p.name for p in path.parent.iterdir()] == ["part-0.parquet"]  # no temp files, no stale parts
+    assert pq.read_schema(path).remove_metadata() == GENERATIONS.remove_metadata()
+    assert [r["triplet_id"] for r in store.read_table("generations", "toy")] == ["t1"]
+
+
+def test_rows_are_checked_against_the_schema(tmp_path):
+    with pytest.raises((TypeError, ValueError)):
+        Store(tmp_path).write_table("generations", "toy", [generation("t1", seed="not a number")])
+
+
+def test_blobs_are_content_addressed(tmp_path):
+    store = Store(tmp_path)
+    first, second = store.put_png(gradient()), store.put_png(gradient())
+    assert first == second and len(list((tmp_path / "blobs" / "png").iterdir())) == 1
+    assert store.get_png(first).size == (40, 24)
+    digest = store.put_tensors({"tokens": torch.arange(6.0).reshape(2, 3)})
+    assert store.blob_path("tensors", digest, "safetensors").exists()
+    assert torch.equal(store.get_tensors(digest)["tokens"], torch.arange(6.0).reshape(2, 3))
+
+
+def test_home_defaults_to_the_environment(tmp_path, monkeypatch):
+    monkeypatch.setenv("ANALOGY_HOME", str(tmp_path / "h"))
+    assert Store().home == (tmp_path / "h").resolve()
