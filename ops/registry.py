@@ -19,7 +19,7 @@ import hashlib
 import importlib
 import json
 import logging
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, MutableMapping
 from dataclasses import dataclass, field, replace
 from functools import cached_property
 from typing import Any
@@ -43,16 +43,16 @@ class MethodContext:
     # Intermediate results keyed by content (image hashes, model ids, config hashes), shared by every
     # context made with `with_seed`: one D̃ serves every B, a sweep of generation settings retrains
     # nothing. Orchestration may pre-fill it from stored assets; it lives as long as the context.
-    cache: dict = field(default_factory=dict, repr=False)
+    memo: MutableMapping = field(default_factory=dict, repr=False)
 
     def with_seed(self, seed: int) -> MethodContext:
-        """The same models and cache, another seed."""
+        """The same models and memo, another seed."""
         return replace(self, seed=seed)
 
     def cached(self, key: Hashable, compute: Callable[[], Any]) -> Any:
-        if key not in self.cache:
-            self.cache[key] = compute()
-        return self.cache[key]
+        if key not in self.memo:
+            self.memo[key] = compute()
+        return self.memo[key]
 
     @cached_property
     def profile(self):

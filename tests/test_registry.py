@@ -41,7 +41,7 @@ def test_register_as_decorator_and_lazy_target():
         METHODS.pop("test_lazy", None)
 
 
-def test_contexts_share_the_cache_across_seeds():
+def test_contexts_share_the_memo_across_seeds():
     ctx = MethodContext(seed=1)
     assert ctx.cached("k", lambda: 41) == 41
     other = ctx.with_seed(2)
