@@ -1,0 +1,50 @@
+"""`analogy bench --benchmark FILE --methods m1,m2 [--json]`: judge methods on a toy benchmark file."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+
+def add_parser(subparsers) -> None:
+    p = subparsers.add_parser("bench", help="score methods on a toy benchmark file with the judge CLIP",
+                              description="Methods are registered names (see README), optionally with settings: "
+                                          "'difference_inversion[inversion_steps=5]'. Separate methods with commas.")
+    p.add_argument("--benchmark", required=True, help="a file written by `analogy toy benchmark`")
+    p.add_argument("--methods", default="difference_inversion,no_edit")
+    p.add_argument("--profile", default="toy")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--limit", type=int, help="score only the first N triplets")
+    p.add_argument("--json", action="store_true", help="last line: one JSON object {method: scores}")
+    p.set_defaults(func=run)
+
+
+def split_specs(text: str) -> list[str]:
+    """Split on commas outside [...] settings."""
+    specs, depth, current = [], 0, ""
+    for ch in text:
+        depth += (ch == "[") - (ch == "]")
+        if ch == "," and depth == 0:
+            specs.append(current)
+            current = ""
+        else:
+            current += ch
+    return [s.strip() for s in specs + [current] if s.strip()]
+
+
+def run(args: argparse.Namespace) -> int:
+    from orchestration.bench import run_bench
+
+    try:
+        results = run_bench(args.benchmark, split_specs(args.methods), args.profile, args.seed, args.limit)
+    except (ValueError, KeyError, FileNotFoundError) as exc:
+        print(f"analogy bench: {exc}", file=sys.stderr)
+        return 2
+    if not args.json:
+        print(f"{'method':48s} {'joint':>6s} {'target':>6s} {'keep':>6s} {'n':>4s}  s/triplet")
+        for spec, r in results.items():
+            print(f"{spec:48s} {r['joint']:6.3f} {r['target']:6.3f} {r['keep']:6.3f} {r['n']:4d}  "
+                  f"{r['seconds_per_triplet']:.2f}" + (f"  ({len(r['errors'])} errors)" if r["errors"] else ""))
+    print(json.dumps(results))
+    return 0

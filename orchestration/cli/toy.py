@@ -1,0 +1,45 @@
+"""`analogy toy check|benchmark`: the toy world's models and benchmark files."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+
+
+def add_parser(subparsers) -> None:
+    p = subparsers.add_parser("toy", help="the toy world: check its models, write benchmark files")
+    sub = p.add_subparsers(dest="toy_command", required=True, metavar="TOY_COMMAND")
+    check = sub.add_parser("check", help="judge the committed toy models (t2i, DDIM reconstruction, VAE)")
+    check.add_argument("--json", action="store_true", help="last line: one JSON object")
+    check.set_defaults(func=run_check)
+    bench = sub.add_parser("benchmark", help="write a seeded toy benchmark file (Parquet)")
+    bench.add_argument("--seed", type=int, required=True)
+    bench.add_argument("--n", type=int, required=True, help="number of triplets")
+    bench.add_argument("--out", required=True, help="FILE.parquet")
+    bench.set_defaults(func=run_benchmark)
+
+
+def run_check(args: argparse.Namespace) -> int:
+    from evaluation.toy_check import toy_check
+
+    start = time.perf_counter()
+    result = toy_check() | {"seconds": round(time.perf_counter() - start, 1)}
+    if not args.json:
+        for section in ("t2i", "reconstruction", "vae"):
+            print(f"{section}: {json.dumps(result[section])}")
+    print(json.dumps(result))
+    return 0
+
+
+def run_benchmark(args: argparse.Namespace) -> int:
+    from models.toy.benchmark import write_benchmark
+
+    try:
+        path = write_benchmark(args.out, args.seed, args.n)
+    except (ValueError, OSError) as exc:
+        print(f"analogy toy benchmark: {exc}", file=sys.stderr)
+        return 2
+    print(f"wrote {args.n} triplets (seed {args.seed}) to {path}")
+    return 0
