@@ -9,7 +9,7 @@ import argparse
 import importlib
 import sys
 
-COMMANDS = ["demo", "run", "sql"]
+COMMANDS = ["demo", "run", "sql", "bench", "toy"]
 
 
 def build_parser() -> argparse.ArgumentParser:
