@@ -39,10 +39,8 @@ def run(args: argparse.Namespace) -> int:
 
     from evaluation.views import format_table, query
     from ops.registry import default_methods
-    from orchestration.assets import ASSETS
-    from orchestration.checks import CHECKS
+    from orchestration.materialize import materialize_partition
     from orchestration.partitions import dataset_partitions
-    from orchestration.resources import AnalogyStorage, ModelsResource
     from orchestration.storage import Store
 
     if args.partition not in dataset_partitions.get_partition_keys():
@@ -53,18 +51,9 @@ def run(args: argparse.Namespace) -> int:
     print(f"Materialising triplets → generations → metrics → leaderboard, report for partition "
           f"{args.partition!r} (profile {args.profile}, methods {', '.join(methods)}) into {home}", flush=True)
     start = time.perf_counter()
-    result = dg.materialize(
-        ASSETS + CHECKS,
-        partition_key=args.partition,
-        instance=dg.DagsterInstance.get(),
-        resources={"storage": AnalogyStorage(home=str(home)), "models": ModelsResource(profile=args.profile)},
-        run_config={
-            "loggers": {"console": {"config": {"log_level": "INFO" if args.verbose else "WARNING"}}},
-            "ops": {"generations": {"config": {"methods": methods}}},
-        },
-        tags={"launched_by": "analogy demo"},
-        raise_on_error=False,
-    )
+    result = materialize_partition(args.partition, str(home), methods=methods, profile=args.profile,
+                                   log_level="INFO" if args.verbose else "WARNING",
+                                   instance=dg.DagsterInstance.get(), tags={"launched_by": "analogy demo"})
     seconds = time.perf_counter() - start
     if not result.success:
         failed = [e.step_key for e in result.all_events if e.is_step_failure]

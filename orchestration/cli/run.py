@@ -44,7 +44,18 @@ def parse_settings(items: list[str]) -> dict:
 
 
 def run(args: argparse.Namespace) -> int:
-    logging.basicConfig(level=logging.INFO, format="analogy run: %(message)s", stream=sys.stderr)
+    handler = logging.StreamHandler(sys.stderr)  # the current stderr, also when called in-process
+    handler.setFormatter(logging.Formatter("analogy run: %(message)s"))
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
+    log.propagate = False
+    try:
+        return _run(args)
+    finally:
+        log.removeHandler(handler)
+
+
+def _run(args: argparse.Namespace) -> int:
     from evaluation.files import atomic_write
     from evaluation.images import ImageError, load_image, png_bytes, sha256
     from ops.registry import MethodContext, get_method, run_method

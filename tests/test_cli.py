@@ -1,0 +1,56 @@
+"""`analogy run` on good, repairable and unusable inputs."""
+
+import json
+
+import pytest
+from makers import awkward_images, encode, scene_image, unusable_images
+
+from orchestration.cli import main
+
+
+@pytest.fixture
+def inputs(tmp_path):
+    paths = {}
+    for name, image in {"a": scene_image("red", "circle"), "a2": scene_image("blue", "circle"),
+                        "b": scene_image("red", "square")}.items():
+        paths[name] = tmp_path / f"{name}.png"
+        paths[name].write_bytes(encode(image))
+    for name, data in {**awkward_images(), **unusable_images()}.items():
+        paths[name] = tmp_path / f"{name}.img"
+        paths[name].write_bytes(data)
+    return paths
+
+
+def analogy_run(paths, a="a", a_prime="a2", b="b", *extra):
+    out = paths["a"].parent / "out"
+    return main(["run", "--a", str(paths[a]), "--a-prime", str(paths[a_prime]), "--b", str(paths[b]),
+                 "--out", str(out), *extra]), out
+
+
+def test_run_writes_b_prime_and_a_record(inputs, capsys):
+    code, out = analogy_run(inputs)
+    assert code == 0 and (out / "b_prime.png").exists()
+    record = json.loads((out / "run.json").read_text())
+    assert record["method"] == "no_edit" and record["inputs"]["b"]["sha256"] == record["b_prime"]["sha256"]
+
+
+@pytest.mark.parametrize("name", ["palette", "rgba", "grey16", "exif_rotated"])
+def test_repairable_input_is_converted_and_logged(inputs, capsys, name):
+    code, out = analogy_run(inputs, "a", "a2", name)
+    assert code == 0 and (out / "b_prime.png").exists()
+    assert f"{name}.img" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name", ["corrupt", "tiny", "huge", "empty", "missing"])
+def test_unusable_input_exits_with_one_line(inputs, capsys, name):
+    inputs["missing"] = inputs["a"].parent / "missing.png"
+    code, out = analogy_run(inputs, "a", name, "b")
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and str(inputs[name]) in err[0] and "Traceback" not in err[0]
+    assert not (out / "b_prime.png").exists()
+
+
+def test_unknown_method_or_option_is_one_line(inputs, capsys):
+    assert analogy_run(inputs, "a", "a2", "b", "--method", "nope")[0] == 2
+    assert analogy_run(inputs, "a", "a2", "b", "--set", "strength=0.3")[0] == 2
+    assert len(capsys.readouterr().err.strip().splitlines()) == 2

@@ -1,0 +1,108 @@
+"""The Dagster pipeline end to end on small partitions, into temporary homes,
+asserting on the files it writes."""
+
+import json
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+from makers import ip2p_rows, write_hub_parquet, write_manifest
+
+from evaluation.views import query
+from orchestration.materialize import materialize_partition
+
+TEST_DATA = Path(__import__("os").environ["ANALOGY_TEST_DATA"])
+
+
+def files_under(home: Path) -> list[str]:
+    """Every file the pipeline wrote (Dagster's own instance excluded)."""
+    return sorted(str(p.relative_to(home)) for p in home.rglob("*") if p.is_file() and "dagster" not in p.parts)
+
+
+def rows(home: Path, table: str, partition: str) -> list[dict]:
+    return pq.read_table(home / "tables" / table / f"dataset={partition}" / "part-0.parquet").to_pylist()
+
+
+def run(partition: str, home: Path):
+    result = materialize_partition(partition, str(home), methods=["no_edit"])
+    failures = [e.step_key for e in result.all_events if e.is_step_failure]
+    assert result.success, f"failed steps: {failures}"
+    return result
+
+
+@pytest.fixture(scope="module")
+def toy_home(tmp_path_factory):
+    home = tmp_path_factory.mktemp("toy-home")
+    result = run("toy", home)
+    return home, result
+
+
+def test_toy_partition_writes_tables_blobs_views_and_report(toy_home):
+    home, result = toy_home
+    assert len(rows(home, "triplets", "toy")) == 4
+    generations = rows(home, "generations", "toy")
+    assert [g["method"] for g in generations] == ["no_edit"] * 4 and not any(g["error"] for g in generations)
+    for g in generations:
+        assert (home / "blobs" / "png" / f"{g['b_prime_hash']}.png").exists()
+    metrics = rows(home, "metrics", "toy")
+    by_name = {}
+    for m in metrics:
+        by_name.setdefault(m["metric"], []).append(m["value"])
+    assert {"clip_direction", "clip_text_direction", "clip_gt_cosine", "gt_psnr"} <= set(by_name)
+    assert by_name["clip_direction"] == [0.0] * 4  # B′ = B has no direction at all
+    _, board = query(home / "analogy.duckdb", "SELECT method, metric, n FROM leaderboard WHERE dataset = 'toy'")
+    assert ("no_edit", "clip_direction", 4) in board
+    page = (home / "reports" / "dataset=toy" / "index.html").read_text()
+    assert "no_edit" in page and "toy-s0-00003" in page and (home / "reports/dataset=toy/scores.png").exists()
+    assert all(e.passed for e in result.get_asset_check_evaluations())
+
+
+def test_materialising_twice_leaves_the_same_rows_and_files(toy_home, tmp_path):
+    home, _ = toy_home
+    before = files_under(home), {t: len(rows(home, t, "toy")) for t in ("triplets", "generations", "metrics")}
+    run("toy", home)
+    after = files_under(home), {t: len(rows(home, t, "toy")) for t in ("triplets", "generations", "metrics")}
+    assert after == before
+    _, count = query(home / "analogy.duckdb", "SELECT count(*) FROM generations")
+    assert count == [(4,)]
+
+
+def test_sql_command_answers_read_only(toy_home, capsys):
+    from orchestration.cli import main
+
+    home, _ = toy_home
+    assert main(["sql", "select count(*) as n from generations", "--home", str(home)]) == 0
+    assert capsys.readouterr().out.split() == ["n", "-", "4"]
+    assert main(["sql", "--home", str(home), "--format", "json",
+                 "select method, metric, n from leaderboard where metric = 'clip_direction'"]) == 0
+    assert json.loads(capsys.readouterr().out) == {"method": "no_edit", "metric": "clip_direction", "n": 4}
+    assert main(["sql", "create table x (i int)", "--home", str(home)]) == 1  # read-only
+    assert "read-only" in capsys.readouterr().err
+
+
+def test_manifest_partition_bad_rows_become_error_rows(tmp_path):
+    expected = write_manifest(TEST_DATA / "manifest")
+    run("mixed", tmp_path)
+    triplets = {t["triplet_id"]: t for t in rows(tmp_path, "triplets", "mixed")}
+    assert set(triplets) == set(expected)
+    for triplet_id, want in expected.items():
+        if want == "ok":
+            assert triplets[triplet_id]["error"] is None
+        else:
+            assert want in triplets[triplet_id]["error"]
+    generated = {g["triplet_id"] for g in rows(tmp_path, "generations", "mixed") if not g["error"]}
+    assert generated == {"good", "repaired"}  # the other triplets complete; bad ones are not attempted
+    assert "palette" in triplets["repaired"]["notes"]
+    page = (tmp_path / "reports" / "dataset=mixed" / "index.html").read_text()
+    assert "escapes the manifest folder" in page
+
+
+def test_shards_and_hub_partitions(tmp_path):
+    write_hub_parquet(TEST_DATA / "hub" / "ip2p.parquet", "instructpix2pix", ip2p_rows())
+    for key in ("toyshard.000", "toyshard.001", "ip2p"):
+        run(key, tmp_path)
+    assert len(rows(tmp_path, "triplets", "toyshard.000")) == 4 and len(rows(tmp_path, "triplets", "toyshard.001")) == 2
+    assert len(rows(tmp_path, "generations", "ip2p")) == 4
+    _, board = query(tmp_path / "analogy.duckdb",
+                     "SELECT dataset, n FROM leaderboard WHERE metric = 'clip_direction' ORDER BY dataset")
+    assert board == [("ip2p", 4), ("toyshard", 6)]  # shards pool into their dataset
