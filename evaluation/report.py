@@ -17,6 +17,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 from evaluation.stats import mean_ci95  # noqa: E402
 
 ROLE_TITLES = {"a": "A", "a_prime": "A′", "b": "B", "b_prime_gt": "B′gt"}
+INPUTS_BEFORE_OUTPUT = ("a", "a_prime", "b")  # table columns: A | A′ | B | B′ | B′gt
 
 
 @dataclass
@@ -91,6 +92,7 @@ _STYLE = """
 body { font-family: system-ui, sans-serif; margin: 2em; color: #222; }
 table { border-collapse: collapse; margin-bottom: 1.5em; }
 td, th { border: 1px solid #ddd; padding: 4px 8px; text-align: center; vertical-align: middle; font-size: 13px; }
+img.plot { max-width: 100%; }
 img.thumb { width: 128px; height: 128px; object-fit: contain; image-rendering: pixelated; background: #eee; }
 .error { color: #b00020; }
 .scores { text-align: left; font-family: monospace; font-size: 12px; }
@@ -98,7 +100,7 @@ img.thumb { width: 128px; height: 128px; object-fit: contain; image-rendering: p
 
 
 def _img(href: str | None) -> str:
-    return f'<img class="thumb" src="{html.escape(href)}">' if href else '<span class="error">—</span>'
+    return f'<img class="thumb" src="{html.escape(href)}">' if href else '—'
 
 
 def gallery_html(title: str, rows: list[GalleryRow], summary_md: str, plot_href: str | None) -> str:
@@ -106,7 +108,7 @@ def gallery_html(title: str, rows: list[GalleryRow], summary_md: str, plot_href:
     out = [f"<!doctype html><meta charset='utf-8'><title>{html.escape(title)}</title><style>{_STYLE}</style>",
            f"<h1>{html.escape(title)}</h1>", "<h2>Summary</h2>", _markdown_table_to_html(summary_md)]
     if plot_href:
-        out.append(f'<p><img src="{html.escape(plot_href)}" alt="scores"></p>')
+        out.append(f'<p><img class="plot" src="{html.escape(plot_href)}" alt="scores"></p>')
     out.append("<h2>Triplets</h2>")
     for row in rows:
         out.append(f"<h3>{html.escape(row.triplet_id)}</h3>")
@@ -115,15 +117,16 @@ def gallery_html(title: str, rows: list[GalleryRow], summary_md: str, plot_href:
         if "" in row.errors:
             out.append(f'<p class="error">unusable triplet: {html.escape(row.errors[""])}</p>')
             continue
-        out.append("<table><tr><th>method</th>" + "".join(f"<th>{t}</th>" for t in ROLE_TITLES.values())
-                   + "<th>B′</th><th>scores</th></tr>")
+        out.append("<table><tr><th>method</th>" + "".join(f"<th>{ROLE_TITLES[r]}</th>" for r in INPUTS_BEFORE_OUTPUT)
+                   + "<th>B′</th><th>B′gt</th><th>scores</th></tr>")
         for method in sorted(set(row.outputs) | set(row.errors) - {""}):
             scores = "<br>".join(f"{html.escape(k)} {v:.4f}" for k, v in sorted(row.scores.get(method, {}).items()))
             if method in row.errors:
                 scores = f'<span class="error">{html.escape(row.errors[method])}</span>'
             out.append(f"<tr><td>{html.escape(method)}</td>"
-                       + "".join(f"<td>{_img(row.inputs.get(r))}</td>" for r in ROLE_TITLES)
-                       + f"<td>{_img(row.outputs.get(method))}</td><td class='scores'>{scores}</td></tr>")
+                       + "".join(f"<td>{_img(row.inputs.get(r))}</td>" for r in INPUTS_BEFORE_OUTPUT)
+                       + f"<td>{_img(row.outputs.get(method))}</td><td>{_img(row.inputs.get('b_prime_gt'))}</td>"
+                       + f"<td class='scores'>{scores}</td></tr>")
         out.append("</table>")
     return "\n".join(out)
 

@@ -116,5 +116,26 @@ def metrics_finite_and_complete(context: dg.AssetCheckExecutionContext,
     return _result(problems, len(rows))
 
 
+def tensor_blobs_finite_check(asset: dg.AssetsDefinition, table: str, column: str) -> dg.AssetChecksDefinition:
+    """A check that every safetensors blob named in `table.column` exists and holds no NaN/inf,
+    e.g. `tensor_blobs_finite_check(diff_tokens, "diff_tokens", "tokens_hash")`."""
+
+    @dg.asset_check(asset=asset, name=f"{column}_finite", partitions_def=dataset_partitions,
+                    description=f"every tensor in {table}.{column} exists and is finite")
+    def _check(context: dg.AssetCheckExecutionContext, storage: AnalogyStorage) -> dg.AssetCheckResult:
+        store = storage.store()
+        digests = [r[column] for r in store.read_table(table, context.partition_key) if r.get(column)]
+        problems = []
+        for digest in digests:
+            path = store.blob_path("tensors", digest, "safetensors")
+            if not path.exists():
+                problems.append(f"{digest[:12]}: blob missing")
+            else:
+                problems += tensor_problems(store.get_tensors(digest), digest[:12])
+        return _result(problems, len(digests))
+
+    return _check
+
+
 CHECKS = [triplets_not_empty, triplet_images_valid, generations_complete, b_prime_images_valid,
           metrics_finite_and_complete]
