@@ -62,6 +62,22 @@ class ScoreItem:
     text_after: str | None = None
 
 
+def items_from_tables(triplets: list[dict], generations: list[dict]) -> list[ScoreItem]:
+    """One item per successful generation, joined with its triplet. The caption delta is
+    B's pair (B → B′gt) where the dataset captions both, else A's pair (A → A′)."""
+    by_id = {t["triplet_id"]: t for t in triplets}
+    items = []
+    for g in generations:
+        if g["error"]:
+            continue
+        t = by_id[g["triplet_id"]]
+        before, after = ((t["b_caption"], t["b_prime_caption"]) if t["b_caption"] and t["b_prime_caption"]
+                         else (t["a_caption"], t["a_prime_caption"]))
+        items.append(ScoreItem(g["triplet_id"], g["method"], g["config_hash"], t["a_hash"], t["a_prime_hash"],
+                               t["b_hash"], g["b_prime_hash"], t["b_prime_gt_hash"], before, after))
+    return items
+
+
 class Encoder(Protocol):
     """Anything with `.encode(list[PIL]) -> (N, D)` and `.model_id` (models.loaders encoders)."""
 

@@ -20,7 +20,7 @@ import dagster as dg
 from evaluation import report as report_lib
 from evaluation.datasets import load_raw_triplets, resolve_partition
 from evaluation.files import atomic_write
-from evaluation.metrics import ScoreItem, score_items
+from evaluation.metrics import items_from_tables, score_items
 from evaluation.schemas import TABLES, describe
 from evaluation.triplets import triplet_row
 from evaluation.views import build_database, format_table, query
@@ -85,16 +85,7 @@ def metrics(context: dg.AssetExecutionContext, config: MetricsConfig, storage: A
     """Directional, caption-direction and ground-truth scores of every B′ (long format)."""
     store = storage.store()
     key = context.partition_key
-    by_id = {t["triplet_id"]: t for t in store.read_table("triplets", key)}
-    items = []
-    for g in store.read_table("generations", key):
-        if g["error"]:
-            continue
-        t = by_id[g["triplet_id"]]
-        before, after = ((t["b_caption"], t["b_prime_caption"]) if t["b_caption"] and t["b_prime_caption"]
-                         else (t["a_caption"], t["a_prime_caption"]))
-        items.append(ScoreItem(g["triplet_id"], g["method"], g["config_hash"], t["a_hash"], t["a_prime_hash"],
-                               t["b_hash"], g["b_prime_hash"], t["b_prime_gt_hash"], before, after))
+    items = items_from_tables(store.read_table("triplets", key), store.read_table("generations", key))
     encoders = {}
     for kind in config.encoders:
         try:
