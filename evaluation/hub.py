@@ -53,10 +53,17 @@ def load_hub_dataset(spec: DatasetSpec):
     if spec.options.get("data_files"):
         return datasets.load_dataset("parquet", data_files=str(spec.path("data_files")), split=split)
     repo = spec.options.get("repo", HUB_SCHEMAS[spec.kind].repo)
-    if spec.options.get("streaming"):
-        rows = datasets.load_dataset(repo, split=split, streaming=True).take(int(spec.options.get("max_rows", 5000)))
-        return datasets.Dataset.from_list(list(rows))
-    return datasets.load_dataset(repo, split=split)
+    try:
+        if spec.options.get("streaming"):
+            stream = datasets.load_dataset(repo, split=split, streaming=True)
+            rows = stream.take(int(spec.options.get("max_rows", 5000)))
+            return datasets.Dataset.from_list(list(rows))
+        return datasets.load_dataset(repo, split=split)
+    except Exception as exc:  # datasets raises many types for "not cached / no network"
+        raise RuntimeError(
+            f"dataset {spec.name!r}: cannot load {repo} ({type(exc).__name__}: {str(exc).splitlines()[0][:200]}). "
+            f"Fetch it on a machine with network (`hf download {repo} --repo-type dataset`) into the cache that "
+            f"HF_HOME points at, or give `data_files:` (local Parquet files) in datasets.yaml.") from exc
 
 
 def sample_pairs(edits: list[str], n: int, seed: int) -> list[tuple[int, int]]:
