@@ -79,7 +79,7 @@ class MetricsConfig(dg.Config):
     text_direction: bool = True  # caption-based CLIP direction where the dataset has captions
 
 
-@dg.asset(partitions_def=dataset_partitions, group_name=GROUP, deps=[generations], kinds={"parquet"})
+@dg.asset(partitions_def=dataset_partitions, group_name=GROUP, deps=[generations], pool="gpu", kinds={"parquet"})
 def metrics(context: dg.AssetExecutionContext, config: MetricsConfig, storage: AnalogyStorage,
             models: ModelsResource) -> dg.MaterializeResult:
     """Directional, caption-direction and ground-truth scores of every B′ (long format)."""
@@ -100,9 +100,9 @@ def metrics(context: dg.AssetExecutionContext, config: MetricsConfig, storage: A
                                           "metric_names": ", ".join(sorted({r["metric"] for r in rows}))})
 
 
-@dg.asset(group_name=GROUP, deps=[triplets, generations, metrics], kinds={"duckdb"})
+@dg.asset(group_name=GROUP, deps=[metrics], kinds={"duckdb"})
 def leaderboard(context: dg.AssetExecutionContext, storage: AnalogyStorage) -> dg.MaterializeResult:
-    """Refreshes analogy.duckdb (a view per table, over every partition) whose
+    """Refreshes analogy.duckdb (a view per table, over every partition of every dataset) whose
     `leaderboard` view is mean ± 95% CI per method × dataset × metric."""
     store = storage.store()
     views = build_database(store.duckdb_path, store.home / "tables", store.tables_with_files())
