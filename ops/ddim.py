@@ -72,6 +72,26 @@ def ddim_invert(unet, z0: torch.Tensor, cond: torch.Tensor, schedule: Schedule, 
     return trajectory
 
 
+class NoisedLatents:
+    """q(z0, t_i) with one fixed `noise` at every level, computed when indexed (memory stays
+    two latents however many steps): [level 0 (noisiest), …, level N−1, level N = z0].
+    The forward-noised trajectory that SDEdit starts from and Differential Diffusion re-injects."""
+
+    def __init__(self, scheduler, z0: torch.Tensor, noise: torch.Tensor, schedule: Schedule):
+        self.scheduler, self.z0, self.noise, self.timesteps = scheduler, z0, noise, schedule.timesteps
+
+    def __len__(self) -> int:
+        return len(self.timesteps) + 1
+
+    def __getitem__(self, level: int) -> torch.Tensor:
+        if not -len(self) <= level < len(self):
+            raise IndexError(f"level {level} outside 0..{len(self) - 1}")
+        level %= len(self)
+        if level == len(self.timesteps):
+            return self.z0
+        return self.scheduler.add_noise(self.z0, self.noise, self.timesteps[level].reshape(1))
+
+
 def resize_change_map(change_map: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """(H, W) or (B, 1, H, W) change map in [0, 1] (1 = change fully) → (B, 1, h, w)."""
     m = change_map.float()

@@ -1,0 +1,274 @@
+"""Diffusion Image Analogies (Šubrtová et al., SIGGRAPH 2023), the baseline (SPEC §2).
+
+    1. conditioning estimation for A, A′, B: N = 10 free input-token embeddings
+       [SOT, k1…kN, EOT, EOT, …] through Tsd, fitted by the noise-prediction loss on
+       8 views (original, h-flip, 6 random resized crops), one fixed DDIM timestep
+       per view from the M = 10-step schedule; AdamW lr 0.01
+    2. noise estimation for B: εB = √ᾱT·zB + √(1−ᾱT)·ε, refined by L-BFGS (lr 0.1,
+       10 iterations) through the whole M-step DDIM sampling under cB (CFG 1);
+       loss = latent MSE + pixel MSE after decoding
+    3. analogy: c = cB + st·(cA′ − cA); M DDIM steps (η = 0) from εB, CFG sc = 12
+       against Tsd("")
+
+`dia_captions` is the paper's "synthetic baseline": captions of A, A′, B → Tsd
+features → the same algebra → img2img.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from ops.ddim import Schedule, ddim_move, ddim_sample, decode_latents, encode_latents, predict
+from ops.diff_tokens import diffusion_target
+from ops.images import to_pil, to_pixels
+from ops.sdedit import SDEditConfig, img2img
+from ops.text import encode_diffusion_text, encode_prompt, pipeline_specials
+
+# The paper gives no step count for step 1 (≈ 8 min on an A100 at 512 px with a batch
+# of 8 views, i.e. on the order of 1000 AdamW steps). On the 32 px toy models the loss
+# flattens long before: the toy profile uses TOY_COND_STEPS (see `steps_for_profile`).
+PAPER_COND_STEPS = 1000
+TOY_COND_STEPS = 300
+
+
+@dataclass(frozen=True)
+class DIAConfig:
+    """Every knob of the method, the paper's values as defaults."""
+
+    # 1. conditioning estimation
+    n_tokens: int = 10
+    cond_steps: int = PAPER_COND_STEPS
+    cond_lr: float = 0.01
+    n_crops: int = 6  # + original + h-flip = 8 views
+    crop_scale: tuple[float, float] = (0.85, 0.99)
+    token_init: str = "eot"  # eot (the reference code starts from the tokens of "") | random
+    # 2. noise estimation
+    num_steps: int = 10  # M: the short DDIM schedule of steps 1–3
+    lbfgs_lr: float = 0.1
+    lbfgs_iterations: int = 10
+    lbfgs_max_iter: int = 20  # function evaluations per L-BFGS iteration (torch's default, as in the reference code)
+    pixel_weight: float = 1.0
+    # 3. analogy
+    strength: float = 0.23684210526315788  # st = linspace(0, 1.5, 20)[3]
+    guidance_scale: float = 12.0  # sc
+    seed: int = 0
+
+    def __post_init__(self):
+        if self.token_init not in ("eot", "random"):
+            raise ValueError(f"token_init must be 'eot' or 'random', got {self.token_init!r}")
+        if self.n_crops + 2 > self.num_steps:
+            raise ValueError(f"{self.n_crops + 2} views need as many distinct timesteps; num_steps={self.num_steps}")
+
+
+def steps_for_profile(profile) -> int:
+    return TOY_COND_STEPS if profile.is_toy else PAPER_COND_STEPS
+
+
+# ----------------------------------------------------------------------------- 1. conditioning
+
+
+def views(image: Image.Image, size: int, n_crops: int, scale: tuple[float, float],
+          generator: torch.Generator) -> torch.Tensor:
+    """(2 + n_crops, 3, size, size) pixels: original, h-flip, square random resized crops."""
+    image = image.convert("RGB").resize((size, size), Image.Resampling.BICUBIC)
+    out = [image, image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)]
+    for _ in range(n_crops):
+        u = torch.rand(3, generator=generator).tolist()
+        side = size * math.sqrt(scale[0] + u[0] * (scale[1] - scale[0]))  # area fraction → side
+        left, top = u[1] * (size - side), u[2] * (size - side)
+        out.append(image.resize((size, size), Image.Resampling.BICUBIC, box=(left, top, left + side, top + side)))
+    return to_pixels(out, size)
+
+
+def dia_sequence(table: torch.Tensor, tokens: torch.Tensor, specials) -> tuple[torch.Tensor, torch.Tensor]:
+    """[SOT, k1…kN, EOT, EOT, …] (every position after the tokens is EOT, as in DIA)."""
+    n_eot = specials.length - 1 - tokens.shape[0]
+    embeds = torch.cat([table[specials.sot][None], tokens.to(table.dtype), table[specials.eot][None].expand(n_eot, -1)])
+    ids = torch.tensor([specials.sot] + [specials.pad] * tokens.shape[0] + [specials.eot] * n_eot, device=table.device)
+    return embeds, ids
+
+
+def conditioning_loss(pipe, tokens: torch.Tensor, z: torch.Tensor, t: torch.Tensor,
+                      noise: torch.Tensor) -> torch.Tensor:
+    """Eq. 2: MSE between U(q(z, t, ε), t, Tsd([SOT, tokens, EOT…])) and ε (or the velocity)."""
+    table = pipe.text_encoder.get_input_embeddings().weight.detach()
+    cond = encode_diffusion_text(pipe.text_encoder, *dia_sequence(table, tokens, pipeline_specials(pipe)))
+    pred = pipe.unet(pipe.scheduler.add_noise(z, noise, t), t, cond.expand(z.shape[0], -1, -1)).sample
+    return F.mse_loss(pred.float(), diffusion_target(pipe.scheduler, z, noise, t).float())
+
+
+@dataclass
+class Conditioning:
+    tokens: torch.Tensor  # (N, D) in the token table's space
+    cond: torch.Tensor  # Tsd(sequence), (1, L, H)
+    curve: list[float] = field(default_factory=list)
+    init: torch.Tensor | None = None  # the tokens before optimisation
+    latents: torch.Tensor | None = None  # E(views)
+    timesteps: torch.Tensor | None = None  # one per view
+
+
+def estimate_conditioning(pipe, image: Image.Image, config: DIAConfig = DIAConfig(), seed: int = 0,
+                          progress=None) -> Conditioning:
+    """Step 1 for one image: fit N input-token embeddings so Tsd(them) predicts the image's noise."""
+    unet, text_encoder, scheduler = pipe.unet, pipe.text_encoder, pipe.scheduler
+    device = unet.device
+    size = unet.config.sample_size * pipe.vae_scale_factor
+    table = text_encoder.get_input_embeddings().weight.detach()
+    specials = pipeline_specials(pipe)
+    generator = torch.Generator().manual_seed(seed)
+    # 1a. the views, encoded once; one fixed timestep per view, distinct levels of the M-step schedule
+    z = encode_latents(pipe.vae, views(image, size, config.n_crops, config.crop_scale, generator).to(device))
+    schedule = Schedule(scheduler, config.num_steps)
+    t = schedule.timesteps[torch.randperm(config.num_steps, generator=generator)[: z.shape[0]]].to(device)
+    # 1b. the free tokens
+    if config.token_init == "eot":
+        init = table[specials.eot].expand(config.n_tokens, -1).clone()
+    else:
+        init = table[torch.randint(table.shape[0] - 2, (config.n_tokens,), generator=generator).to(device)].clone()
+    tokens = torch.nn.Parameter(init.clone())
+    optimizer = torch.optim.AdamW([tokens], lr=config.cond_lr)
+    curve = []
+    for step in range(config.cond_steps):
+        # 1c. fresh noise every step; noise-prediction (or velocity) MSE over the views
+        noise = torch.randn(z.shape, generator=generator).to(device, z.dtype)
+        loss = conditioning_loss(pipe, tokens, z, t, noise)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        curve.append(loss.item())
+        if progress is not None:
+            progress(step + 1, config.cond_steps)
+    with torch.no_grad():
+        cond = encode_diffusion_text(text_encoder, *dia_sequence(table, tokens.detach(), specials))
+    return Conditioning(tokens.detach(), cond, curve, init, z, t)
+
+
+# ----------------------------------------------------------------------------- 2. noise
+
+
+def denoise(unet, z: torch.Tensor, cond: torch.Tensor, schedule: Schedule, trajectory: bool = False):
+    """The whole M-step DDIM sampling at CFG 1, differentiable (L-BFGS needs gradients
+    through it; `ddim_sample` runs without them). Returns z0, or every level 0..M."""
+    levels = [z]
+    for level in range(len(schedule)):
+        eps, x0 = predict(unet, z, schedule.timesteps[level], cond, schedule.alpha[level], schedule.prediction_type)
+        z = ddim_move(x0, eps, schedule.alpha[level + 1])
+        levels.append(z)
+    return levels if trajectory else z
+
+
+@dataclass
+class NoiseEstimate:
+    noise: torch.Tensor  # εB, the latent at level 0 that reconstructs B under cB
+    curve: list[float] = field(default_factory=list)  # loss at each L-BFGS iteration (before it), then the final
+
+
+def estimate_noise(pipe, image: Image.Image, cond: torch.Tensor, config: DIAConfig = DIAConfig(),
+                   seed: int = 0, progress=None) -> NoiseEstimate:
+    """Step 2: εB such that the M-step sampling under `cond` (CFG 1) reproduces `image`."""
+    unet, vae = pipe.unet, pipe.vae
+    device = unet.device
+    size = unet.config.sample_size * pipe.vae_scale_factor
+    pixels = to_pixels([image], size).to(device, vae.dtype)
+    z_b = encode_latents(vae, pixels)
+    schedule = Schedule(pipe.scheduler, config.num_steps)
+    # 2a. εB = √ᾱT·zB + √(1−ᾱT)·ε
+    generator = torch.Generator().manual_seed(seed)
+    a_t = schedule.alpha[0].to(device, z_b.dtype)
+    noise = a_t.sqrt() * z_b + (1 - a_t).sqrt() * torch.randn(z_b.shape, generator=generator).to(device, z_b.dtype)
+    noise = noise.clone(memory_format=torch.contiguous_format).requires_grad_(True)  # L-BFGS flattens views of grads
+
+    def loss_fn() -> torch.Tensor:
+        z = denoise(unet, noise, cond, schedule)
+        loss = F.mse_loss(z, z_b)
+        if config.pixel_weight:
+            decoded = vae.decode(z / vae.config.scaling_factor).sample
+            loss = loss + config.pixel_weight * F.mse_loss(decoded, pixels)
+        return loss
+
+    # 2b. L-BFGS through the whole sampler
+    optimizer = torch.optim.LBFGS([noise], lr=config.lbfgs_lr, max_iter=config.lbfgs_max_iter)
+
+    def closure() -> torch.Tensor:
+        optimizer.zero_grad()
+        loss = loss_fn()
+        loss.backward()
+        return loss
+
+    curve = []
+    for it in range(config.lbfgs_iterations):
+        curve.append(optimizer.step(closure).item())  # the loss before this iteration
+        if progress is not None:
+            progress(it + 1, config.lbfgs_iterations)
+    with torch.no_grad():
+        curve.append(loss_fn().item())
+    return NoiseEstimate(noise.detach(), curve)
+
+
+# ----------------------------------------------------------------------------- 3. analogy
+
+
+@torch.no_grad()
+def analogy_latents(pipe, noise: torch.Tensor, cond_a: torch.Tensor, cond_a_prime: torch.Tensor,
+                    cond_b: torch.Tensor, config: DIAConfig = DIAConfig(),
+                    change_map: torch.Tensor | None = None) -> torch.Tensor:
+    """B′'s latents: c = cB + st·(cA′ − cA), M DDIM steps from εB with CFG sc against Tsd("").
+    `change_map` (1 = change fully, 0 = keep): kept pixels follow B's own reconstruction."""
+    schedule = Schedule(pipe.scheduler, config.num_steps)
+    cond = cond_b + config.strength * (cond_a_prime - cond_a)
+    keep = denoise(pipe.unet, noise, cond_b, schedule, trajectory=True) if change_map is not None else None
+    return ddim_sample(pipe.unet, noise, 0, cond, schedule, encode_prompt(pipe, ""), config.guidance_scale,
+                       change_map=change_map, keep_latents=keep)
+
+
+@dataclass
+class DIAResult:
+    image: Image.Image
+    conditionings: dict[str, Conditioning]
+    noise: NoiseEstimate
+
+
+def dia(pipe, a: Image.Image, a_prime: Image.Image, b: Image.Image, config: DIAConfig = DIAConfig(),
+        change_map: torch.Tensor | None = None, progress=None) -> DIAResult:
+    """The whole method for one triplet (seeds from `config.seed`)."""
+    # 1. conditionings of A, A′, B
+    conds = {name: estimate_conditioning(pipe, image, config, config.seed + i, progress)
+             for i, (name, image) in enumerate([("a", a), ("a_prime", a_prime), ("b", b)])}
+    # 2. εB
+    noise = estimate_noise(pipe, b, conds["b"].cond, config, config.seed + 3, progress)
+    # 3. B′
+    z = analogy_latents(pipe, noise.noise, conds["a"].cond, conds["a_prime"].cond, conds["b"].cond, config, change_map)
+    return DIAResult(to_pil(decode_latents(pipe.vae, z))[0], conds, noise)
+
+
+# ----------------------------------------------------------------------------- synthetic baseline
+
+
+@dataclass(frozen=True)
+class DIACaptionConfig:
+    """The caption baseline: the analogy strength of DIA, img2img as SDEdit's defaults."""
+
+    strength: float = 0.23684210526315788  # st
+    img2img: SDEditConfig = field(default_factory=SDEditConfig)
+    seed: int = 0
+
+
+@torch.no_grad()
+def dia_captions(pipe, captions: tuple[str, str, str], b: Image.Image, config: DIACaptionConfig = DIACaptionConfig(),
+                 change_map: torch.Tensor | None = None) -> Image.Image:
+    """B′ from the captions of (A, A′, B): c = Tsd(capB) + st·(Tsd(capA′) − Tsd(capA)) → img2img on B."""
+    cap_a, cap_a_prime, cap_b = captions
+    size = pipe.unet.config.sample_size * pipe.vae_scale_factor
+    # 1. text features and the analogy
+    c_a, c_a_prime, c_b = (encode_prompt(pipe, text) for text in (cap_a, cap_a_prime, cap_b))
+    cond = c_b + config.strength * (c_a_prime - c_a)
+    # 2. img2img on B
+    z0 = encode_latents(pipe.vae, to_pixels([b], size).to(pipe.device))
+    z = img2img(pipe, z0, cond, encode_prompt(pipe, config.img2img.negative_prompt), config.img2img,
+                torch.Generator().manual_seed(config.seed), change_map)
+    return to_pil(decode_latents(pipe.vae, z))[0]
