@@ -182,3 +182,20 @@ def _register_difference_inversion() -> None:
 
 
 _register_difference_inversion()
+
+
+# The baselines that run on any Stable Diffusion (ops/baseline_methods.py): not default, DIA is slow.
+def _register_baselines() -> None:
+    from ops.baseline_methods import DD_DEFAULTS, DIA_CAPTIONS_DEFAULTS, DIA_DEFAULTS, SDEDIT_DEFAULTS
+
+    register("dia", "ops.baseline_methods:dia_method", defaults=DIA_DEFAULTS, needs=("pipeline",),
+             description="Diffusion Image Analogies (Šubrtová et al.): cB + st·(cA′ − cA) from B's estimated noise")
+    register("dia_captions", "ops.baseline_methods:dia_captions_method", defaults=DIA_CAPTIONS_DEFAULTS,
+             needs=("pipeline", "captioner"), description="DIA's caption baseline: caption-feature algebra + img2img")
+    register("differential_diffusion", "ops.baseline_methods:differential_diffusion_method", defaults=DD_DEFAULTS,
+             needs=("pipeline", "captioner"), description="Differential Diffusion: B edited by a change map and a text")
+    register("sdedit", "ops.baseline_methods:sdedit_method", defaults=SDEDIT_DEFAULTS, needs=("pipeline", "captioner"),
+             description="SDEdit: img2img on B toward the instruction (or A′'s caption)")
+
+
+_register_baselines()
