@@ -8,10 +8,10 @@ that fetches it. Loaded models are cached per process.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
-from typing import Callable
 
 import torch
 from PIL import Image
@@ -32,7 +32,8 @@ def _missing(model_id: str, what: str, cause: Exception | None = None) -> ModelM
         os.environ.get("HF_HOME", os.path.expanduser("~/.cache/huggingface")), "hub")
     return ModelMissingError(
         f"{what} '{model_id}' is not in the Hugging Face cache ({cache_dir}). On a machine with network run "
-        f"`hf download {model_id}` and point HF_HOME at that cache." + (f" ({type(cause).__name__}: {cause})" if cause else ""))
+        f"`hf download {model_id}` and point HF_HOME at that cache."
+        + (f" ({type(cause).__name__}: {cause})" if cause else ""))
 
 
 def default_device() -> str:
@@ -199,7 +200,8 @@ def load_pipeline(profile: Profile, device: str | None = None):
 
     device = device or default_device()
     cls = getattr(diffusers, profile.pipeline_class)
-    kwargs = {"safety_checker": None, "requires_safety_checker": False} if cls is diffusers.StableDiffusionPipeline else {}
+    is_sd = cls is diffusers.StableDiffusionPipeline
+    kwargs = {"safety_checker": None, "requires_safety_checker": False} if is_sd else {}
     if profile.is_toy and not (Path(profile.diffusion) / "model_index.json").exists():
         raise _missing(profile.diffusion, "toy diffusion pipeline")
     try:

@@ -37,7 +37,8 @@ def _unit_delta(after: torch.Tensor, before: torch.Tensor, what: str) -> torch.T
     delta = F.normalize(after, dim=-1) - F.normalize(before, dim=-1)
     norm = delta.norm()
     if not torch.isfinite(norm) or norm < 1e-6:
-        raise ValueError(f"the {what} delta is zero: A and A′ look identical to the CLIP, there is no difference to learn")
+        raise ValueError(f"the {what} delta is zero: A and A′ look identical to the CLIP, "
+                         "there is no difference to learn")
     return delta / norm
 
 

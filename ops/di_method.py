@@ -105,8 +105,9 @@ def diff_tokens(ctx, a: Image.Image, a_prime: Image.Image, config: DIConfig) -> 
         pipe = ctx.pipeline
         size = pipe.unet.config.sample_size * pipe.vae_scale_factor
         z = encode_latents(pipe.vae, to_pixels([a, a_prime], size).to(pipe.device))
+        target = deltas(ctx, a, a_prime, config).pick(config.delta)
         return train_diff_tokens(pipe, ctx.joint_clip, z[:1], z[1:], prompt(ctx, a, config).token_ids,
-                                 prompt(ctx, a_prime, config).token_ids, deltas(ctx, a, a_prime, config).pick(config.delta),
+                                 prompt(ctx, a_prime, config).token_ids, target,
                                  replace(config.diff, seed=content_seed(config, a, a_prime)))
 
     return ctx.cached(diff_key(ctx, a, a_prime, config), train)

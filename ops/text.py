@@ -30,7 +30,8 @@ def clip_specials(clip) -> Specials:
     return Specials(clip.sot_id, clip.eot_id, clip.pad_id, clip.context_length)
 
 
-def token_sequence(table: torch.Tensor, parts: list[torch.Tensor], specials: Specials) -> tuple[torch.Tensor, torch.Tensor]:
+def token_sequence(table: torch.Tensor, parts: list[torch.Tensor],
+                   specials: Specials) -> tuple[torch.Tensor, torch.Tensor]:
     """Return (embeds (L, D), ids (L,)) for `[SOT, *parts, EOT, pad…]`.
 
     An integer part is ids; a floating part is rows (k, D) placed as they are

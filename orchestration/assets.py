@@ -26,6 +26,7 @@ from evaluation.triplets import triplet_row
 from evaluation.views import build_database, format_table, query
 from ops.registry import default_methods
 from orchestration.generate import generate_rows
+from orchestration.memo import DiskMemo
 from orchestration.partitions import DATASETS, dataset_partitions
 from orchestration.resources import AnalogyStorage, ModelsResource
 
@@ -61,14 +62,16 @@ class GenerationsConfig(dg.Config):
     seed: int = 0
 
 
-@dg.asset(partitions_def=dataset_partitions, group_name=GROUP, deps=[triplets], pool="gpu", kinds={"parquet"})
+@dg.asset(partitions_def=dataset_partitions, group_name=GROUP, deps=[triplets, "diff_tokens"], pool="gpu",
+          kinds={"parquet"})
 def generations(context: dg.AssetExecutionContext, config: GenerationsConfig, storage: AnalogyStorage,
                 models: ModelsResource) -> dg.MaterializeResult:
     """B′ for every usable triplet × method (ops.registry), as PNG blobs."""
     store = storage.store()
     methods = config.methods or default_methods()
     rows = generate_rows(store.read_table("triplets", context.partition_key), methods, config.options, store,
-                         models.method_context(config.seed, context.log), config.seed, context.log)
+                         models.method_context(config.seed, context.log, memo=DiskMemo(store)), config.seed,
+                         context.log)
     path = store.write_table("generations", context.partition_key, rows)
     return dg.MaterializeResult(metadata={**_table_metadata(path, rows, "generations"),
                                           "methods": ", ".join(methods), "profile": models.profile})

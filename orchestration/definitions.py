@@ -10,10 +10,11 @@ import dagster as dg
 
 from orchestration.assets import ASSETS
 from orchestration.checks import CHECKS
+from orchestration.di_assets import DI_ASSETS
 from orchestration.resources import default_resources
 from orchestration.schedules import JOBS, SCHEDULES
 
-ALL_ASSETS = [*ASSETS]
+ALL_ASSETS = [*ASSETS, *DI_ASSETS]
 ALL_CHECKS = [*CHECKS]
 
 defs = dg.Definitions(assets=ALL_ASSETS, asset_checks=ALL_CHECKS, jobs=JOBS, schedules=SCHEDULES,

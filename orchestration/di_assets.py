@@ -6,7 +6,7 @@
 Each asset calls one step of `ops.di_method` through a method context whose
 cache lives on disk (orchestration.memo), so the generations asset — and any
 later run, partition or method variant — finds these results instead of
-recomputing them. Rows are per distinct image (captions, prompts) or per
+recomputing them. Table schemas: evaluation/schemas.py. Rows are per distinct image (captions, prompts) or per
 distinct (A, A′) pair × DI variant (deltas, D̃), so a second B costs nothing.
 """
 
@@ -19,7 +19,6 @@ from dataclasses import asdict
 from typing import Any
 
 import dagster as dg
-import pyarrow as pa
 
 from ops import di_method
 from ops.registry import default_methods, get_method
@@ -29,19 +28,6 @@ from orchestration.resources import AnalogyStorage, ModelsResource
 
 GROUP = "difference_inversion"
 
-CAPTIONS = pa.schema([("image_hash", pa.string()), ("captioner", pa.string()), ("caption", pa.string()),
-                      ("error", pa.string())])
-PEZ_PROMPTS = pa.schema([("image_hash", pa.string()), ("variant", pa.string()), ("clip", pa.string()),
-                         ("prompt_source", pa.string()), ("token_ids", pa.list_(pa.int32())), ("text", pa.string()),
-                         ("cosine", pa.float64()), ("error", pa.string())])
-CLIP_DELTAS = pa.schema([("a_hash", pa.string()), ("a_prime_hash", pa.string()), ("alpha", pa.float64()),
-                         ("deltas_hash", pa.string()),  # blobs/tensors: image, text, interpolated
-                         ("cos_image_text", pa.float64()), ("error", pa.string())])
-DIFF_TOKENS = pa.schema([("a_hash", pa.string()), ("a_prime_hash", pa.string()), ("variant", pa.string()),
-                         ("config", pa.string()), ("tokens_hash", pa.string()),  # blobs/tensors: D̃
-                         ("final_tc", pa.float64()), ("final_clip", pa.float64()), ("curve", pa.string()),
-                         ("seconds", pa.float64()), ("error", pa.string())])
-DI_TABLES = {"captions": CAPTIONS, "pez_prompts": PEZ_PROMPTS, "clip_deltas": CLIP_DELTAS, "diff_tokens": DIFF_TOKENS}
 
 
 class DIStepsConfig(dg.Config):
@@ -93,7 +79,8 @@ def _write(store, context, table: str, rows: list[dict], **metadata) -> dg.Mater
 
 
 @dg.asset(partitions_def=dataset_partitions, group_name=GROUP, deps=["triplets"], pool="gpu", kinds={"parquet"})
-def captions(context: dg.AssetExecutionContext, storage: AnalogyStorage, models: ModelsResource) -> dg.MaterializeResult:
+def captions(context: dg.AssetExecutionContext, storage: AnalogyStorage,
+             models: ModelsResource) -> dg.MaterializeResult:
     """A caption for every distinct A, A′ and B (BLIP-2, or retrieval in the toy world)."""
     store, ctx, usable = _inputs(context, storage, models)
     hashes = sorted({h for t in usable for h in (t["a_hash"], t["a_prime_hash"], t["b_hash"])})

@@ -37,11 +37,14 @@ def _digest(module: torch.nn.Module) -> str:
 
 
 def test_only_diff_tokens_change_and_both_losses_fall(pipe, joint_clip, pair):
-    before = {m: _digest(getattr(pipe, m)) for m in ("unet", "vae", "text_encoder")} | {"clip": _digest(joint_clip.model)}
+    def digests():
+        models = {"unet": pipe.unet, "vae": pipe.vae, "text_encoder": pipe.text_encoder, "clip": joint_clip.model}
+        return {name: _digest(m) for name, m in models.items()}
+
+    before = digests()
     out = train_diff_tokens(pipe, joint_clip, pair["z_a"], pair["z_ap"], pair["p_a"], pair["p_ap"], pair["delta"],
                             DiffConfig(steps=120, seed=0))
-    after = {m: _digest(getattr(pipe, m)) for m in ("unet", "vae", "text_encoder")} | {"clip": _digest(joint_clip.model)}
-    assert before == after  # every model parameter bit-identical
+    assert before == digests()  # every model parameter bit-identical
     assert out.tokens.shape == (5, pipe.text_encoder.config.hidden_size)
     assert out.tokens.abs().sum() > 0  # started from zero and moved
     assert not out.tokens.requires_grad

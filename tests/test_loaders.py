@@ -93,7 +93,8 @@ def test_dinov2_loader_on_a_tiny_model_from_config(tmp_path):
     config = Dinov2Config(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
                           image_size=56, patch_size=14)
     Dinov2Model(config).save_pretrained(tmp_path / "dino")
-    BitImageProcessor(crop_size={"height": 56, "width": 56}, size={"shortest_edge": 56}).save_pretrained(tmp_path / "dino")
+    processor = BitImageProcessor(crop_size={"height": 56, "width": 56}, size={"shortest_edge": 56})
+    processor.save_pretrained(tmp_path / "dino")
     encoder = loaders._load_dinov2(str(tmp_path / "dino"), "cpu")
     feats = encoder.encode([Image.new("RGB", (40, 30), "red"), Image.new("L", (64, 64), 128)])
     assert feats.shape == (2, 32) and torch.isfinite(feats).all()

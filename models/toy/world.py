@@ -195,7 +195,8 @@ def make_triplets(seed: int, n: int, changes: tuple[str, ...] = ATTRIBUTE_NAMES)
         a = Scene(*(rng.choice(ATTRIBUTES[name]) for name in ATTRIBUTE_NAMES))
         new_value = rng.choice([v for v in ATTRIBUTES[changed] if v != getattr(a, changed)])
         while True:
-            b = Scene(*(rng.choice(ATTRIBUTES[name]) for name in ATTRIBUTE_NAMES)).replace(**{changed: getattr(a, changed)})
+            b = Scene(*(rng.choice(ATTRIBUTES[name]) for name in ATTRIBUTE_NAMES))
+            b = b.replace(**{changed: getattr(a, changed)})
             if b != a:
                 break
         triplets.append(
