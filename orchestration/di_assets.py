@@ -10,7 +10,6 @@ recomputing them. Table schemas: evaluation/schemas.py. Rows are per distinct im
 distinct (A, A′) pair × DI variant (deltas, D̃), so a second B costs nothing.
 """
 
-from __future__ import annotations
 
 import io
 import json
