@@ -1,0 +1,44 @@
+"""The generation loop: per-triplet errors, a missing model reported once per method."""
+
+import logging
+
+from makers import scene_image
+
+from models.loaders import ModelMissingError
+from ops.registry import METHODS, MethodContext, register
+from orchestration.generate import generate_rows
+from orchestration.storage import Store
+
+
+def triplets(store: Store, n: int) -> list[dict]:
+    h = store.put_png(scene_image("red", "circle"))
+    rows = [{"triplet_id": f"t{i}", "a_hash": h, "a_prime_hash": h, "b_hash": h, "error": None} for i in range(n)]
+    return rows + [{"triplet_id": "bad", "a_hash": None, "a_prime_hash": None, "b_hash": None, "error": "x"}]
+
+
+def test_errors_stay_per_triplet_and_a_missing_model_is_tried_once(tmp_path):
+    store, calls = Store(tmp_path), []
+
+    def flaky(ctx, a, a_prime, b):
+        calls.append("flaky")
+        if len(calls) == 2:
+            raise ValueError("bad luck")
+        return b
+
+    def needs_weights(ctx, a, a_prime, b):
+        calls.append("needs_weights")
+        raise ModelMissingError("toy diffusion pipeline not found")
+
+    register("test_flaky", flaky)
+    register("test_needs_weights", needs_weights)
+    try:
+        rows = generate_rows(triplets(store, 3), ["test_flaky", "test_needs_weights"], {}, store, MethodContext(),
+                             0, logging.getLogger("test"))
+    finally:
+        METHODS.pop("test_flaky")
+        METHODS.pop("test_needs_weights")
+    assert [(r["method"], r["triplet_id"], bool(r["error"])) for r in rows] == [
+        ("test_flaky", "t0", False), ("test_flaky", "t1", True), ("test_flaky", "t2", False),
+        ("test_needs_weights", "t0", True), ("test_needs_weights", "t1", True), ("test_needs_weights", "t2", True)]
+    assert calls.count("needs_weights") == 1 and "not found" in rows[-1]["error"]
+    assert len({r["seed"] for r in rows}) == 6  # one seed per (triplet, method config)
