@@ -23,7 +23,7 @@ from evaluation.files import atomic_write
 from evaluation.metrics import items_from_tables, score_items
 from evaluation.schemas import TABLES, describe
 from evaluation.triplets import triplet_row
-from evaluation.views import build_database, format_table, query
+from evaluation.views import build_database, query
 from ops.registry import default_methods
 from orchestration.generate import generate_rows
 from orchestration.memo import DiskMemo
@@ -114,7 +114,7 @@ def leaderboard(context: dg.AssetExecutionContext, storage: AnalogyStorage) -> d
         columns, rows = query(store.duckdb_path, "SELECT dataset, method, metric, n, mean, ci95 FROM leaderboard")
         metadata["leaderboard"] = dg.MetadataValue.md(_markdown(columns, rows))
         metadata["rows"] = len(rows)
-        context.log.info("\n" + format_table(columns, rows))
+        context.log.info(f"leaderboard: {len(rows)} rows over views {', '.join(views)}")
     return dg.MaterializeResult(metadata=metadata)
 
 

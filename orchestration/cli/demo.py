@@ -20,7 +20,7 @@ def add_parser(subparsers) -> None:
     p.add_argument("--methods", help="comma-separated methods (default: every default method in ops.registry)")
     p.add_argument("--profile", default="toy", help="model profile (default: toy)")
     p.add_argument("--home", help="ANALOGY_HOME (default: $ANALOGY_HOME or ./.analogy)")
-    p.add_argument("--verbose", action="store_true", help="show Dagster's INFO logs")
+    p.add_argument("--quiet", action="store_true", help="hide the per-triplet progress logs (warnings only)")
     p.set_defaults(func=run)
 
 
@@ -52,13 +52,13 @@ def run(args: argparse.Namespace) -> int:
           f"{args.partition!r} (profile {args.profile}, methods {', '.join(methods)}) into {home}", flush=True)
     start = time.perf_counter()
     result = materialize_partition(args.partition, str(home), methods=methods, profile=args.profile,
-                                   log_level="INFO" if args.verbose else "WARNING",
+                                   log_level="WARNING" if args.quiet else "INFO",
                                    instance=dg.DagsterInstance.get(), tags={"launched_by": "analogy demo"})
     seconds = time.perf_counter() - start
     if not result.success:
         failed = [e.step_key for e in result.all_events if e.is_step_failure]
         print(f"analogy demo: the run failed at {', '.join(failed) or 'an unknown step'} "
-              f"(rerun with --verbose, or open the run in the UI)", file=sys.stderr)
+              f"(see the log above, or open the run in the UI)", file=sys.stderr)
         return 1
     failed_checks = [e for e in result.get_asset_check_evaluations() if not e.passed]
     store = Store(home)
