@@ -131,6 +131,33 @@ def train_vae(steps: int, seed: int, out: Path) -> AutoencoderKL:
     return vae
 
 
+def finetune_decoder(vae: AutoencoderKL, steps: int, seed: int) -> AutoencoderKL:
+    """Sharpen the decoder with the encoder frozen: the latents (and so the UNet
+    trained on them) stay exactly as they are."""
+    torch.manual_seed(seed)
+    images, _ = render_pool(training_scenes(), 48, seed)
+    vae.requires_grad_(False)
+    decoder_params = [*vae.decoder.parameters(), *vae.post_quant_conv.parameters()]
+    for p in decoder_params:
+        p.requires_grad_(True)
+    opt = torch.optim.AdamW(decoder_params, lr=3e-4, weight_decay=0.0)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: cosine_lr(s, steps, 20))
+    vae.train()
+    for step in range(steps):
+        x = images[torch.randint(len(images), (64,))]
+        with torch.no_grad():
+            z = vae.encode(x).latent_dist.sample()
+        recon = vae.decode(z).sample
+        loss = F.mse_loss(recon, x) + 0.5 * F.l1_loss(recon, x)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        sched.step()
+        if step % 100 == 0 or step == steps - 1:
+            log(f"decoder step {step} loss {loss.item():.5f}")
+    return vae.eval().requires_grad_(False)
+
+
 def save_pipeline(unet, vae, text_encoder, tokenizer, out: Path) -> None:
     """Saved in float16 (half the bytes; loaders up-cast to float32 on CPU)."""
     half = lambda m: copy.deepcopy(m).to(torch.float16)  # noqa: E731
@@ -201,7 +228,8 @@ def train_unet(clip_model, vae: AutoencoderKL, steps: int, seed: int, out: Path,
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--only", choices=["clip", "judge", "vae", "unet"], nargs="*")
+    parser.add_argument("--only", choices=["clip", "judge", "vae", "unet", "decoder"], nargs="*")
+    parser.add_argument("--decoder-steps", type=int, default=600)
     parser.add_argument("--clip-steps", type=int, default=800)
     parser.add_argument("--vae-steps", type=int, default=1200)
     parser.add_argument("--unet-steps", type=int, default=3500)
@@ -209,7 +237,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    only = set(args.only or ["clip", "judge", "vae", "unet"])
+    only = set(args.only or ["clip", "judge", "vae", "unet", "decoder"])
     tokenizer = open_clip.tokenizer.SimpleTokenizer(
         bpe_path=str(bpe.write_tokenizer_files(Path(tempfile.mkdtemp()))["bpe"]),
         context_length=arch.CONTEXT_LENGTH)
@@ -226,6 +254,9 @@ def main() -> None:
         vae = AutoencoderKL.from_pretrained(WEIGHTS / "sd" / "vae", dtype=torch.float32)
     if "unet" in only:
         train_unet(clip_model, vae, args.unet_steps, 3, WEIGHTS / "sd", args.save_every)
+    if "decoder" in only:
+        vae = finetune_decoder(vae, args.decoder_steps, 4)
+        copy.deepcopy(vae).to(torch.float16).save_pretrained(WEIGHTS / "sd" / "vae", safe_serialization=True)
 
 
 if __name__ == "__main__":
