@@ -15,7 +15,9 @@ def test_inversion_then_regeneration_reconstructs_the_latent(pipe):
     cond = torch.cat([encode_prompt(pipe, caption(s)) for s in scenes])
     schedule = Schedule(pipe.scheduler, 50)
     trajectory = ddim_invert(pipe.unet, z0, cond, schedule, 50)
-    assert len(trajectory) == 51 and trajectory[-1].std() > 0.8  # ends near unit-variance noise
+    assert len(trajectory) == 51
+    # the first inversion step (t = 1) barely moves z0; the last lands far from it
+    assert (trajectory[1] - z0).abs().mean() < 0.05 < (trajectory[-1] - z0).abs().mean()
     rebuilt = ddim_sample(pipe.unet, trajectory[-1], 0, cond, schedule, guidance=1.0)
     rmse = (rebuilt - z0).pow(2).mean().sqrt().item()
     # Latents have unit variance (scaling factor fitted on the training renders), so an RMSE of
