@@ -26,32 +26,43 @@ def gradient_change_map(height: int, width: int) -> torch.Tensor:
     return (torch.arange(width, dtype=torch.float32) / width).expand(height, width).clone()
 
 
-def column_trend(inputs: list[Image.Image], outputs: list[Image.Image]) -> np.ndarray:
-    """τ[i] = mean over images of ‖out[:, i, :] − x[:, i, :]‖₂ / h (pixels in [0, 1])."""
+def as_array(image) -> np.ndarray:
+    """(H, W, C) floats: a PIL image in [0, 1], or an array/tensor (H, W, C) as it is (e.g. latents)."""
+    if isinstance(image, Image.Image):
+        return np.asarray(image.convert("RGB"), dtype=np.float64) / 255.0
+    return np.asarray(image, dtype=np.float64)
+
+
+def column_trend(inputs: list, outputs: list) -> np.ndarray:
+    """τ[i] = mean over images of ‖out[:, i, :] − x[:, i, :]‖₂ / h."""
     total = None
     for x, out in zip(inputs, outputs, strict=True):
-        a = np.asarray(x.convert("RGB"), dtype=np.float64) / 255.0
-        b = np.asarray(out.convert("RGB").resize(x.size), dtype=np.float64) / 255.0
-        h = a.shape[0]
-        col = np.sqrt(((b - a) ** 2).sum(axis=(0, 2))) / h  # one norm per column over rows and channels
+        a, b = as_array(x), as_array(out)
+        if a.shape != b.shape:
+            raise ValueError(f"an edit changed the image's shape: {a.shape} → {b.shape}")
+        col = np.sqrt(((b - a) ** 2).sum(axis=(0, 2))) / a.shape[0]  # one norm per column over rows and channels
         total = col if total is None else total + col
     return total / len(inputs)
 
 
-def reliability_score(edit_fn: EditFn, images: list[Image.Image]) -> dict:
-    """R for `edit_fn` on `images` (all the same size): {"reliability", "n", "tau_hat", …}."""
+def reliability_score(edit_fn: EditFn, images: list, map_size: tuple[int, int] | None = None) -> dict:
+    """R for `edit_fn` on `images` (all the same size): {"reliability", "n", "tau_hat", …}.
+
+    `images` are PIL images (the paper) or (H, W, C) arrays, e.g. latents, with `map_size` the
+    (height, width) of the change map the editor takes when it differs from the arrays' size."""
     if len(images) < 2:
         raise ValueError("the reliability score needs a set of images (the paper uses 5,000; we require ≥ 2)")
-    w, h = images[0].size
-    if any(im.size != (w, h) for im in images):
-        raise ValueError("all images must have the same size (the map is positional)")
+    shapes = {as_array(im).shape for im in images}
+    if len(shapes) != 1:
+        raise ValueError(f"all images must have the same size (the map is positional), got {sorted(shapes)}")
+    h, w = map_size or next(iter(shapes))[:2]
     # 1. edit with the gradient map and with the all-change map (same prompt, same seeds)
     tau_gradient = column_trend(images, edit_fn(images, gradient_change_map(h, w)))
     tau_all = column_trend(images, edit_fn(images, torch.ones(h, w)))
     # 2. normalised trend and its correlation with the column index
     tau_hat = tau_gradient - tau_all
-    r = float(np.corrcoef(tau_hat, np.arange(w))[0, 1])
-    return {"reliability": round(r, 4), "n": len(images), "width": w, "height": h,
+    r = float(np.corrcoef(tau_hat, np.arange(len(tau_hat)))[0, 1])
+    return {"reliability": round(r, 4), "n": len(images), "map_width": w, "map_height": h,
             "tau_hat": tau_hat.round(5).tolist(), "tau_gradient": tau_gradient.round(5).tolist(),
             "tau_all": tau_all.round(5).tolist()}
 

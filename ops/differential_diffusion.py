@@ -97,3 +97,17 @@ def make_edit_fn(pipe, prompt: str = "", config: DDConfig = DDConfig(), seed: in
         return out
 
     return edit
+
+
+def make_latent_edit_fn(pipe, prompt: str = "", config: DDConfig = DDConfig(), seed: int = 0):
+    """The same editor on latents given as (h, w, C) arrays (E(x), channels last): the reliability
+    score measured before the VAE decoder, which separates the sampler from the decoder's locality."""
+
+    def edit(latents: list, change_map: torch.Tensor) -> list:
+        z0 = torch.stack([torch.as_tensor(np.asarray(z), dtype=torch.float32) for z in latents]).permute(0, 3, 1, 2)
+        cond, uncond = encode_prompt(pipe, prompt), encode_prompt(pipe, config.negative_prompt)
+        z = differential_diffusion_latents(pipe, z0.to(pipe.device, pipe.unet.dtype), change_map, cond, uncond, config,
+                                           torch.Generator().manual_seed(seed))
+        return list(z.permute(0, 2, 3, 1).float().cpu().numpy())
+
+    return edit

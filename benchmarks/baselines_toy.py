@@ -1,0 +1,138 @@
+"""The baselines' bar on the toy world (issue 4), read by the judge CLIP.
+
+    python benchmarks/baselines_toy.py reliability [--n 32]
+    python benchmarks/baselines_toy.py kept-half [--n 16]
+    python benchmarks/baselines_toy.py dia-curve [--n 16] [--st 0 0.23684210526315788 0.5 1 1.5]
+    python benchmarks/baselines_toy.py judge [--n 16] [--methods sdedit differential_diffusion dia_captions]
+
+Each prints a table and a last line of JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+import torch
+
+from evaluation.judge_scores import judge_triplet, summarise
+from evaluation.reliability import reliability_score, toy_images
+from models.loaders import load_judge, load_pipeline
+from models.profiles import get_profile
+from models.toy.world import make_triplets
+
+
+def reliability(args) -> dict:
+    from ops.differential_diffusion import DDConfig, make_edit_fn
+
+    pipe = load_pipeline(get_profile("toy"), "cpu")
+    result = reliability_score(make_edit_fn(pipe, config=DDConfig(num_steps=args.steps)), toy_images(args.n))
+    print(f"reliability R = {result['reliability']} on {result['n']} toy images, {args.steps} steps, empty prompt")
+    return {k: result[k] for k in ("reliability", "n")} | {"steps": args.steps, "tau_hat": result["tau_hat"]}
+
+
+def kept_half(args) -> dict:
+    """Binary map (left half keep, right half change) toward another caption: pixel RMSE to the
+    VAE round trip on the kept half (minus one latent cell at the seam) and on the changed half."""
+    from models.toy.world import caption
+    from ops.ddim import decode_latents, encode_latents
+    from ops.differential_diffusion import DDConfig, differential_diffusion_latents
+    from ops.images import to_pixels
+    from ops.text import encode_prompt
+
+    pipe = load_pipeline(get_profile("toy"), "cpu")
+    triplets = make_triplets(7, args.n)
+    x = to_pixels([t.images()["b"] for t in triplets], 32)
+    z0 = encode_latents(pipe.vae, x)
+    round_trip = decode_latents(pipe.vae, z0)
+    cond = torch.cat([encode_prompt(pipe, caption(t.b_prime_gt)) for t in triplets])
+    m = torch.zeros(32, 32)
+    m[:, 16:] = 1
+    z = differential_diffusion_latents(pipe, z0, m, cond, encode_prompt(pipe, ""), DDConfig(args.steps),
+                                       torch.Generator().manual_seed(0))
+    out = decode_latents(pipe.vae, z)
+
+    def rmse(a, b):
+        return (a - b).pow(2).mean().sqrt().item()
+
+    row = {"n": args.n, "steps": args.steps,
+           "vae_round_trip_rmse": rmse(round_trip, x),
+           "kept_rmse_to_round_trip": rmse(out[..., :12], round_trip[..., :12]),
+           "kept_seam_rmse_to_round_trip": rmse(out[..., 12:16], round_trip[..., 12:16]),
+           "changed_rmse_to_round_trip": rmse(out[..., 16:], round_trip[..., 16:]),
+           "kept_latent_rmse": rmse(z[..., :4], z0[..., :4]), "changed_latent_rmse": rmse(z[..., 4:], z0[..., 4:])}
+    for k, v in row.items():
+        print(f"{k:>32}: {v:.4f}" if isinstance(v, float) else f"{k:>32}: {v}")
+    return {k: round(v, 5) if isinstance(v, float) else v for k, v in row.items()}
+
+
+def judge_rows(method_outputs, triplets, judge) -> dict:
+    reads = judge.read(method_outputs)
+    rows = []
+    for read, t in zip(reads, triplets, strict=True):
+        rows.append({"changed": t.changed, "agree_b": float(read == t.b.as_dict()),
+                     **judge_triplet(read, t.b.as_dict(), t.b_prime_gt.as_dict(), t.changed)})
+    summary = summarise(rows)
+    summary["agree_b"] = round(sum(r["agree_b"] for r in rows) / len(rows), 4)
+    return summary
+
+
+def dia_curve(args) -> dict:
+    from ops.registry import MethodContext, run_method
+
+    ctx = MethodContext(device="cpu")
+    judge = load_judge(get_profile("toy"))
+    triplets = make_triplets(args.seed, args.n)
+    outputs = {st: [] for st in args.st}
+    start = time.time()
+    for i, t in enumerate(triplets):
+        im = t.images()
+        for st in args.st:  # the estimates are cached in ctx: one estimation per triplet
+            outputs[st].append(run_method("dia", ctx, im["a"], im["a_prime"], im["b"], strength=st))
+        print(f"triplet {i + 1}/{len(triplets)} ({time.time() - start:.0f} s)", flush=True)
+    curve = {}
+    print(f"{'st':>8} {'agree B':>8} {'target':>7} {'keep':>6} {'joint':>6}")
+    for st in args.st:
+        s = judge_rows(outputs[st], triplets, judge)
+        curve[st] = {k: s[k] for k in ("agree_b", "target", "keep", "joint")}
+        print(f"{st:>8.4f} {s['agree_b']:>8.3f} {s['target']:>7.3f} {s['keep']:>6.3f} {s['joint']:>6.3f}")
+    b_reads = judge_rows([t.images()["b"] for t in triplets], triplets, judge)["agree_b"]
+    print(f"judge reads B itself correctly: {b_reads:.3f}")
+    return {"n": args.n, "seed": args.seed, "curve": curve, "judge_on_b": b_reads,
+            "seconds": round(time.time() - start)}
+
+
+def judge_methods(args) -> dict:
+    from ops.registry import MethodContext, run_method
+
+    ctx = MethodContext(device="cpu")
+    judge = load_judge(get_profile("toy"))
+    triplets = make_triplets(args.seed, args.n)
+    result = {}
+    print(f"{'method':<24} {'agree B':>8} {'target':>7} {'keep':>6} {'joint':>6}")
+    for name in args.methods:
+        outs = [run_method(name, ctx, (im := t.images())["a"], im["a_prime"], im["b"]) for t in triplets]
+        s = judge_rows(outs, triplets, judge)
+        result[name] = {k: s[k] for k in ("agree_b", "target", "keep", "joint")}
+        print(f"{name:<24} {s['agree_b']:>8.3f} {s['target']:>7.3f} {s['keep']:>6.3f} {s['joint']:>6.3f}")
+    return {"n": args.n, "seed": args.seed, "methods": result}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("what", choices=["reliability", "kept-half", "dia-curve", "judge"])
+    parser.add_argument("--n", type=int, default=None)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--steps", type=int, default=50)
+    parser.add_argument("--st", type=float, nargs="+", default=[0.0, 0.23684210526315788, 0.5, 1.0, 1.5])
+    parser.add_argument("--methods", nargs="+", default=["sdedit", "differential_diffusion", "dia_captions"])
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    args.n = args.n or (32 if args.what == "reliability" else 16)
+    fn = {"reliability": reliability, "kept-half": kept_half, "dia-curve": dia_curve, "judge": judge_methods}[args.what]
+    print(json.dumps({"what": args.what} | fn(args)))
+
+
+if __name__ == "__main__":
+    main()
