@@ -89,7 +89,7 @@ def dia_curve(args) -> dict:
     for i, t in enumerate(triplets):
         im = t.images()
         for st in args.st:  # the estimates are cached in ctx: one estimation per triplet
-            outputs[st].append(run_method("dia", ctx, im["a"], im["a_prime"], im["b"], strength=st))
+            outputs[st].append(run_method("dia", ctx, im["a"], im["a_prime"], im["b"], strength=st, **args.dia))
         print(f"triplet {i + 1}/{len(triplets)} ({time.time() - start:.0f} s)", flush=True)
     curve = {}
     print(f"{'st':>8} {'agree B':>8} {'target':>7} {'keep':>6} {'joint':>6}")
@@ -99,7 +99,7 @@ def dia_curve(args) -> dict:
         print(f"{st:>8.4f} {s['agree_b']:>8.3f} {s['target']:>7.3f} {s['keep']:>6.3f} {s['joint']:>6.3f}")
     b_reads = judge_rows([t.images()["b"] for t in triplets], triplets, judge)["agree_b"]
     print(f"judge reads B itself correctly: {b_reads:.3f}")
-    return {"n": args.n, "seed": args.seed, "curve": curve, "judge_on_b": b_reads,
+    return {"n": args.n, "seed": args.seed, "dia": args.dia, "curve": curve, "judge_on_b": b_reads,
             "seconds": round(time.time() - start)}
 
 
@@ -127,6 +127,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=50)
     parser.add_argument("--st", type=float, nargs="+", default=[0.0, 0.23684210526315788, 0.5, 1.0, 1.5])
     parser.add_argument("--methods", nargs="+", default=["sdedit", "differential_diffusion", "dia_captions"])
+    parser.add_argument("--dia", type=json.loads, default={}, help="DIA overrides as a JSON object")
     args = parser.parse_args()
     torch.set_num_threads(1)
     args.n = args.n or (32 if args.what == "reliability" else 16)
