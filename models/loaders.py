@@ -117,6 +117,10 @@ def load_clip(source: ClipSource, device: str | None = None) -> JointClip:
     old = os.environ.get("HF_HUB_OFFLINE")
     os.environ["HF_HUB_OFFLINE"] = "1"  # never download at run time
     try:
+        if source.pretrained and not local:
+            # Find the weights first: building ViT-H only to learn they are missing takes a minute.
+            open_clip.pretrained.download_pretrained(
+                open_clip.pretrained.get_pretrained_cfg(source.name, source.pretrained))
         model, _, preprocess = open_clip.create_model_and_transforms(source.name, pretrained=source.pretrained)
     except Exception as exc:  # open_clip wraps hub errors in RuntimeError
         if local:
