@@ -50,6 +50,14 @@ VIT_H = ClipSource("ViT-H-14", "laion2b_s32b_b79k", "laion/CLIP-ViT-H-14-laion2B
 VIT_L = ClipSource("ViT-L-14", "openai", "timm/vit_large_patch14_clip_224.openai")
 BIGG = ClipSource("ViT-bigG-14", "laion2b_s39b_b160k", "laion/CLIP-ViT-bigG-14-laion2B-39B-b160k")
 
+def _real(name: str, diffusion: str, joint_clip: ClipSource, resolution: int,
+          pipeline_class: str = "StableDiffusionPipeline", eval_clip: ClipSource | None = None) -> Profile:
+    """A real profile: BLIP-2 captions, DINOv2 + CLIP evaluation, paper step counts."""
+    return Profile(name=name, diffusion=diffusion, pipeline_class=pipeline_class, joint_clip=joint_clip,
+                   captioner="Salesforce/blip2-opt-2.7b", eval_clip=eval_clip or joint_clip,
+                   dinov2="facebook/dinov2-base", resolution=resolution)
+
+
 PROFILES: dict[str, Profile] = {
     "toy": Profile(
         name="toy",
@@ -64,46 +72,11 @@ PROFILES: dict[str, Profile] = {
         pez_steps=300,
         diff_steps=300,
     ),
-    "sd21-base": Profile(
-        name="sd21-base",
-        diffusion="stabilityai/stable-diffusion-2-1-base",
-        pipeline_class="StableDiffusionPipeline",
-        joint_clip=VIT_H,
-        captioner="Salesforce/blip2-opt-2.7b",
-        eval_clip=VIT_H,
-        dinov2="facebook/dinov2-base",
-        resolution=512,
-    ),
-    "sd21": Profile(
-        name="sd21",
-        diffusion="stabilityai/stable-diffusion-2-1",
-        pipeline_class="StableDiffusionPipeline",
-        joint_clip=VIT_H,
-        captioner="Salesforce/blip2-opt-2.7b",
-        eval_clip=VIT_H,
-        dinov2="facebook/dinov2-base",
-        resolution=768,
-    ),
-    "sd15": Profile(
-        name="sd15",
-        diffusion="stable-diffusion-v1-5/stable-diffusion-v1-5",
-        pipeline_class="StableDiffusionPipeline",
-        joint_clip=VIT_L,
-        captioner="Salesforce/blip2-opt-2.7b",
-        eval_clip=VIT_L,
-        dinov2="facebook/dinov2-base",
-        resolution=512,
-    ),
-    "sdxl": Profile(
-        name="sdxl",
-        diffusion="stabilityai/stable-diffusion-xl-base-1.0",
-        pipeline_class="StableDiffusionXLPipeline",
-        joint_clip=BIGG,
-        captioner="Salesforce/blip2-opt-2.7b",
-        eval_clip=VIT_L,
-        dinov2="facebook/dinov2-base",
-        resolution=1024,
-    ),
+    "sd21-base": _real("sd21-base", "stabilityai/stable-diffusion-2-1-base", VIT_H, 512),
+    "sd21": _real("sd21", "stabilityai/stable-diffusion-2-1", VIT_H, 768),  # v-prediction
+    "sd15": _real("sd15", "stable-diffusion-v1-5/stable-diffusion-v1-5", VIT_L, 512),
+    "sdxl": _real("sdxl", "stabilityai/stable-diffusion-xl-base-1.0", BIGG, 1024,
+                  pipeline_class="StableDiffusionXLPipeline", eval_clip=VIT_L),
 }
 
 
