@@ -117,5 +117,8 @@ def generate(ctx, a: Image.Image, a_prime: Image.Image, b: Image.Image,
              change_map: torch.Tensor | None = None, **settings) -> Image.Image:
     """Difference Inversion: B′ from (A, A′, B)."""
     config = resolve_config(ctx.profile, settings)
+    if getattr(ctx.pipeline, "text_encoder_2", None) is not None:
+        raise NotImplementedError(f"Difference Inversion with two text encoders (profile {ctx.profile.name!r}, SDXL) "
+                                  "is not implemented yet; use sd21-base, sd21, sd15 or toy")
     tokens = diff_tokens(ctx, a, a_prime, config).tokens
     return apply_difference(ctx.pipeline, b, prompt(ctx, b, config).token_ids, tokens, config.generate, change_map)
