@@ -7,6 +7,7 @@ joint:  both (the toy benchmark's headline number).
 
 from __future__ import annotations
 
+import json
 import math
 from collections import defaultdict
 
@@ -32,3 +33,19 @@ def summarise(rows: list[dict]) -> dict:
     for row in rows:
         by_attr[row["changed"]].append(row)
     return block(rows) | {"by_attribute": {attr: block(sub) for attr, sub in sorted(by_attr.items())}}
+
+
+def judge_rows(triplets: list[dict], generations: list[dict], judge, load) -> list[dict]:
+    """`metrics` rows judge_target / judge_keep / judge_joint for every successful generation
+    of a triplet with toy attributes (`extra.attrs`, `extra.changed`); `load(hash) -> PIL`."""
+    by_id = {t["triplet_id"]: json.loads(t["extra"] or "{}") for t in triplets}
+    todo = [(g, by_id[g["triplet_id"]]) for g in generations
+            if not g["error"] and "attrs" in by_id.get(g["triplet_id"], {}) and "changed" in by_id[g["triplet_id"]]]
+    reads = judge.read([load(g["b_prime_hash"]) for g, _ in todo]) if todo else []
+    rows = []
+    for (g, extra), read in zip(todo, reads):
+        scores = judge_triplet(read, extra["attrs"]["b"], extra["attrs"]["b_prime_gt"], extra["changed"])
+        rows += [{"triplet_id": g["triplet_id"], "method": g["method"], "config_hash": g["config_hash"],
+                  "metric": f"judge_{name}", "value": value, "model_id": judge.clip.model_id}
+                 for name, value in scores.items()]
+    return rows

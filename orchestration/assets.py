@@ -20,6 +20,7 @@ import dagster as dg
 from evaluation import report as report_lib
 from evaluation.datasets import load_raw_triplets, resolve_partition
 from evaluation.files import atomic_write
+from evaluation.judge_scores import judge_rows
 from evaluation.metrics import items_from_tables, score_items
 from evaluation.schemas import TABLES, describe
 from evaluation.triplets import triplet_row
@@ -88,7 +89,8 @@ def metrics(context: dg.AssetExecutionContext, config: MetricsConfig, storage: A
     """Directional, caption-direction and ground-truth scores of every B′ (long format)."""
     store = storage.store()
     key = context.partition_key
-    items = items_from_tables(store.read_table("triplets", key), store.read_table("generations", key))
+    triplets_rows, generation_rows = store.read_table("triplets", key), store.read_table("generations", key)
+    items = items_from_tables(triplets_rows, generation_rows)
     encoders = {}
     for kind in config.encoders:
         try:
@@ -96,7 +98,10 @@ def metrics(context: dg.AssetExecutionContext, config: MetricsConfig, storage: A
         except ValueError as exc:  # e.g. no DINOv2 in the toy profile
             context.log.info(f"skipping encoder {kind!r}: {exc}")
     text_encoder = models.text_encoder() if config.text_direction and "clip" in encoders else None
-    rows = score_items(items, lru_cache(maxsize=4096)(store.get_png), encoders, text_encoder)
+    load = lru_cache(maxsize=4096)(store.get_png)
+    rows = score_items(items, load, encoders, text_encoder)
+    if models.get_profile().judge is not None:  # toy ground truth: attributes read off B′ by the judge CLIP
+        rows += judge_rows(triplets_rows, generation_rows, models.judge(), load)
     path = store.write_table("metrics", key, rows)
     return dg.MaterializeResult(metadata={**_table_metadata(path, rows, "metrics"),
                                           "encoders": ", ".join(f"{k}={e.model_id}" for k, e in encoders.items()),

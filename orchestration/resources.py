@@ -40,6 +40,11 @@ class ModelsResource(dg.ConfigurableResource):
 
         return load_image_encoder(self.get_profile(), kind)
 
+    def judge(self):
+        from models.loaders import load_judge
+
+        return load_judge(self.get_profile())
+
     def text_encoder(self):
         from models.loaders import load_text_encoder
 

@@ -50,6 +50,8 @@ def test_toy_partition_writes_tables_blobs_views_and_report(toy_home):
         by_name.setdefault(m["metric"], []).append(m["value"])
     assert {"clip_direction", "clip_text_direction", "clip_gt_cosine", "gt_psnr"} <= set(by_name)
     assert by_name["clip_direction"] == [0.0] * 4  # B′ = B has no direction at all
+    # toy ground truth read by the judge: B′ = B keeps B (judge errors aside) and never shows the change
+    assert by_name["judge_target"] == [0.0] * 4 and sum(by_name["judge_keep"]) >= 3
     _, board = query(home / "analogy.duckdb", "SELECT method, metric, n FROM leaderboard WHERE dataset = 'toy'")
     assert ("no_edit", "clip_direction", 4) in board
     page = (home / "reports" / "dataset=toy" / "index.html").read_text()

@@ -1,0 +1,74 @@
+"""What do the DIFF tokens learn? For each toy triplet, train D̃ and sample text-to-image
+(25 DDIM steps, CFG 7.5, 4 seeds) from the training sequences and from B's:
+
+    after  = [SOT, prompt(A),  +D̃, EOT]  → does the judge read A′'s value?
+    before = [SOT, prompt(A′), −D̃, EOT]  → does the judge read A's value?
+    [SOT, prompt(B), +D̃, EOT]            → joint score against B′gt (no inversion)
+
+    python benchmarks/di_diagnose.py '{"lambda_tc": 100}' --seed 100 --n 12
+"""
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from evaluation.judge_scores import judge_triplet  # noqa: E402
+from models.loaders import load_judge  # noqa: E402
+from models.toy.world import make_triplets  # noqa: E402
+from ops import di_method  # noqa: E402
+from ops.ddim import Schedule, ddim_sample, decode_latents  # noqa: E402
+from ops.images import to_pil  # noqa: E402
+from ops.registry import MethodContext  # noqa: E402
+from ops.text import encode_diffusion_text, encode_prompt, pipeline_specials, token_sequence  # noqa: E402
+
+
+def sample(pipe, parts, n=4, steps=25, seed=0):
+    table = pipe.text_encoder.get_input_embeddings().weight
+    cond = encode_diffusion_text(pipe.text_encoder, *token_sequence(table, parts, pipeline_specials(pipe)))
+    uncond = encode_prompt(pipe, "")
+    z = torch.randn(n, 4, 8, 8, generator=torch.Generator().manual_seed(seed))
+    schedule = Schedule(pipe.scheduler, steps)
+    z = ddim_sample(pipe.unet, z, 0, cond.repeat(n, 1, 1), schedule, uncond.repeat(n, 1, 1), 7.5)
+    return to_pil(decode_latents(pipe.vae, z))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("settings", nargs="?", default="{}", help="DI settings as JSON")
+    parser.add_argument("--seed", type=int, default=100)
+    parser.add_argument("--n", type=int, default=12)
+    args = parser.parse_args()
+    ctx = MethodContext()
+    pipe, judge = ctx.pipeline, load_judge(ctx.profile)
+    config = di_method.resolve_config(ctx.profile, json.loads(args.settings))
+    totals = {"after_gives_a_prime": 0.0, "before_gives_a": 0.0, "b_prompt_plus_d_joint": 0.0}
+    start = time.perf_counter()
+    triplets = make_triplets(args.seed, args.n)
+    for t in triplets:
+        im = t.images()
+        d = di_method.diff_tokens(ctx, im["a"], im["a_prime"], config)
+        p_a, p_ap, p_b = (torch.tensor(di_method.prompt(ctx, im[k], config).token_ids) for k in ("a", "a_prime", "b"))
+        ch = t.changed
+        after, before = judge.read(sample(pipe, [p_a, d.tokens])), judge.read(sample(pipe, [p_ap, -d.tokens]))
+        totals["after_gives_a_prime"] += sum(r[ch] == getattr(t.a_prime, ch) for r in after) / 4
+        totals["before_gives_a"] += sum(r[ch] == getattr(t.a, ch) for r in before) / 4
+        totals["b_prompt_plus_d_joint"] += sum(judge_triplet(r, t.b.as_dict(), t.b_prime_gt.as_dict(), ch)["joint"]
+                                               for r in judge.read(sample(pipe, [p_b, d.tokens]))) / 4
+        tc = d.curve["tc"]
+        clip = d.curve["clip"][-1] if d.curve["clip"] else float("nan")
+        print(f"{t.triplet_id} {ch:10s} Ltc first {tc[0] if tc else float('nan'):.3f} last-30 mean "
+              f"{sum(tc[-30:]) / max(1, len(tc[-30:])):.3f}  Lclip last {clip:.4f}"
+              f"  |D̃| {d.tokens.norm(dim=-1).mean():.2f}", flush=True)
+    print(json.dumps({"settings": json.loads(args.settings), "n": args.n, "seed": args.seed,
+                      **{k: round(v / args.n, 3) for k, v in totals.items()},
+                      "seconds": round(time.perf_counter() - start)}))
+
+
+if __name__ == "__main__":
+    main()
