@@ -9,7 +9,7 @@ import argparse
 import importlib
 import sys
 
-COMMANDS = ["demo", "run", "sql", "bench", "toy"]
+COMMANDS = ["demo", "run", "sql", "bench", "toy", "eval"]
 
 
 def build_parser() -> argparse.ArgumentParser:
