@@ -1,0 +1,29 @@
+"""The committed toy models meet the toy-world bar (the figures of `analogy toy check`)."""
+
+import pytest
+
+from evaluation.toy_check import reconstruction_scores, t2i_scores, vae_scores
+
+
+@pytest.fixture(scope="module")
+def t2i(toy_profile):
+    return t2i_scores(toy_profile)
+
+
+def test_text_to_image_is_read_right_by_the_judge(t2i):
+    seen = t2i["seen"]  # 144 captions, 50 DDIM steps, CFG 7.5
+    assert seen["colour"] >= 0.95 and seen["shape"] >= 0.90 and seen["background"] >= 0.95, seen
+    # held-out (colour, shape) pairs were never seen by the UNet: composition must still work
+    assert t2i["held_out"]["all"] >= 0.80, t2i["held_out"]
+
+
+def test_ddim_inversion_and_regeneration_reproduce_the_input(toy_profile):
+    rec = reconstruction_scores(toy_profile)  # 50 steps, CFG 1, 64 renders
+    assert min(rec[a] for a in ("size", "colour", "shape", "background")) >= 0.95, rec
+
+
+def test_vae_round_trip_keeps_the_attributes(toy_profile):
+    scores = vae_scores(toy_profile)
+    # colour, size and background survive exactly; shape loses a little (95.7 % measured, see MODEL_CARD)
+    trip = scores["vae_round_trip"]
+    assert trip["colour"] >= 0.99 and trip["background"] >= 0.99 and trip["size"] >= 0.97 and trip["shape"] >= 0.94
