@@ -106,6 +106,19 @@ class JointClip:
         return proj(x) if isinstance(proj, torch.nn.Linear) else x @ proj
 
 
+def _open_clip_weights_cached(source: ClipSource) -> bool:
+    """Whether an open_clip pretrained tag's weights are in the local Hugging Face cache (no network)."""
+    import open_clip
+    from huggingface_hub import try_to_load_from_cache
+
+    cfg = open_clip.pretrained.get_pretrained_cfg(source.name, source.pretrained)
+    if not cfg.get("hf_hub"):
+        return True  # URL-hosted weights: open_clip's own cache decides
+    repo, filename = os.path.split(cfg["hf_hub"])  # "org/repo/" or "org/repo/file"
+    names = [filename] if filename else ["open_clip_model.safetensors", "open_clip_pytorch_model.bin"]
+    return any(isinstance(try_to_load_from_cache(repo, name), str) for name in names)
+
+
 @cache
 def load_clip(source: ClipSource, device: str | None = None) -> JointClip:
     import open_clip
@@ -114,19 +127,22 @@ def load_clip(source: ClipSource, device: str | None = None) -> JointClip:
     local = source.name.startswith("local-dir:")
     if local and not (Path(source.name.removeprefix("local-dir:")) / "open_clip_config.json").exists():
         raise _missing(source.name, "open_clip model")
-    old = os.environ.get("HF_HUB_OFFLINE")
-    os.environ["HF_HUB_OFFLINE"] = "1"  # never download at run time
+    import huggingface_hub.constants as hub_constants
+
+    old, old_constant = os.environ.get("HF_HUB_OFFLINE"), hub_constants.HF_HUB_OFFLINE
+    # Never download at run time. The hub reads the variable once, at import: set both.
+    os.environ["HF_HUB_OFFLINE"], hub_constants.HF_HUB_OFFLINE = "1", True
     try:
-        if source.pretrained and not local:
-            # Find the weights first: building ViT-H only to learn they are missing takes a minute.
-            open_clip.pretrained.download_pretrained(
-                open_clip.pretrained.get_pretrained_cfg(source.name, source.pretrained))
+        if source.pretrained and not local and not _open_clip_weights_cached(source):
+            # Checked first: building ViT-H only to learn its weights are missing takes a minute.
+            raise FileNotFoundError(f"{source.model_id} weights are not in the local cache")
         model, _, preprocess = open_clip.create_model_and_transforms(source.name, pretrained=source.pretrained)
     except Exception as exc:  # open_clip wraps hub errors in RuntimeError
         if local:
             raise
         raise _missing(source.hub_id or source.model_id, "open_clip model", exc) from exc
     finally:
+        hub_constants.HF_HUB_OFFLINE = old_constant
         if old is None:
             os.environ.pop("HF_HUB_OFFLINE", None)
         else:

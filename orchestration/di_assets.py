@@ -78,10 +78,13 @@ def _write(store, context, table: str, rows: list[dict], **metadata) -> dg.Mater
 
 
 @dg.asset(partitions_def=dataset_partitions, group_name=GROUP, deps=["triplets"], pool="gpu", kinds={"parquet"})
-def captions(context: dg.AssetExecutionContext, storage: AnalogyStorage,
+def captions(context: dg.AssetExecutionContext, config: DIStepsConfig, storage: AnalogyStorage,
              models: ModelsResource) -> dg.MaterializeResult:
-    """A caption for every distinct A, A′ and B (BLIP-2, or retrieval in the toy world)."""
+    """A caption for every distinct A, A′ and B (BLIP-2, or retrieval in the toy world), when a
+    Difference Inversion variant is among the selected methods."""
     store, ctx, usable = _inputs(context, storage, models)
+    if not di_variants(config, ctx.profile):
+        usable = []  # nothing to prepare: an empty table, not minutes of captioning
     hashes = sorted({h for t in usable for h in (t["a_hash"], t["a_prime_hash"], t["b_hash"])})
     rows = [_attempt({"image_hash": h, "captioner": ctx.captioner.model_id, "caption": None, "error": None},
                      lambda h=h: {"caption": di_method.caption(ctx, store.get_png(h))}) for h in hashes]
@@ -104,6 +107,7 @@ def pez_prompts(context: dg.AssetExecutionContext, config: DIStepsConfig, storag
             rows.append(_attempt({"image_hash": h, "variant": variant, "clip": ctx.joint_clip.model_id,
                                   "prompt_source": cfg.prompt_source, "token_ids": None, "text": None,
                                   "cosine": None, "error": None}, compute))
+            context.log.info(f"[{variant} {len(rows)}/{len(hashes)}] prompt of {h[:8]}: {rows[-1]['text']!r}")
     return _write(store, context, "pez_prompts", rows)
 
 
