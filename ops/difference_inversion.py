@@ -6,8 +6,8 @@
     4. DIFF tokens D̃ from (A, A′)                   (ops.diff_tokens)
     5. B′: DDIM-invert B with prompt_B, denoise with [SOT, prompt_B, D̃, EOT]
 
-The Dagster assets run the same functions one by one (and cache each step by
-content); `difference_inversion()` chains them for a single triplet.
+`ops/di_method.py` chains these steps for a triplet (each cached by content);
+the Dagster assets run the same steps one by one.
 """
 
 from __future__ import annotations
@@ -20,8 +20,8 @@ import torch
 from PIL import Image
 
 from ops.ddim import Schedule, ddim_invert, ddim_sample, decode_latents, encode_latents
-from ops.deltas import DELTA_KINDS, clip_deltas
-from ops.diff_tokens import DiffConfig, DiffTokens, train_diff_tokens
+from ops.deltas import DELTA_KINDS
+from ops.diff_tokens import DiffConfig
 from ops.images import to_pil, to_pixels
 from ops.pez import HardPrompt, pez_prompt
 from ops.text import encode_diffusion_text, encode_prompt, pipeline_specials, token_sequence
@@ -57,13 +57,6 @@ class DIConfig:
             raise ValueError(f"delta must be one of {DELTA_KINDS}, got {self.delta!r}")
         if self.prompt_source not in ("pez", "caption"):
             raise ValueError(f"prompt_source must be 'pez' or 'caption', got {self.prompt_source!r}")
-
-    @classmethod
-    def from_dict(cls, values: dict) -> DIConfig:
-        values = dict(values)
-        diff = DiffConfig(**values.pop("diff", {}))
-        generate = GenerateConfig(**values.pop("generate", {}))
-        return cls(diff=diff, generate=generate, **values)
 
     def with_overrides(self, **flat) -> DIConfig:
         """Override by flat names: top-level fields, DiffConfig's or GenerateConfig's."""
@@ -123,34 +116,3 @@ def apply_difference(pipe, b: Image.Image, prompt_b: list[int], tokens: torch.Te
                     change_map=change_map, keep_latents=keep, progress=progress)
     # 5. decode
     return to_pil(decode_latents(pipe.vae, z))[0]
-
-
-@dataclass
-class DIResult:
-    image: Image.Image
-    captions: tuple[str, str]
-    prompts: dict[str, HardPrompt]
-    diff: DiffTokens
-
-
-def difference_inversion(pipe, clip, captioner, a: Image.Image, a_prime: Image.Image, b: Image.Image,
-                         config: DIConfig = DIConfig(), seed: int = 0, change_map: torch.Tensor | None = None,
-                         progress=None) -> DIResult:
-    """The whole method for one triplet."""
-    size = pipe.unet.config.sample_size * pipe.vae_scale_factor
-    device = pipe.unet.device
-    # 1. captions
-    cap_a, cap_a_prime, cap_b = captioner.caption([a, a_prime, b])
-    # 2. deltas
-    deltas = clip_deltas(clip, a, a_prime, cap_a, cap_a_prime, alpha=config.alpha)
-    # 3. prompts
-    prompts = {name: prompt_ids(pipe, clip, image, cap, config, seed + i)
-               for i, (name, image, cap) in enumerate([("a", a, cap_a), ("a_prime", a_prime, cap_a_prime),
-                                                       ("b", b, cap_b)])}
-    # 4. DIFF tokens
-    z = encode_latents(pipe.vae, to_pixels([a, a_prime], size).to(device))
-    diff = train_diff_tokens(pipe, clip, z[:1], z[1:], prompts["a"].token_ids, prompts["a_prime"].token_ids,
-                             deltas.pick(config.delta), replace(config.diff, seed=seed), progress=progress)
-    # 5. B′
-    image = apply_difference(pipe, b, prompts["b"].token_ids, diff.tokens, config.generate, change_map)
-    return DIResult(image, (cap_a, cap_a_prime), prompts, diff)
