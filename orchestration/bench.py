@@ -7,15 +7,14 @@ so a sweep over generation settings reuses PEZ prompts and D̃.
 
 from __future__ import annotations
 
-import io
 import json
 import time
 from pathlib import Path
 
 import pyarrow.parquet as pq
-from PIL import Image
 from tqdm import tqdm
 
+from evaluation.images import decode_image
 from evaluation.judge_scores import judge_triplet, summarise
 from models.loaders import load_judge
 from models.profiles import get_profile
@@ -66,8 +65,8 @@ def run_bench(benchmark: Path, specs: list[str], profile_name: str = "toy", seed
     for spec, name, settings in parsed:
         outputs, errors, start = [], [], time.perf_counter()
         for row in tqdm(rows, desc=spec, unit="triplet", disable=None):
-            a, a_prime, b = (Image.open(io.BytesIO(row[f"{k}_png"])).convert("RGB") for k in ("a", "a_prime", "b"))
-            try:
+            try:  # the project's one image loader: checks, RGB conversion; a bad image fails its triplet alone
+                a, a_prime, b = (decode_image(row[f"{k}_png"]).image for k in ("a", "a_prime", "b"))
                 outputs.append((row, run_method(name, ctx, a, a_prime, b, **settings)))
             except Exception as exc:  # a failing triplet is recorded, the rest go on
                 errors.append({"triplet_id": row["triplet_id"], "error": f"{type(exc).__name__}: {exc}"})
