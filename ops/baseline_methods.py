@@ -56,7 +56,7 @@ def _caption(ctx, image: Image.Image) -> str:
 
 def _text(ctx, text: str, a_prime: Image.Image) -> str:
     """The edit text: the instruction where there is one (and asked for), else A′'s caption."""
-    instruction = getattr(ctx, "instruction", None)
+    instruction = ctx.instruction
     return instruction if text == "instruction" and instruction else _caption(ctx, a_prime)
 
 

@@ -46,6 +46,8 @@ def as_change_map(change_map) -> torch.Tensor:
     if isinstance(change_map, Image.Image):
         change_map = np.asarray(change_map.convert("L"), dtype=np.float32) / 255.0
     m = torch.as_tensor(change_map, dtype=torch.float32)
+    if not torch.isfinite(m).all():
+        raise ValueError("a change map must be finite (it holds NaN or inf)")
     if m.min() < 0 or m.max() > 1:
         raise ValueError(f"a change map must lie in [0, 1] (1 = change fully), got [{m.min():.3g}, {m.max():.3g}]")
     return m

@@ -44,10 +44,17 @@ class MethodContext:
     # context made with `with_seed`: one D̃ serves every B, a sweep of generation settings retrains
     # nothing. Orchestration may pre-fill it from stored assets; it lives as long as the context.
     memo: MutableMapping = field(default_factory=dict, repr=False)
+    # The triplet's edit instruction where the dataset has one (text-guided baselines use it,
+    # falling back to A′'s caption); analogy methods ignore it.
+    instruction: str | None = None
 
     def with_seed(self, seed: int) -> MethodContext:
         """The same models and memo, another seed."""
         return replace(self, seed=seed)
+
+    def for_triplet(self, seed: int | None = None, instruction: str | None = None) -> MethodContext:
+        """The same models and memo, the seed (unchanged if None) and instruction of one triplet."""
+        return replace(self, seed=self.seed if seed is None else seed, instruction=instruction)
 
     def cached(self, key: Hashable, compute: Callable[[], Any]) -> Any:
         if key not in self.memo:
@@ -149,10 +156,30 @@ def default_methods() -> list[str]:
     return [name for name, method in METHODS.items() if method.default]
 
 
+def check_change_map(change_map, b: Image.Image):
+    """B's change map — **1 = change fully, 0 = keep** — as a float tensor (H, W) at any
+    resolution of B's aspect (methods resize it to their latent grid); a clear error otherwise.
+    Takes a tensor/array in [0, 1] or a greyscale image (white = change fully)."""
+    from ops.differential_diffusion import as_change_map
+
+    m = as_change_map(change_map)
+    if m.ndim == 3 and m.shape[0] == 1:
+        m = m[0]
+    if m.ndim != 2 or min(m.shape) < 1:
+        raise ValueError(f"a change map is one (H, W) array, got shape {tuple(m.shape)}")
+    if abs(m.shape[0] / m.shape[1] - b.height / b.width) > 0.02:
+        raise ValueError(f"the change map ({m.shape[1]}×{m.shape[0]}) and B ({b.width}×{b.height}) "
+                         "differ in aspect ratio")
+    return m
+
+
 def run_method(name: str, ctx: MethodContext, a: Image.Image, a_prime: Image.Image, b: Image.Image,
-               **overrides: Any) -> Image.Image:
+               change_map=None, **overrides: Any) -> Image.Image:
+    """B′ for one triplet. `change_map` (optional, 1 = change fully, 0 = keep) confines the edit
+    of B: "apply the difference only here, this much" (SPEC §3); every method takes it."""
     method = get_method(name)
-    out = method.fn(ctx, a, a_prime, b, **method.resolve(overrides))
+    extra = {} if change_map is None else {"change_map": check_change_map(change_map, b)}
+    out = method.fn(ctx, a, a_prime, b, **extra, **method.resolve(overrides))
     if not isinstance(out, Image.Image):
         raise TypeError(f"method {name!r} returned {type(out).__name__}, expected a PIL image")
     return out
@@ -162,7 +189,8 @@ def run_method(name: str, ctx: MethodContext, a: Image.Image, a_prime: Image.Ima
 
 
 @register("no_edit", default=True)
-def no_edit(ctx: MethodContext, a: Image.Image, a_prime: Image.Image, b: Image.Image) -> Image.Image:
+def no_edit(ctx: MethodContext, a: Image.Image, a_prime: Image.Image, b: Image.Image,
+            change_map=None) -> Image.Image:
     """B′ = B: the floor every method must beat (directional score 0)."""
     return b.copy()
 

@@ -67,7 +67,8 @@ def run_bench(benchmark: Path, specs: list[str], profile_name: str = "toy", seed
         for row in tqdm(rows, desc=spec, unit="triplet", disable=None):
             try:  # the project's one image loader: checks, RGB conversion; a bad image fails its triplet alone
                 a, a_prime, b = (decode_image(row[f"{k}_png"]).image for k in ("a", "a_prime", "b"))
-                outputs.append((row, run_method(name, ctx, a, a_prime, b, **settings)))
+                triplet_ctx = ctx.for_triplet(instruction=row.get("instruction"))
+                outputs.append((row, run_method(name, triplet_ctx, a, a_prime, b, **settings)))
             except Exception as exc:  # a failing triplet is recorded, the rest go on
                 errors.append({"triplet_id": row["triplet_id"], "error": f"{type(exc).__name__}: {exc}"})
         seconds = (time.perf_counter() - start) / max(1, len(rows))

@@ -39,7 +39,7 @@ def generate_rows(triplets: list[dict], methods: list[str], options: dict[str, d
             if missing_model is None:
                 try:
                     a, a_prime, b = (store.get_png(t[f"{r}_hash"]) for r in ("a", "a_prime", "b"))
-                    b_prime = run_method(name, ctx.with_seed(seed), a, a_prime, b, **config)
+                    b_prime = run_method(name, ctx.for_triplet(seed, t.get("instruction")), a, a_prime, b, **config)
                     row["b_prime_hash"] = store.put_png(b_prime.convert("RGB"))
                 except Exception as exc:  # one bad triplet or method must not fail the partition
                     row["error"] = f"{type(exc).__name__}: {exc}"

@@ -54,3 +54,17 @@ def test_unknown_method_or_option_is_one_line(inputs, capsys):
     assert analogy_run(inputs, "a", "a2", "b", "--method", "nope")[0] == 2
     assert analogy_run(inputs, "a", "a2", "b", "--set", "strength=0.3")[0] == 2
     assert len(capsys.readouterr().err.strip().splitlines()) == 2
+
+
+def test_change_map_and_instruction_are_used_and_recorded(inputs, capsys):
+    from PIL import Image
+
+    good, wide = inputs["a"].parent / "map.png", inputs["a"].parent / "wide.png"
+    Image.new("L", (32, 32), 0).save(good)
+    Image.new("L", (64, 32), 255).save(wide)
+    code, out = analogy_run(inputs, "a", "a2", "b", "--change-map", str(good), "--instruction", "make it blue")
+    record = json.loads((out / "run.json").read_text())
+    assert code == 0 and record["change_map"]["path"] == str(good) and record["instruction"] == "make it blue"
+    code, _ = analogy_run(inputs, "a", "a2", "b", "--change-map", str(wide))
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and str(wide) in err[-1] and "aspect" in err[-1]

@@ -24,6 +24,10 @@ def add_parser(subparsers) -> None:
     p.add_argument("--profile", default="toy", help="model profile: toy, sd21-base, sd21, sd15, sdxl")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a method option (JSON value), repeatable")
+    p.add_argument("--change-map", type=Path, default=None, metavar="MAP.png",
+                   help="greyscale image of B's aspect: white = change fully, black = keep B "
+                        "(apply the difference only here, this much)")
+    p.add_argument("--instruction", default=None, help="the edit in words, for the text-guided baselines")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", required=True, type=Path, help="folder for b_prime.png and run.json")
     p.add_argument("--debug", action="store_true", help="show tracebacks")
@@ -58,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
 def _run(args: argparse.Namespace) -> int:
     from evaluation.files import atomic_write
     from evaluation.images import ImageError, load_image, png_bytes, sha256
-    from ops.registry import MethodContext, get_method, run_method
+    from ops.registry import MethodContext, check_change_map, get_method, run_method
 
     images = {}
     for role, path in (("a", args.a), ("a_prime", args.a_prime), ("b", args.b)):
@@ -76,10 +80,17 @@ def _run(args: argparse.Namespace) -> int:
     except (KeyError, ValueError) as exc:
         print(f"analogy run: error: {exc.args[0]}", file=sys.stderr)
         return 2
-    ctx = MethodContext(profile_name=args.profile, seed=args.seed, log=log)
+    change_map = None
+    if args.change_map is not None:
+        try:
+            change_map = check_change_map(load_image(args.change_map).image.convert("L"), images["b"].image)
+        except (ImageError, ValueError) as exc:
+            print(f"analogy run: error: {args.change_map}: {exc}", file=sys.stderr)
+            return 2
+    ctx = MethodContext(profile_name=args.profile, seed=args.seed, log=log, instruction=args.instruction)
     try:
         b_prime = run_method(args.method, ctx, images["a"].image, images["a_prime"].image, images["b"].image,
-                             **config)
+                             change_map=change_map, **config)
     except Exception as exc:
         if args.debug:
             raise
@@ -89,7 +100,9 @@ def _run(args: argparse.Namespace) -> int:
     png = png_bytes(b_prime.convert("RGB"))
     atomic_write(out, png)
     record = {"method": args.method, "config": config, "config_hash": method.config_hash(config),
-              "profile": args.profile, "seed": args.seed,
+              "profile": args.profile, "seed": args.seed, "instruction": args.instruction,
+              "change_map": None if args.change_map is None else {
+                  "path": str(args.change_map), "sha256": sha256(args.change_map.read_bytes())},
               "inputs": {role: {"path": str(getattr(args, role)), "sha256": sha256(im.png), "notes": im.notes}
                          for role, im in images.items()},
               "b_prime": {"path": str(out), "sha256": sha256(png)}}
