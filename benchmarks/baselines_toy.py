@@ -2,7 +2,7 @@
 
     python benchmarks/baselines_toy.py reliability [--n 32]
     python benchmarks/baselines_toy.py kept-half [--n 16]
-    python benchmarks/baselines_toy.py dia-curve [--n 16] [--st 0 0.23684210526315788 0.5 1 1.5]
+    python benchmarks/baselines_toy.py dia-curve [--n 16] [--st 0 0.23684210526315788 0.5 1 1.5] [--sc 1 3 12]
     python benchmarks/baselines_toy.py judge [--n 16] [--methods sdedit differential_diffusion dia_captions]
 
 Each prints a table and a last line of JSON.
@@ -84,19 +84,21 @@ def dia_curve(args) -> dict:
     ctx = MethodContext(device="cpu")
     judge = load_judge(get_profile("toy"))
     triplets = make_triplets(args.seed, args.n)
-    outputs = {st: [] for st in args.st}
+    grid = [(sc, st) for sc in args.sc for st in args.st]
+    outputs = {key: [] for key in grid}
     start = time.time()
     for i, t in enumerate(triplets):
         im = t.images()
-        for st in args.st:  # the estimates are cached in ctx: one estimation per triplet
-            outputs[st].append(run_method("dia", ctx, im["a"], im["a_prime"], im["b"], strength=st, **args.dia))
+        for sc, st in grid:  # the estimates are cached in ctx: one estimation per triplet
+            outputs[sc, st].append(run_method("dia", ctx, im["a"], im["a_prime"], im["b"], strength=st,
+                                              guidance_scale=sc, **args.dia))
         print(f"triplet {i + 1}/{len(triplets)} ({time.time() - start:.0f} s)", flush=True)
     curve = {}
-    print(f"{'st':>8} {'agree B':>8} {'target':>7} {'keep':>6} {'joint':>6}")
-    for st in args.st:
-        s = judge_rows(outputs[st], triplets, judge)
-        curve[st] = {k: s[k] for k in ("agree_b", "target", "keep", "joint")}
-        print(f"{st:>8.4f} {s['agree_b']:>8.3f} {s['target']:>7.3f} {s['keep']:>6.3f} {s['joint']:>6.3f}")
+    print(f"{'sc':>5} {'st':>8} {'agree B':>8} {'target':>7} {'keep':>6} {'joint':>6}")
+    for sc, st in grid:
+        s = judge_rows(outputs[sc, st], triplets, judge)
+        curve[f"sc={sc:g} st={st:.4f}"] = {k: s[k] for k in ("agree_b", "target", "keep", "joint")}
+        print(f"{sc:>5g} {st:>8.4f} {s['agree_b']:>8.3f} {s['target']:>7.3f} {s['keep']:>6.3f} {s['joint']:>6.3f}")
     b_reads = judge_rows([t.images()["b"] for t in triplets], triplets, judge)["agree_b"]
     print(f"judge reads B itself correctly: {b_reads:.3f}")
     return {"n": args.n, "seed": args.seed, "dia": args.dia, "curve": curve, "judge_on_b": b_reads,
@@ -126,6 +128,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--steps", type=int, default=50)
     parser.add_argument("--st", type=float, nargs="+", default=[0.0, 0.23684210526315788, 0.5, 1.0, 1.5])
+    parser.add_argument("--sc", type=float, nargs="+", default=[12.0], help="DIA guidance scales (paper: 12)")
     parser.add_argument("--methods", nargs="+", default=["sdedit", "differential_diffusion", "dia_captions"])
     parser.add_argument("--dia", type=json.loads, default={}, help="DIA overrides as a JSON object")
     args = parser.parse_args()

@@ -37,6 +37,9 @@ def vae_config() -> dict:
         "layers_per_block": 1,
         "norm_num_groups": 16,
         "sample_size": IMAGE_SIZE,
+        # no self-attention at the bottleneck: a latent pixel decodes from its neighbourhood
+        # only, so an edit confined to a region stays there (change maps, inpainting)
+        "mid_block_add_attention": False,
     }
 
 

@@ -29,7 +29,7 @@ from transformers import CLIPTokenizer
 from models.convert import open_clip_text_to_hf
 from models.toy import architecture as arch
 from models.toy import bpe
-from models.toy.world import Scene, all_scenes, caption, render, training_scenes
+from models.toy.world import Scene, all_scenes, caption, render, training_scenes, varied_caption
 
 WEIGHTS = Path(__file__).parent / "weights"
 
@@ -50,6 +50,29 @@ def render_pool(scenes: list[Scene], per_scene: int, seed: int) -> tuple[torch.T
     return x, torch.tensor(index)
 
 
+def cut_masks(n: int, side: int, lo: int, hi: int, generator: torch.Generator) -> torch.Tensor:
+    """(n, 1, side, side) masks: 1 from a random cut in [lo, hi) on, by column (half) or row."""
+    cut = torch.randint(lo, hi, (n,), generator=generator)
+    mask = (torch.arange(side)[None, :] >= cut[:, None]).float()[:, None, None, :].expand(n, 1, side, side)
+    rows = torch.rand(n, generator=generator) < 0.5
+    return torch.where(rows[:, None, None, None], mask.transpose(-1, -2), mask)
+
+
+def composites(images: torch.Tensor, n: int, seed: int) -> torch.Tensor:
+    """`n` images made of two renders cut at a random column (or row): scenes whose halves
+    differ, so the VAE and the UNet's unconditional model learn that content can change
+    across an image (what a change map or an inpainting mask asks of them)."""
+    g = torch.Generator().manual_seed(seed)
+    first, second = (images[torch.randint(len(images), (n,), generator=g)] for _ in range(2))
+    mask = cut_masks(n, images.shape[-1], 6, images.shape[-1] - 5, g)
+    return first * (1 - mask) + second * mask
+
+
+def mixed_captions(scenes: list[Scene], rng: random.Random, drop: float) -> list[str]:
+    """Half canonical, half `varied_caption` (any order; attributes dropped with `drop`)."""
+    return [caption(s) if rng.random() < 0.5 else varied_caption(s, rng, drop) for s in scenes]
+
+
 def cosine_lr(step: int, total: int, warmup: int) -> float:
     if step < warmup:
         return (step + 1) / warmup
@@ -57,11 +80,12 @@ def cosine_lr(step: int, total: int, warmup: int) -> float:
 
 
 def train_clip(scenes: list[Scene], steps: int, seed: int, tokenizer, out: Path, name: str) -> open_clip.CLIP:
-    """Contrastive training; each batch holds every scene once (no false negatives)."""
+    """Contrastive training; each batch holds every scene once (no false negatives), each
+    caption in canonical or free order (`mixed_captions`, nothing dropped)."""
     torch.manual_seed(seed)
+    rng = random.Random(seed)
     model = open_clip.model.CLIP(**arch.clip_model_cfg(bpe.vocab_size()))
     images, index = render_pool(scenes, 48, seed)
-    texts = tokenizer([caption(s) for s in scenes])
     per_scene = [torch.nonzero(index == i).flatten() for i in range(len(scenes))]
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.1)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: cosine_lr(s, steps, 50))
@@ -70,7 +94,7 @@ def train_clip(scenes: list[Scene], steps: int, seed: int, tokenizer, out: Path,
     for step in range(steps):
         pick = torch.stack([rows[torch.randint(len(rows), (1,))] for rows in per_scene]).flatten()
         img_f = model.encode_image(images[pick], normalize=True)
-        txt_f = model.encode_text(texts, normalize=True)
+        txt_f = model.encode_text(tokenizer(mixed_captions(scenes, rng, drop=0.0)), normalize=True)
         logits = model.logit_scale.exp() * img_f @ txt_f.T
         loss = (F.cross_entropy(logits, labels) + F.cross_entropy(logits.T, labels)) / 2
         opt.zero_grad()
@@ -103,7 +127,8 @@ def train_clip(scenes: list[Scene], steps: int, seed: int, tokenizer, out: Path,
 def train_vae(steps: int, seed: int, out: Path) -> AutoencoderKL:
     torch.manual_seed(seed)
     vae = AutoencoderKL(**arch.vae_config())
-    images, _ = render_pool(training_scenes(), 48, seed)
+    scenes, _ = render_pool(training_scenes(), 48, seed)
+    images = torch.cat([scenes, composites(scenes, len(scenes) // 3, seed)])  # 1 in 4 is a composite
     opt = torch.optim.AdamW(vae.parameters(), lr=1e-3, weight_decay=0.0)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: cosine_lr(s, steps, 50))
     start = time.time()
@@ -120,7 +145,7 @@ def train_vae(steps: int, seed: int, out: Path) -> AutoencoderKL:
             log(f"vae step {step} loss {loss.item():.5f}")
     vae.eval()
     with torch.no_grad():
-        z = torch.cat([vae.encode(images[i:i + 512]).latent_dist.sample() for i in range(0, len(images), 512)])
+        z = torch.cat([vae.encode(scenes[i:i + 512]).latent_dist.sample() for i in range(0, len(scenes), 512)])
     vae.register_to_config(scaling_factor=float(1.0 / z.std()))
     minutes = (time.time() - start) / 60
     out.mkdir(parents=True, exist_ok=True)
@@ -131,11 +156,16 @@ def train_vae(steps: int, seed: int, out: Path) -> AutoencoderKL:
     return vae
 
 
-def finetune_decoder(vae: AutoencoderKL, steps: int, seed: int) -> AutoencoderKL:
-    """Sharpen the decoder with the encoder frozen: the latents (and so the UNet
-    trained on them) stay exactly as they are."""
+def finetune_decoder(vae: AutoencoderKL, steps: int, seed: int, splice: bool) -> AutoencoderKL:
+    """Sharpen the decoder with the encoder frozen (the latents, and so the UNet trained on
+    them, stay exactly as they are). With `splice`, half of each batch are latents of two
+    images spliced at a cell boundary, to decode as the same splice of the two images — an
+    attempt at a **local** decoder (a region's pixels from its own cells), which keeping part
+    of a latent (change maps) needs; see MODEL_CARD for how far it got."""
     torch.manual_seed(seed)
-    images, _ = render_pool(training_scenes(), 48, seed)
+    g = torch.Generator().manual_seed(seed)
+    scenes, _ = render_pool(training_scenes(), 48, seed)
+    images = torch.cat([scenes, composites(scenes, len(scenes) // 3, seed)])
     vae.requires_grad_(False)
     decoder_params = [*vae.decoder.parameters(), *vae.post_quant_conv.parameters()]
     for p in decoder_params:
@@ -147,6 +177,12 @@ def finetune_decoder(vae: AutoencoderKL, steps: int, seed: int) -> AutoencoderKL
         x = images[torch.randint(len(images), (64,))]
         with torch.no_grad():
             z = vae.encode(x).latent_dist.sample()
+        half = len(x) // 2 if splice else 0  # the first half: spliced with a shuffled partner
+        partner = torch.randperm(len(x))[:half]
+        cells = cut_masks(half, z.shape[-1], 1, z.shape[-1], g)
+        pixels = F.interpolate(cells, size=x.shape[-2:], mode="nearest")
+        z = torch.cat([z[:half] * (1 - cells) + z[partner] * cells, z[half:]])
+        x = torch.cat([x[:half] * (1 - pixels) + x[partner] * pixels, x[half:]])
         recon = vae.decode(z).sample
         loss = F.mse_loss(recon, x) + 0.5 * F.l1_loss(recon, x)
         opt.zero_grad()
@@ -178,12 +214,17 @@ def train_unet(clip_model, vae: AutoencoderKL, steps: int, seed: int, out: Path,
     bpe.write_tokenizer_files(tok_dir)
     tokenizer = CLIPTokenizer.from_pretrained(tok_dir, pad_token="!", model_max_length=arch.CONTEXT_LENGTH)
     scenes = training_scenes()
-    prompts = [caption(s) for s in scenes] + [""]
+    rng = random.Random(seed)
+    variants = 12  # caption rows per scene: `mixed_captions`, a quarter of the attributes dropped
+    prompts = [c for _ in range(variants) for c in mixed_captions(scenes, rng, drop=0.25)] + [""]
     ids = tokenizer(prompts, padding="max_length", max_length=arch.CONTEXT_LENGTH, truncation=True,
                     return_tensors="pt").input_ids
-    with torch.no_grad():
-        cond = text_encoder(input_ids=ids).last_hidden_state  # (S + 1, L, D); last row is the empty prompt
+    with torch.no_grad():  # (variants·S + 1, L, D); row v·S + s is scene s, the last row the empty prompt
+        cond = torch.cat([text_encoder(input_ids=ids[i:i + 512]).last_hidden_state for i in range(0, len(ids), 512)])
+    empty_row = len(prompts) - 1
     images, index = render_pool(scenes, 48, seed)
+    n_scene_images = len(images)
+    images = torch.cat([images, composites(images, len(images) // 8, seed)])  # composites: empty prompt only
     with torch.no_grad():
         dists = [vae.encode(images[i:i + 512]).latent_dist for i in range(0, len(images), 512)]
     mean = torch.cat([d.mean for d in dists])
@@ -201,8 +242,9 @@ def train_unet(clip_model, vae: AutoencoderKL, steps: int, seed: int, out: Path,
     for step in range(steps):
         pick = torch.randint(len(images), (batch,))
         z0 = (mean[pick] + std[pick] * torch.randn_like(std[pick])) * sf
-        text_row = index[pick].clone()
-        text_row[torch.rand(batch) < 0.1] = len(scenes)  # 10 % unconditional, for classifier-free guidance
+        composite = pick >= n_scene_images
+        text_row = index[pick.clamp(max=n_scene_images - 1)] + len(scenes) * torch.randint(variants, (batch,))
+        text_row[(torch.rand(batch) < 0.1) | composite] = empty_row  # 10 % unconditional, for CFG
         noise = torch.randn_like(z0)
         t = torch.randint(0, noise_sched.config.num_train_timesteps, (batch,))
         zt = noise_sched.add_noise(z0, noise, t)
@@ -229,7 +271,7 @@ def train_unet(clip_model, vae: AutoencoderKL, steps: int, seed: int, out: Path,
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--only", choices=["clip", "judge", "vae", "unet", "decoder"], nargs="*")
-    parser.add_argument("--decoder-steps", type=int, default=600)
+    parser.add_argument("--decoder-steps", type=int, default=1200, help="spliced, then as many plain")
     parser.add_argument("--clip-steps", type=int, default=800)
     parser.add_argument("--vae-steps", type=int, default=1200)
     parser.add_argument("--unet-steps", type=int, default=3500)
@@ -255,7 +297,8 @@ def main() -> None:
     if "unet" in only:
         train_unet(clip_model, vae, args.unet_steps, 3, WEIGHTS / "sd", args.save_every)
     if "decoder" in only:
-        vae = finetune_decoder(vae, args.decoder_steps, 4)
+        vae = finetune_decoder(vae, args.decoder_steps, 4, splice=True)
+        vae = finetune_decoder(vae, args.decoder_steps, 5, splice=False)
         copy.deepcopy(vae).to(torch.float16).save_pretrained(WEIGHTS / "sd" / "vae", safe_serialization=True)
 
 

@@ -82,6 +82,19 @@ def caption(scene: Scene) -> str:
     return f"a {scene.size} {scene.colour} {scene.shape} on a {scene.background} background"
 
 
+def varied_caption(scene: Scene, rng: random.Random, drop: float = 0.0) -> str:
+    """A caption as people write them: the attribute phrases in any order, each one left
+    out with probability `drop` (one always stays). `caption` is the canonical order, the
+    one the captioner and the judge use; models trained on both read an attribute
+    wherever it stands in the prompt, as real text encoders do."""
+    phrases = {"size": scene.size, "colour": scene.colour, "shape": scene.shape,
+               "background": f"on a {scene.background} background"}
+    names = [name for name in ATTRIBUTE_NAMES if rng.random() >= drop] or [rng.choice(ATTRIBUTE_NAMES)]
+    rng.shuffle(names)
+    text = ", ".join(phrases[name] for name in names)
+    return text if text.startswith("on ") else f"a {text}"
+
+
 def all_captions() -> list[str]:
     return [caption(s) for s in all_scenes()]
 

@@ -1,0 +1,37 @@
+"""The toy world's generator: captions and training composites."""
+
+import random
+
+import torch
+
+from models.toy.train import composites, cut_masks
+from models.toy.world import ATTRIBUTE_NAMES, caption, parse_caption, training_scenes, varied_caption
+
+
+def test_varied_captions_name_the_scene_in_any_order():
+    rng = random.Random(0)
+    scene = training_scenes()[17]
+    texts = [varied_caption(scene, rng) for _ in range(64)]
+    values = {scene.size, scene.colour, scene.shape, scene.background}
+    for text in texts:  # nothing dropped: every value is there
+        assert values <= set(text.replace(",", " ").split()), text
+    first_values = {next(w for w in text.replace(",", " ").split() if w in values) for text in texts}
+    assert len(first_values) == len(ATTRIBUTE_NAMES)  # every attribute comes first sometimes
+    dropped = [varied_caption(scene, rng, drop=0.9) for _ in range(64)]
+    assert all(values & set(t.replace(",", " ").split()) for t in dropped)  # one attribute always stays
+    assert min(len(t.split(",")) for t in dropped) == 1 < max(len(t.split(",")) for t in dropped)
+    assert parse_caption(caption(scene)) == scene
+
+
+def test_composites_cut_two_renders_at_one_column_or_row():
+    masks = cut_masks(200, 8, 1, 8, torch.Generator().manual_seed(0)).squeeze(1)
+    assert ((masks == 0) | (masks == 1)).all()
+    assert (masks[:, 0, 0] == 0).all() and (masks[:, -1, -1] == 1).all()  # the cut lies inside
+    by_column = (masks == masks[:, :1, :]).all(dim=(1, 2))  # every row the same: a column cut
+    by_row = (masks == masks[:, :, :1]).all(dim=(1, 2))
+    assert (by_column ^ by_row).all() and 50 < by_column.sum() < 150
+    assert (masks.diff(dim=-1) >= 0).all() and (masks.diff(dim=-2) >= 0).all()  # one step, 0 then 1
+    dark, light = torch.full((3, 3, 32, 32), -1.0), torch.full((3, 3, 32, 32), 1.0)
+    mixed = composites(torch.cat([dark, light]), 64, seed=1)
+    assert ((mixed == -1) | (mixed == 1)).all()
+    assert any(0.15 < (m == -1).float().mean() < 0.85 for m in mixed)
