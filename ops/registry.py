@@ -41,16 +41,12 @@ class MethodContext:
     log: logging.Logger = field(default_factory=lambda: logging.getLogger("analogy.methods"))
     device: str | None = None  # None → cuda if available, else cpu
     # Intermediate results keyed by content (image hashes, model ids, config hashes), shared by every
-    # context made with `with_seed`: one D̃ serves every B, a sweep of generation settings retrains
+    # context made with `for_triplet`: one D̃ serves every B, a sweep of generation settings retrains
     # nothing. Orchestration may pre-fill it from stored assets; it lives as long as the context.
     memo: MutableMapping = field(default_factory=dict, repr=False)
     # The triplet's edit instruction where the dataset has one (text-guided baselines use it,
     # falling back to A′'s caption); analogy methods ignore it.
     instruction: str | None = None
-
-    def with_seed(self, seed: int) -> MethodContext:
-        """The same models and memo, another seed."""
-        return replace(self, seed=seed)
 
     def for_triplet(self, seed: int | None = None, instruction: str | None = None) -> MethodContext:
         """The same models and memo, the seed (unchanged if None) and instruction of one triplet."""

@@ -44,7 +44,7 @@ def test_register_as_decorator_and_lazy_target():
 def test_contexts_share_the_memo_across_seeds():
     ctx = MethodContext(seed=1)
     assert ctx.cached("k", lambda: 41) == 41
-    other = ctx.with_seed(2)
+    other = ctx.for_triplet(seed=2)
     assert other.seed == 2 and other.cached("k", lambda: 0) == 41
 
 

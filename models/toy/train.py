@@ -68,6 +68,13 @@ def composites(images: torch.Tensor, n: int, seed: int) -> torch.Tensor:
     return first * (1 - mask) + second * mask
 
 
+def vae_images(seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The VAE's training pool: renders of every training scene, and those plus a quarter of
+    composites (1 in 4 images)."""
+    scenes, _ = render_pool(training_scenes(), 48, seed)
+    return scenes, torch.cat([scenes, composites(scenes, len(scenes) // 3, seed)])
+
+
 def mixed_captions(scenes: list[Scene], rng: random.Random, drop: float) -> list[str]:
     """Half canonical, half `varied_caption` (any order; attributes dropped with `drop`)."""
     return [caption(s) if rng.random() < 0.5 else varied_caption(s, rng, drop) for s in scenes]
@@ -127,8 +134,7 @@ def train_clip(scenes: list[Scene], steps: int, seed: int, tokenizer, out: Path,
 def train_vae(steps: int, seed: int, out: Path) -> AutoencoderKL:
     torch.manual_seed(seed)
     vae = AutoencoderKL(**arch.vae_config())
-    scenes, _ = render_pool(training_scenes(), 48, seed)
-    images = torch.cat([scenes, composites(scenes, len(scenes) // 3, seed)])  # 1 in 4 is a composite
+    scenes, images = vae_images(seed)
     opt = torch.optim.AdamW(vae.parameters(), lr=1e-3, weight_decay=0.0)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: cosine_lr(s, steps, 50))
     start = time.time()
@@ -164,8 +170,7 @@ def finetune_decoder(vae: AutoencoderKL, steps: int, seed: int, splice: bool) ->
     of a latent (change maps) needs; see MODEL_CARD for how far it got."""
     torch.manual_seed(seed)
     g = torch.Generator().manual_seed(seed)
-    scenes, _ = render_pool(training_scenes(), 48, seed)
-    images = torch.cat([scenes, composites(scenes, len(scenes) // 3, seed)])
+    _, images = vae_images(seed)
     vae.requires_grad_(False)
     decoder_params = [*vae.decoder.parameters(), *vae.post_quant_conv.parameters()]
     for p in decoder_params:

@@ -80,10 +80,12 @@ def _run(args: argparse.Namespace) -> int:
     except (KeyError, ValueError) as exc:
         print(f"analogy run: error: {exc.args[0]}", file=sys.stderr)
         return 2
-    change_map = None
+    change_map = map_record = None
     if args.change_map is not None:
         try:
-            change_map = check_change_map(load_image(args.change_map).image.convert("L"), images["b"].image)
+            loaded_map = load_image(args.change_map)
+            change_map = check_change_map(loaded_map.image, images["b"].image)  # greyscale: white = change
+            map_record = {"path": str(args.change_map), "sha256": sha256(loaded_map.png)}
         except (ImageError, ValueError) as exc:
             print(f"analogy run: error: {args.change_map}: {exc}", file=sys.stderr)
             return 2
@@ -101,8 +103,7 @@ def _run(args: argparse.Namespace) -> int:
     atomic_write(out, png)
     record = {"method": args.method, "config": config, "config_hash": method.config_hash(config),
               "profile": args.profile, "seed": args.seed, "instruction": args.instruction,
-              "change_map": None if args.change_map is None else {
-                  "path": str(args.change_map), "sha256": sha256(args.change_map.read_bytes())},
+              "change_map": map_record,
               "inputs": {role: {"path": str(getattr(args, role)), "sha256": sha256(im.png), "notes": im.notes}
                          for role, im in images.items()},
               "b_prime": {"path": str(out), "sha256": sha256(png)}}
