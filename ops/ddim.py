@@ -136,8 +136,11 @@ def ddim_sample(unet, z_start: torch.Tensor, start_level: int, cond: torch.Tenso
 
 @torch.no_grad()
 def encode_latents(vae, pixels: torch.Tensor) -> torch.Tensor:
-    """E(x): the posterior mean, scaled (pixels in [−1, 1], (B, 3, H, W))."""
-    return vae.encode(pixels.to(vae.device, vae.dtype)).latent_dist.mean * vae.config.scaling_factor
+    """E(x), scaled (pixels in [−1, 1], (B, 3, H, W)): the posterior mean of a KL VAE (SD's), or
+    the latents of a deterministic one (AutoencoderTiny, TAESD)."""
+    out = vae.encode(pixels.to(vae.device, vae.dtype))
+    latents = out.latent_dist.mean if hasattr(out, "latent_dist") else out.latents
+    return latents * vae.config.scaling_factor
 
 
 @torch.no_grad()

@@ -1,5 +1,6 @@
 """Architectures of the toy world's models: the same classes and on-disk formats
-as Stable Diffusion 2.1 (diffusers UNet2DConditionModel + AutoencoderKL,
+as Stable Diffusion 2.1 (diffusers UNet2DConditionModel + AutoencoderKL, whose
+latent space the pipeline's AutoencoderTiny — TAESD's architecture — shares;
 transformers CLIPTextModel) and OpenCLIP ViT-H-14 (an open_clip CLIP), sized
 for a 2-core CPU.
 """
@@ -40,6 +41,19 @@ def vae_config() -> dict:
         # no self-attention at the bottleneck: a latent pixel decodes from its neighbourhood
         # only, so an edit confined to a region stays there (change maps, inpainting)
         "mid_block_add_attention": False,
+    }
+
+
+def tiny_vae_config() -> dict:
+    """AutoencoderTiny (TAESD's layers: 3×3 convolutions and ReLUs, no normalisation, no
+    attention), 32×32×3 → 8×8×4 like `vae_config`: every pixel depends on its neighbourhood
+    only, so a latent region can be kept while the rest changes. Latents are the KL VAE's
+    *scaled* latents (scaling factor 1), as TAESD's are SD's."""
+    return {
+        "in_channels": 3, "out_channels": 3, "latent_channels": 4,
+        "encoder_block_out_channels": [48, 48, 48], "num_encoder_blocks": [1, 2, 2],
+        "decoder_block_out_channels": [64, 64, 64], "num_decoder_blocks": [3, 2, 1],
+        "act_fn": "relu", "upsampling_scaling_factor": 2, "scaling_factor": 1.0,
     }
 
 

@@ -2,7 +2,10 @@
 
 Order: joint CLIP → judge CLIP → VAE → UNet (the UNet is conditioned on the
 SD-2-style text encoder cut from the joint CLIP, which stays frozen, exactly as
-SD 2.1 keeps OpenCLIP ViT-H frozen). Each model is written as soon as it is
+SD 2.1 keeps OpenCLIP ViT-H frozen) → decoder stages. Experimental, not in the
+default order: `--only tiny_vae` distils a local AutoencoderTiny into the VAE's
+latent space (MODEL_CARD "Locality"; `benchmarks/vae_locality.py` checks it).
+Each model is written as soon as it is
 trained; the UNet also writes its EMA weights every `--save-every` steps.
 Times and figures go to the model cards (models/toy/weights/*/MODEL_CARD.md).
 """
@@ -22,7 +25,14 @@ import numpy as np
 import open_clip
 import torch
 import torch.nn.functional as F
-from diffusers import AutoencoderKL, DDIMScheduler, DDPMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+from diffusers import (
+    AutoencoderKL,
+    AutoencoderTiny,
+    DDIMScheduler,
+    DDPMScheduler,
+    StableDiffusionPipeline,
+    UNet2DConditionModel,
+)
 from safetensors.torch import save_file
 from transformers import CLIPTokenizer
 
@@ -199,6 +209,53 @@ def finetune_decoder(vae: AutoencoderKL, steps: int, seed: int, splice: bool) ->
     return vae.eval().requires_grad_(False)
 
 
+def distil_tiny_vae(teacher: AutoencoderKL, steps: int, seed: int, checkpoint=None) -> AutoencoderTiny:
+    """Experimental (`--only tiny_vae`, not shipped; MODEL_CARD "Locality"). TAESD's recipe at
+    toy size: a convolution-only autoencoder trained into the KL VAE's scaled latent space —
+    the space the UNet was trained in — so it could replace the KL VAE in the pipeline with
+    nothing else retrained. Encoder: regress E_KL(x)·s. Decoder: decode latents
+    drawn from the KL posterior; in half of each batch two images' latents are spliced at a
+    cell boundary and decode to the same splice in pixels, so a region decodes from its own
+    cells (a change map's kept region stays kept). `checkpoint(model, step, minutes)` is
+    called every 400 steps."""
+    torch.manual_seed(seed)
+    g = torch.Generator().manual_seed(seed)
+    _, images = vae_images(seed)
+    sf = teacher.config.scaling_factor
+    with torch.no_grad():
+        dists = [teacher.encode(images[i:i + 512]).latent_dist for i in range(0, len(images), 512)]
+    mean, std = torch.cat([d.mean for d in dists]) * sf, torch.cat([d.std for d in dists]) * sf
+    tiny = AutoencoderTiny(**arch.tiny_vae_config())
+    opt = torch.optim.AdamW(tiny.parameters(), lr=1e-3, weight_decay=0.0)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: cosine_lr(s, steps, 50))
+    start = time.time()
+    for step in range(steps):
+        pick = torch.randint(len(images), (64,))
+        x, target = images[pick], mean[pick]
+        encoder_loss = F.mse_loss(tiny.encode(x).latents, target)
+        z = target + std[pick] * torch.randn_like(target)
+        half = len(x) // 2  # the first half: spliced with a shuffled partner
+        partner = torch.randperm(len(x))[:half]
+        cells = cut_masks(half, z.shape[-1], 1, z.shape[-1], g)
+        pixels = F.interpolate(cells, size=x.shape[-2:], mode="nearest")
+        z = torch.cat([z[:half] * (1 - cells) + z[partner] * cells, z[half:]])
+        x = torch.cat([x[:half] * (1 - pixels) + x[partner] * pixels, x[half:]])
+        recon = tiny.decode(z).sample
+        decoder_loss = F.mse_loss(recon, x) + 0.5 * F.l1_loss(recon, x)
+        loss = encoder_loss + decoder_loss
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        sched.step()
+        if step % 100 == 0 or step == steps - 1:
+            log(f"tiny vae step {step} encoder {encoder_loss.item():.5f} decoder {decoder_loss.item():.5f} "
+                f"({(time.time() - start) / 60:.1f} min)")
+        if checkpoint is not None and ((step + 1) % 400 == 0 or step == steps - 1):
+            checkpoint(tiny.eval(), step + 1, (time.time() - start) / 60)
+            tiny.train()
+    return tiny.eval().requires_grad_(False)
+
+
 def save_pipeline(unet, vae, text_encoder, tokenizer, out: Path) -> None:
     """Saved in float16 (half the bytes; loaders up-cast to float32 on CPU)."""
     half = lambda m: copy.deepcopy(m).to(torch.float16)  # noqa: E731
@@ -275,11 +332,14 @@ def train_unet(clip_model, vae: AutoencoderKL, steps: int, seed: int, out: Path,
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--only", choices=["clip", "judge", "vae", "unet", "decoder"], nargs="*")
+    parser.add_argument("--only", choices=["clip", "judge", "vae", "unet", "decoder", "tiny_vae"], nargs="*",
+                        help="stages (default: all but the experimental tiny_vae)")
     parser.add_argument("--decoder-steps", type=int, default=1200, help="spliced, then as many plain")
     parser.add_argument("--clip-steps", type=int, default=800)
     parser.add_argument("--vae-steps", type=int, default=1200)
     parser.add_argument("--unet-steps", type=int, default=3500)
+    parser.add_argument("--tiny-vae-steps", type=int, default=2400)
+    parser.add_argument("--tiny-vae-out", type=Path, default=Path(".analogy/experiments/tiny_vae"))
     parser.add_argument("--save-every", type=int, default=250)
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
@@ -305,6 +365,12 @@ def main() -> None:
         vae = finetune_decoder(vae, args.decoder_steps, 4, splice=True)
         vae = finetune_decoder(vae, args.decoder_steps, 5, splice=False)
         copy.deepcopy(vae).to(torch.float16).save_pretrained(WEIGHTS / "sd" / "vae", safe_serialization=True)
+    if "tiny_vae" in only:
+        def checkpoint(tiny, step, minutes):
+            copy.deepcopy(tiny).to(torch.float16).save_pretrained(args.tiny_vae_out, safe_serialization=True)
+            log(f"tiny vae at step {step} ({minutes:.1f} min) → {args.tiny_vae_out}")
+
+        distil_tiny_vae(vae, args.tiny_vae_steps, 4, checkpoint)
 
 
 if __name__ == "__main__":
