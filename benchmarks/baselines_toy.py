@@ -1,11 +1,12 @@
 """The baselines' bar on the toy world (issue 4), read by the judge CLIP.
 
-    python benchmarks/baselines_toy.py reliability [--n 32]
-    python benchmarks/baselines_toy.py kept-half [--n 16]
+    python benchmarks/baselines_toy.py reliability [--n 32] [--space pixel|latent] [--vae DIR]
+    python benchmarks/baselines_toy.py kept-half [--n 16] [--vae DIR]
     python benchmarks/baselines_toy.py dia-curve [--n 16] [--st 0 0.23684210526315788 0.5 1 1.5] [--sc 1 3 12]
     python benchmarks/baselines_toy.py judge [--n 16] [--methods sdedit differential_diffusion dia_captions]
 
-Each prints a table and a last line of JSON.
+Each prints a table and a last line of JSON. `--vae DIR`: decode (and encode) with another VAE
+in the toy latent space (benchmarks/vae_locality.py) instead of the pipeline's.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from pathlib import Path
 
 import torch
 
@@ -23,13 +25,34 @@ from models.profiles import get_profile
 from models.toy.world import make_triplets
 
 
-def reliability(args) -> dict:
-    from ops.differential_diffusion import DDConfig, make_edit_fn
-
+def toy_pipeline(args):
     pipe = load_pipeline(get_profile("toy"), "cpu")
-    result = reliability_score(make_edit_fn(pipe, config=DDConfig(num_steps=args.steps)), toy_images(args.n))
-    print(f"reliability R = {result['reliability']} on {result['n']} toy images, {args.steps} steps, empty prompt")
-    return {k: result[k] for k in ("reliability", "n")} | {"steps": args.steps, "tau_hat": result["tau_hat"]}
+    if args.vae:
+        from vae_locality import load_vae  # a sibling script: benchmarks/ is on sys.path
+
+        pipe.vae = load_vae(args.vae)
+    return pipe
+
+
+def reliability(args) -> dict:
+    """R in pixels (the paper's) or, with `--space latent`, on E(x) before the decoder."""
+    from ops.ddim import encode_latents
+    from ops.differential_diffusion import DDConfig, make_edit_fn, make_latent_edit_fn
+    from ops.images import to_pixels
+
+    pipe = toy_pipeline(args)
+    config, images = DDConfig(num_steps=args.steps), toy_images(args.n)
+    if args.space == "latent":
+        latents = encode_latents(pipe.vae, to_pixels(images, 32)).permute(0, 2, 3, 1).numpy()
+        result = reliability_score(make_latent_edit_fn(pipe, config=config), list(latents), map_size=(32, 32))
+    else:
+        result = reliability_score(make_edit_fn(pipe, config=config), images)
+    print(f"reliability R = {result['reliability']} ({args.space}) on {result['n']} toy images, {args.steps} steps, "
+          f"empty prompt; proportional ceiling {result['proportional_ceiling']}")
+    for key in ("tau_gradient", "tau_all", "tau_hat"):
+        print(f"{key:>13}: " + " ".join(f"{v:.3f}" for v in result[key]))
+    return {k: result[k] for k in ("reliability", "proportional_ceiling", "n", "tau_gradient", "tau_all")} | {
+        "steps": args.steps, "space": args.space}
 
 
 def kept_half(args) -> dict:
@@ -41,7 +64,7 @@ def kept_half(args) -> dict:
     from ops.images import to_pixels
     from ops.text import encode_prompt
 
-    pipe = load_pipeline(get_profile("toy"), "cpu")
+    pipe = toy_pipeline(args)
     triplets = make_triplets(7, args.n)
     x = to_pixels([t.images()["b"] for t in triplets], 32)
     z0 = encode_latents(pipe.vae, x)
@@ -127,6 +150,9 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=None)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--steps", type=int, default=50)
+    parser.add_argument("--vae", type=Path, help="reliability, kept-half: a VAE folder in the toy latent space")
+    parser.add_argument("--space", choices=["pixel", "latent"], default="pixel",
+                        help="reliability: where τ is measured")
     parser.add_argument("--st", type=float, nargs="+", default=[0.0, 0.23684210526315788, 0.5, 1.0, 1.5])
     parser.add_argument("--sc", type=float, nargs="+", default=[12.0], help="DIA guidance scales (paper: 12)")
     parser.add_argument("--methods", nargs="+", default=["sdedit", "differential_diffusion", "dia_captions"])

@@ -6,6 +6,12 @@ amount of change follow a change map?
     τ̂ = τ_gradient − τ_all-change         (removes location bias, e.g. a centred object)
     R = Pearson(τ̂, column index)          1 = change grows exactly linearly left → right
 
+Reported beside R: the *proportional ceiling*, R of an ideal editor whose change in each
+column is exactly m times the all-change edit's (τ(gradient) = m·τ(all), so τ̂ = (m − 1)·τ(all)).
+It depends on the images alone: 1 when τ(all) is flat across columns (the paper's ImageNet
+photos, content everywhere), lower when the images carry a location bias that the subtraction
+does not remove (one centred object on a plain background: τ(all) is hump-shaped).
+
 The editing function is an argument, so any method with a change-map mode can be
 scored: `edit(images, change_map) -> images`, the same prompt for every image.
 """
@@ -45,6 +51,14 @@ def column_trend(inputs: list, outputs: list) -> np.ndarray:
     return total / len(inputs)
 
 
+def pearson(values: np.ndarray, columns: np.ndarray) -> float | None:
+    """Pearson correlation, rounded; None where `values` do not vary (e.g. an editor that never
+    changes anything), where it is undefined."""
+    if np.ptp(values) == 0:
+        return None
+    return round(float(np.corrcoef(values, columns)[0, 1]), 4)
+
+
 def reliability_score(edit_fn: EditFn, images: list, map_size: tuple[int, int] | None = None) -> dict:
     """R for `edit_fn` on `images` (all the same size): {"reliability", "n", "tau_hat", …}.
 
@@ -61,8 +75,10 @@ def reliability_score(edit_fn: EditFn, images: list, map_size: tuple[int, int] |
     tau_all = column_trend(images, edit_fn(images, torch.ones(h, w)))
     # 2. normalised trend and its correlation with the column index
     tau_hat = tau_gradient - tau_all
-    r = float(np.corrcoef(tau_hat, np.arange(len(tau_hat)))[0, 1])
-    return {"reliability": round(r, 4), "n": len(images), "map_width": w, "map_height": h,
+    columns = np.arange(len(tau_hat))
+    m = torch.nn.functional.adaptive_avg_pool1d(gradient_change_map(1, w)[None], len(tau_hat))[0, 0].numpy()
+    return {"reliability": pearson(tau_hat, columns), "proportional_ceiling": pearson((m - 1) * tau_all, columns),
+            "n": len(images), "map_width": w, "map_height": h,
             "tau_hat": tau_hat.round(5).tolist(), "tau_gradient": tau_gradient.round(5).tolist(),
             "tau_all": tau_all.round(5).tolist()}
 
