@@ -172,6 +172,17 @@ def train_vae(steps: int, seed: int, out: Path) -> AutoencoderKL:
     return vae
 
 
+def splice_pairs(z: torch.Tensor, x: torch.Tensor, half: int, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """The first `half` of a batch spliced with shuffled partners at a random latent-cell boundary
+    (`cut_masks`): the latents cell by cell, the images at the same cut in pixels — a decoder
+    trained on them decodes a region from its own cells."""
+    partner = torch.randperm(len(x))[:half]
+    cells = cut_masks(half, z.shape[-1], 1, z.shape[-1], g)
+    pixels = F.interpolate(cells, size=x.shape[-2:], mode="nearest")
+    return (torch.cat([z[:half] * (1 - cells) + z[partner] * cells, z[half:]]),
+            torch.cat([x[:half] * (1 - pixels) + x[partner] * pixels, x[half:]]))
+
+
 def finetune_decoder(vae: AutoencoderKL, steps: int, seed: int, splice: bool) -> AutoencoderKL:
     """Sharpen the decoder with the encoder frozen (the latents, and so the UNet trained on
     them, stay exactly as they are). With `splice`, half of each batch are latents of two
@@ -192,12 +203,7 @@ def finetune_decoder(vae: AutoencoderKL, steps: int, seed: int, splice: bool) ->
         x = images[torch.randint(len(images), (64,))]
         with torch.no_grad():
             z = vae.encode(x).latent_dist.sample()
-        half = len(x) // 2 if splice else 0  # the first half: spliced with a shuffled partner
-        partner = torch.randperm(len(x))[:half]
-        cells = cut_masks(half, z.shape[-1], 1, z.shape[-1], g)
-        pixels = F.interpolate(cells, size=x.shape[-2:], mode="nearest")
-        z = torch.cat([z[:half] * (1 - cells) + z[partner] * cells, z[half:]])
-        x = torch.cat([x[:half] * (1 - pixels) + x[partner] * pixels, x[half:]])
+        z, x = splice_pairs(z, x, len(x) // 2 if splice else 0, g)
         recon = vae.decode(z).sample
         loss = F.mse_loss(recon, x) + 0.5 * F.l1_loss(recon, x)
         opt.zero_grad()
@@ -234,12 +240,7 @@ def distil_tiny_vae(teacher: AutoencoderKL, steps: int, seed: int, checkpoint=No
         x, target = images[pick], mean[pick]
         encoder_loss = F.mse_loss(tiny.encode(x).latents, target)
         z = target + std[pick] * torch.randn_like(target)
-        half = len(x) // 2  # the first half: spliced with a shuffled partner
-        partner = torch.randperm(len(x))[:half]
-        cells = cut_masks(half, z.shape[-1], 1, z.shape[-1], g)
-        pixels = F.interpolate(cells, size=x.shape[-2:], mode="nearest")
-        z = torch.cat([z[:half] * (1 - cells) + z[partner] * cells, z[half:]])
-        x = torch.cat([x[:half] * (1 - pixels) + x[partner] * pixels, x[half:]])
+        z, x = splice_pairs(z, x, len(x) // 2, g)
         recon = tiny.decode(z).sample
         decoder_loss = F.mse_loss(recon, x) + 0.5 * F.l1_loss(recon, x)
         loss = encoder_loss + decoder_loss
