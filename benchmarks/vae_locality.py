@@ -47,7 +47,8 @@ def shape_accuracy(vae, judge, n: int = 256) -> dict:
     rng = random.Random(2)  # the scenes and renders of `analogy toy check`'s VAE row
     scenes = [rng.choice(all_scenes()) for _ in range(n)]
     x = to_pixels([render(s, rng.randrange(2**31)) for s in scenes], 32)
-    reads = judge.read(to_pil(decode_latents(vae, encode_latents(vae, x))))
+    round_trip = decode_latents(vae, encode_latents(vae, x))
+    reads = judge.read(to_pil(round_trip))
     right = [r["shape"] == s.shape for r, s in zip(reads, scenes, strict=True)]
     seen = [ok for ok, s in zip(right, scenes, strict=True) if not s.held_out]
     held = [ok for ok, s in zip(right, scenes, strict=True) if s.held_out]
@@ -55,7 +56,7 @@ def shape_accuracy(vae, judge, n: int = 256) -> dict:
                      for r, s, ok in zip(reads, scenes, right, strict=True) if not ok)
     return {"shape_all": round(sum(right) / n, 4), "shape_seen": round(sum(seen) / len(seen), 4),
             "shape_held_out": round(sum(held) / len(held), 4), "errors": dict(errors.most_common(4)),
-            "round_trip_rmse": round(rmse(decode_latents(vae, encode_latents(vae, x)), x), 4)}
+            "round_trip_rmse": round(rmse(round_trip, x), 4)}
 
 
 def locality(vae, n: int = 64) -> dict:

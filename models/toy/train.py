@@ -172,6 +172,13 @@ def train_vae(steps: int, seed: int, out: Path) -> AutoencoderKL:
     return vae
 
 
+@torch.no_grad()
+def posterior(vae: AutoencoderKL, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The VAE posterior's mean and std for every image (unscaled), encoded 512 at a time."""
+    dists = [vae.encode(images[i:i + 512]).latent_dist for i in range(0, len(images), 512)]
+    return torch.cat([d.mean for d in dists]), torch.cat([d.std for d in dists])
+
+
 def splice_pairs(z: torch.Tensor, x: torch.Tensor, half: int, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
     """The first `half` of a batch spliced with shuffled partners at a random latent-cell boundary
     (`cut_masks`): the latents cell by cell, the images at the same cut in pixels — a decoder
@@ -228,9 +235,7 @@ def distil_tiny_vae(teacher: AutoencoderKL, steps: int, seed: int, checkpoint=No
     g = torch.Generator().manual_seed(seed)
     _, images = vae_images(seed)
     sf = teacher.config.scaling_factor
-    with torch.no_grad():
-        dists = [teacher.encode(images[i:i + 512]).latent_dist for i in range(0, len(images), 512)]
-    mean, std = torch.cat([d.mean for d in dists]) * sf, torch.cat([d.std for d in dists]) * sf
+    mean, std = (t * sf for t in posterior(teacher, images))
     tiny = AutoencoderTiny(**arch.tiny_vae_config())
     opt = torch.optim.AdamW(tiny.parameters(), lr=1e-3, weight_decay=0.0)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: cosine_lr(s, steps, 50))
@@ -288,10 +293,7 @@ def train_unet(clip_model, vae: AutoencoderKL, steps: int, seed: int, out: Path,
     images, index = render_pool(scenes, 48, seed)
     n_scene_images = len(images)
     images = torch.cat([images, composites(images, len(images) // 8, seed)])  # composites: empty prompt only
-    with torch.no_grad():
-        dists = [vae.encode(images[i:i + 512]).latent_dist for i in range(0, len(images), 512)]
-    mean = torch.cat([d.mean for d in dists])
-    std = torch.cat([d.std for d in dists])
+    mean, std = posterior(vae, images)
     sf = vae.config.scaling_factor
     unet = UNet2DConditionModel(**arch.unet_config(text_encoder.config.hidden_size))
     ema = UNet2DConditionModel(**arch.unet_config(text_encoder.config.hidden_size))
