@@ -6,7 +6,7 @@ import pytest
 import torch
 from PIL import Image
 
-from evaluation.reliability import gradient_change_map, reliability_score, toy_images
+from evaluation.reliability import gradient_change_map, pearson, reliability_score, toy_images
 
 
 def shift_editor(direction=1.0, ignore_map=False, columns=slice(None)):
@@ -42,6 +42,12 @@ def test_score_separates_good_ignorant_and_backwards_editors():
     assert reliability_score(shift_editor(), images)["reliability"] > 0.99
     assert abs(reliability_score(shift_editor(ignore_map=True), images)["reliability"]) < 0.5
     assert reliability_score(shift_editor(direction=-1), images)["reliability"] < -0.99
+
+
+def test_pearson_is_undefined_for_an_edit_that_changes_nothing():
+    columns = np.arange(6)
+    assert pearson(np.zeros(6), columns) is None  # no NaN in the JSON
+    assert pearson(2.0 * columns + 1, columns) == 1.0 and pearson(-columns, columns) == -1.0
 
 
 def test_proportional_ceiling_is_what_a_proportional_editor_scores():
