@@ -16,6 +16,7 @@ import argparse
 import copy
 import json
 import math
+import os
 import random
 import tempfile
 import time
@@ -342,7 +343,8 @@ def main() -> None:
     parser.add_argument("--vae-steps", type=int, default=1200)
     parser.add_argument("--unet-steps", type=int, default=3500)
     parser.add_argument("--tiny-vae-steps", type=int, default=2400)
-    parser.add_argument("--tiny-vae-out", type=Path, default=Path(".analogy/experiments/tiny_vae"))
+    parser.add_argument("--tiny-vae-out", type=Path,
+                        default=Path(os.environ.get("ANALOGY_HOME") or ".analogy") / "experiments" / "tiny_vae")
     parser.add_argument("--save-every", type=int, default=250)
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
