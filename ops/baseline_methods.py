@@ -32,7 +32,7 @@ from ops.sdedit import SDEditConfig, sdedit
 # Flat settings (paper values; None = the profile's default, see ops/dia.py).
 DIA_DEFAULTS = {
     "n_tokens": 10, "cond_steps": None, "cond_lr": 0.01, "token_init": "eot", "num_steps": 10,
-    "lbfgs_lr": 0.1, "lbfgs_iterations": 10, "lbfgs_max_iter": 20, "pixel_weight": 1.0,
+    "lbfgs_lr": 0.1, "lbfgs_iterations": 10, "lbfgs_max_iter": 20, "pixel_weight": 1.0, "noise_guidance_scale": 1.0,
     "strength": 0.23684210526315788, "guidance_scale": 12.0,
 }
 DIA_CAPTIONS_DEFAULTS = {"strength": 0.23684210526315788, "img2img_strength": 0.75, "num_steps": 50,

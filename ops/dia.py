@@ -5,7 +5,8 @@
        8 views (original, h-flip, 6 random resized crops), one fixed DDIM timestep
        per view from the M = 10-step schedule; AdamW lr 0.01
     2. noise estimation for B: εB = √ᾱT·zB + √(1−ᾱT)·ε, refined by L-BFGS (lr 0.1,
-       10 iterations) through the whole M-step DDIM sampling under cB (CFG 1);
+       10 iterations) through the whole M-step DDIM sampling under cB (CFG 1; the
+       switch `noise_guidance_scale` fits it at another CFG, e.g. the analogy's sc);
        loss = latent MSE + pixel MSE after decoding
     3. analogy: c = cB + st·(cA′ − cA); M DDIM steps (η = 0) from εB, CFG sc = 12
        against Tsd("")
@@ -53,6 +54,9 @@ class DIAConfig:
     lbfgs_iterations: int = 10
     lbfgs_max_iter: int = 20  # function evaluations per L-BFGS iteration (torch's default, as in the reference code)
     pixel_weight: float = 1.0
+    # CFG of the sampler εB is fitted through (SPEC: 1). Not the paper's: set it to `guidance_scale`
+    # and st = 0 samples exactly the fitted function, so B′ = B at any sc.
+    noise_guidance_scale: float = 1.0
     # 3. analogy
     strength: float = 0.23684210526315788  # st = linspace(0, 1.5, 20)[3]
     guidance_scale: float = 12.0  # sc
@@ -151,15 +155,25 @@ def estimate_conditioning(pipe, image: Image.Image, config: DIAConfig = DIAConfi
 # ----------------------------------------------------------------------------- 2. noise
 
 
-def denoise(unet, z: torch.Tensor, cond: torch.Tensor, schedule: Schedule, trajectory: bool = False):
-    """The whole M-step DDIM sampling at CFG 1, differentiable (L-BFGS needs gradients
-    through it; `ddim_sample` runs without them). Returns z0, or every level 0..M."""
+def denoise(unet, z: torch.Tensor, cond: torch.Tensor, schedule: Schedule, trajectory: bool = False,
+            uncond: torch.Tensor | None = None, guidance: float = 1.0):
+    """The whole M-step DDIM sampling (CFG 1 unless `guidance` and `uncond` say otherwise),
+    differentiable (L-BFGS needs gradients through it; `ddim_sample` runs without them).
+    Returns z0, or every level 0..M."""
     levels = [z]
     for level in range(len(schedule)):
-        eps, x0 = predict(unet, z, schedule.timesteps[level], cond, schedule.alpha[level], schedule.prediction_type)
+        eps, x0 = predict(unet, z, schedule.timesteps[level], cond, schedule.alpha[level], schedule.prediction_type,
+                          uncond, guidance)
         z = ddim_move(x0, eps, schedule.alpha[level + 1])
         levels.append(z)
     return levels if trajectory else z
+
+
+def noise_guidance(pipe, config: DIAConfig) -> dict:
+    """`denoise` keywords for the CFG εB is fitted (and B reconstructed) at."""
+    if config.noise_guidance_scale == 1.0:
+        return {}
+    return {"uncond": encode_prompt(pipe, ""), "guidance": config.noise_guidance_scale}
 
 
 @dataclass
@@ -170,13 +184,15 @@ class NoiseEstimate:
 
 def estimate_noise(pipe, image: Image.Image, cond: torch.Tensor, config: DIAConfig = DIAConfig(),
                    seed: int = 0, progress=None) -> NoiseEstimate:
-    """Step 2: εB such that the M-step sampling under `cond` (CFG 1) reproduces `image`."""
+    """Step 2: εB such that the M-step sampling under `cond` (CFG `config.noise_guidance_scale`,
+    SPEC: 1) reproduces `image`."""
     unet, vae = pipe.unet, pipe.vae
     device = unet.device
     size = unet.config.sample_size * pipe.vae_scale_factor
     pixels = to_pixels([image], size).to(device, vae.dtype)
     z_b = encode_latents(vae, pixels)
     schedule = Schedule(pipe.scheduler, config.num_steps)
+    guidance = noise_guidance(pipe, config)
     # 2a. εB = √ᾱT·zB + √(1−ᾱT)·ε
     generator = torch.Generator().manual_seed(seed)
     a_t = schedule.alpha[0].to(device, z_b.dtype)
@@ -184,7 +200,7 @@ def estimate_noise(pipe, image: Image.Image, cond: torch.Tensor, config: DIAConf
     noise = noise.clone(memory_format=torch.contiguous_format).requires_grad_(True)  # L-BFGS flattens views of grads
 
     def loss_fn() -> torch.Tensor:
-        z = denoise(unet, noise, cond, schedule)
+        z = denoise(unet, noise, cond, schedule, **guidance)
         loss = F.mse_loss(z, z_b)
         if config.pixel_weight:
             decoded = vae.decode(z / vae.config.scaling_factor).sample
@@ -221,7 +237,9 @@ def analogy_latents(pipe, noise: torch.Tensor, cond_a: torch.Tensor, cond_a_prim
     `change_map` (1 = change fully, 0 = keep): kept pixels follow B's own reconstruction."""
     schedule = Schedule(pipe.scheduler, config.num_steps)
     cond = cond_b + config.strength * (cond_a_prime - cond_a)
-    keep = denoise(pipe.unet, noise, cond_b, schedule, trajectory=True) if change_map is not None else None
+    keep = None
+    if change_map is not None:  # B's own reconstruction, under the guidance εB was fitted at
+        keep = denoise(pipe.unet, noise, cond_b, schedule, trajectory=True, **noise_guidance(pipe, config))
     return ddim_sample(pipe.unet, noise, 0, cond, schedule, encode_prompt(pipe, ""), config.guidance_scale,
                        change_map=change_map, keep_latents=keep)
 

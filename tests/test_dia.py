@@ -91,6 +91,21 @@ def test_st_zero_at_cfg_one_is_the_fitted_reconstruction(pipe, b_image, cond_b, 
     assert torch.allclose(z, same, atol=1e-5)
 
 
+def test_st_zero_reproduces_the_fit_at_a_matched_guidance(pipe, b_image, cond_b):
+    # With εB fitted through the CFG-3 sampler (the `noise_guidance_scale` switch), st = 0 at sc = 3
+    # is that sampler: its error is bounded by the fit's final loss; at sc = 1 it is not the fitted
+    # function, and it lands further from B.
+    fit = replace(FAST, noise_guidance_scale=3.0)
+    noise = estimate_noise(pipe, b_image, cond_b.cond, fit, seed=1)
+    assert noise.curve[-1] < 0.5 * noise.curve[0], noise.curve
+    z_b = encode_latents(pipe.vae, to_pixels([b_image], 32))
+    c = cond_b.cond
+    matched = analogy_latents(pipe, noise.noise, c, c, c, replace(fit, strength=0.0, guidance_scale=3.0))
+    unmatched = analogy_latents(pipe, noise.noise, c, c, c, replace(fit, strength=0.0, guidance_scale=1.0))
+    assert F.mse_loss(matched, z_b).item() <= noise.curve[-1] + 1e-5
+    assert F.mse_loss(unmatched, z_b).item() > F.mse_loss(matched, z_b).item()
+
+
 def test_analogy_strength_moves_the_output(pipe, cond_b, noise_b):
     c = cond_b.cond
     shift = torch.randn(c.shape, generator=torch.Generator().manual_seed(0))
