@@ -1,7 +1,7 @@
 """Difference Inversion on the toy benchmark: DI vs no-edit vs the paper's ablations,
 and the `inversion_steps` sweep that settles SPEC §1.5's reading.
 
-    python benchmarks/di_toy.py --seed 0 --n 48 [--out benchmarks/DI_RESULTS.md]
+    python benchmarks/di_toy.py --seed 0 --n 48 [--out benchmarks/DI_RESULTS.md] [--rows rows.parquet]
 
 Scores are read by the judge CLIP (joint = changed attribute right and every
 other attribute of B kept). All rows run in one process and share one method
@@ -21,6 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from models.toy.benchmark import write_benchmark  # noqa: E402
 from orchestration.bench import run_bench  # noqa: E402
+from orchestration.cli.bench import write_rows  # noqa: E402
 
 MAIN = ["no_edit", "difference_inversion", "di_no_token_consistency", "di_image_delta", "di_random_init"]
 SWEEP = [f"difference_inversion[inversion_steps={k}]" for k in (5, 10, 25, 40, 50)]  # 45 is the default row
@@ -43,12 +44,16 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=48)
     parser.add_argument("--methods", default=",".join(MAIN + SWEEP))
     parser.add_argument("--out", type=Path)
+    parser.add_argument("--rows", type=Path, help="per-(method, triplet) judge rows as Parquet, for paired comparisons")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         path = write_benchmark(Path(tmp) / "bench.parquet", args.seed, args.n)
         start = time.perf_counter()
         specs = [s for s in args.methods.split(",") if s]
-        results = run_bench(path, specs)
+        rows = []
+        results = run_bench(path, specs, rows_out=rows)
+    if args.rows:
+        write_rows(rows, args.rows)
     minutes = (time.perf_counter() - start) / 60
     text = markdown(results, f"toy benchmark seed {args.seed}, n = {args.n} ({minutes:.1f} min on this machine)")
     print(text)

@@ -53,8 +53,10 @@ def read_benchmark(path: Path, limit: int | None = None) -> list[dict]:
 
 
 def run_bench(benchmark: Path, specs: list[str], profile_name: str = "toy", seed: int = 0,
-              limit: int | None = None) -> dict:
-    """{spec: {joint, target, keep, n, by_attribute, errors, seconds_per_triplet}}."""
+              limit: int | None = None, rows_out: list | None = None) -> dict:
+    """{spec: {joint, target, keep, n, by_attribute, errors, seconds_per_triplet}}. With `rows_out`,
+    also appends one row per (spec, triplet): {method, triplet_id, changed, target, keep, joint,
+    error}, so that two methods can be compared triplet by triplet (paired)."""
     rows = read_benchmark(Path(benchmark), limit)
     judge = load_judge(get_profile(profile_name))
     ctx = MethodContext(profile_name=profile_name, seed=seed)
@@ -77,4 +79,8 @@ def run_bench(benchmark: Path, specs: list[str], profile_name: str = "toy", seed
                                                              json.loads(row["b_prime_gt_attrs"]), row["changed"])
                   for (row, _), read in zip(outputs, reads)]
         results[spec] = summarise(scored) | {"errors": errors, "seconds_per_triplet": round(seconds, 3)}
+        if rows_out is not None:
+            rows_out += [{"method": spec, "triplet_id": row["triplet_id"], "error": None} | score
+                         for (row, _), score in zip(outputs, scored)]  # score: changed, target, keep, joint
+            rows_out += [{"method": spec, "error": e.pop("error")} | e for e in map(dict, errors)]
     return results

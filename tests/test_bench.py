@@ -47,3 +47,22 @@ def test_bench_scores_no_edit_and_difference_inversion(tmp_path):
     assert di["n"] + len(di["errors"]) == 4
     with pytest.raises(ValueError, match="no option"):
         run_bench(path, ["no_edit[st=1]"])
+
+
+def test_bench_rows_are_per_triplet_and_add_up_to_the_summary(tmp_path, capsys):
+    from orchestration.cli import main
+
+    path = write_benchmark(tmp_path / "bench.parquet", seed=2, n=4)
+    table = pq.read_table(path).to_pylist()
+    table[1]["b_png"] = b"not an image"  # one bad triplet: an error row, the rest scored
+    pq.write_table(pq.read_table(path).from_pylist(table, schema=BENCHMARK_SCHEMA), path)
+    assert main(["bench", "--benchmark", str(path), "--methods", "no_edit", "--rows", str(tmp_path / "rows.parquet"),
+                 "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["no_edit"]
+    rows = pq.read_table(tmp_path / "rows.parquet").to_pylist()
+    assert [r["triplet_id"] for r in rows] == [table[i]["triplet_id"] for i in (0, 2, 3, 1)]
+    scored, failed = rows[:3], rows[3]
+    assert all(r["method"] == "no_edit" and r["error"] is None for r in scored)
+    assert [r["changed"] for r in scored] == [table[i]["changed"] for i in (0, 2, 3)]
+    assert sum(r["joint"] for r in scored) / 3 == pytest.approx(summary["joint"], abs=1e-4)
+    assert failed["joint"] is None and failed["error"].startswith("ImageError: not a readable image"), failed

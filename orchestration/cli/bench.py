@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
 
 def add_parser(subparsers) -> None:
@@ -17,6 +18,8 @@ def add_parser(subparsers) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--limit", type=int, help="score only the first N triplets")
     p.add_argument("--json", action="store_true", help="last line: one JSON object {method: scores}")
+    p.add_argument("--rows", type=Path, help="also write one row per (method, triplet) to this Parquet file "
+                                               "(method, triplet_id, changed, target, keep, joint, error)")
     p.set_defaults(func=run)
 
 
@@ -37,10 +40,13 @@ def run(args: argparse.Namespace) -> int:
     from orchestration.bench import run_bench
 
     try:
-        results = run_bench(args.benchmark, split_specs(args.methods), args.profile, args.seed, args.limit)
+        rows = [] if args.rows else None
+        results = run_bench(args.benchmark, split_specs(args.methods), args.profile, args.seed, args.limit, rows)
     except (ValueError, KeyError, FileNotFoundError) as exc:
         print(f"analogy bench: {exc}", file=sys.stderr)
         return 2
+    if args.rows:
+        write_rows(rows, args.rows)
     if not args.json:
         print(f"{'method':48s} {'joint':>6s} {'target':>6s} {'keep':>6s} {'n':>4s}  s/triplet")
         for spec, r in results.items():
@@ -48,3 +54,14 @@ def run(args: argparse.Namespace) -> int:
                   f"{r['seconds_per_triplet']:.2f}" + (f"  ({len(r['errors'])} errors)" if r["errors"] else ""))
     print(json.dumps(results))
     return 0
+
+
+def write_rows(rows: list[dict], path: Path) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    schema = pa.schema([("method", pa.string()), ("triplet_id", pa.string()), ("changed", pa.string()),
+                        ("target", pa.float64()), ("keep", pa.float64()), ("joint", pa.float64()),
+                        ("error", pa.string())])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(pa.Table.from_pylist(rows, schema=schema), path)
