@@ -142,6 +142,11 @@ def train_clip(scenes: list[Scene], steps: int, seed: int, tokenizer, out: Path,
     return model
 
 
+def pixel_loss(recon: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """The toy VAEs' reconstruction loss: MSE + ½·L1."""
+    return F.mse_loss(recon, x) + 0.5 * F.l1_loss(recon, x)
+
+
 def train_vae(steps: int, seed: int, out: Path) -> AutoencoderKL:
     torch.manual_seed(seed)
     vae = AutoencoderKL(**arch.vae_config())
@@ -153,7 +158,7 @@ def train_vae(steps: int, seed: int, out: Path) -> AutoencoderKL:
         x = images[torch.randint(len(images), (64,))]
         posterior = vae.encode(x).latent_dist
         recon = vae.decode(posterior.sample()).sample
-        loss = F.mse_loss(recon, x) + 0.5 * F.l1_loss(recon, x) + 1e-6 * posterior.kl().mean()
+        loss = pixel_loss(recon, x) + 1e-6 * posterior.kl().mean()
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -213,7 +218,7 @@ def finetune_decoder(vae: AutoencoderKL, steps: int, seed: int, splice: bool) ->
             z = vae.encode(x).latent_dist.sample()
         z, x = splice_pairs(z, x, len(x) // 2 if splice else 0, g)
         recon = vae.decode(z).sample
-        loss = F.mse_loss(recon, x) + 0.5 * F.l1_loss(recon, x)
+        loss = pixel_loss(recon, x)
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -248,7 +253,7 @@ def distil_tiny_vae(teacher: AutoencoderKL, steps: int, seed: int, checkpoint=No
         z = target + std[pick] * torch.randn_like(target)
         z, x = splice_pairs(z, x, len(x) // 2, g)
         recon = tiny.decode(z).sample
-        decoder_loss = F.mse_loss(recon, x) + 0.5 * F.l1_loss(recon, x)
+        decoder_loss = pixel_loss(recon, x)
         loss = encoder_loss + decoder_loss
         opt.zero_grad()
         loss.backward()
