@@ -20,8 +20,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from models.toy.benchmark import write_benchmark  # noqa: E402
-from orchestration.bench import run_bench  # noqa: E402
-from orchestration.cli.bench import write_rows  # noqa: E402
+from orchestration.bench import run_bench, write_rows  # noqa: E402
 
 MAIN = ["no_edit", "difference_inversion", "di_no_token_consistency", "di_image_delta", "di_random_init"]
 SWEEP = [f"difference_inversion[inversion_steps={k}]" for k in (5, 10, 25, 40, 50)]  # 45 is the default row

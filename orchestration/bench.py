@@ -11,6 +11,7 @@ import json
 import time
 from pathlib import Path
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 from tqdm import tqdm
 
@@ -82,5 +83,16 @@ def run_bench(benchmark: Path, specs: list[str], profile_name: str = "toy", seed
         if rows_out is not None:
             rows_out += [{"method": spec, "triplet_id": row["triplet_id"], "error": None} | score
                          for (row, _), score in zip(outputs, scored)]  # score: changed, target, keep, joint
-            rows_out += [{"method": spec, "error": e.pop("error")} | e for e in map(dict, errors)]
+            rows_out += [{"method": spec, "triplet_id": e["triplet_id"], "error": e["error"]} for e in errors]
     return results
+
+
+ROWS_SCHEMA = pa.schema([("method", pa.string()), ("triplet_id", pa.string()), ("changed", pa.string()),
+                         ("target", pa.float64()), ("keep", pa.float64()), ("joint", pa.float64()),
+                         ("error", pa.string())])
+
+
+def write_rows(rows: list[dict], path: Path) -> None:
+    """`run_bench`'s per-triplet rows as Parquet (an error row's scores are null)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(pa.Table.from_pylist(rows, schema=ROWS_SCHEMA), path)

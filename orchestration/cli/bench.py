@@ -37,7 +37,7 @@ def split_specs(text: str) -> list[str]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from orchestration.bench import run_bench
+    from orchestration.bench import run_bench, write_rows
 
     try:
         rows = [] if args.rows else None
@@ -55,13 +55,3 @@ def run(args: argparse.Namespace) -> int:
     print(json.dumps(results))
     return 0
 
-
-def write_rows(rows: list[dict], path: Path) -> None:
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    schema = pa.schema([("method", pa.string()), ("triplet_id", pa.string()), ("changed", pa.string()),
-                        ("target", pa.float64()), ("keep", pa.float64()), ("joint", pa.float64()),
-                        ("error", pa.string())])
-    path.parent.mkdir(parents=True, exist_ok=True)
-    pq.write_table(pa.Table.from_pylist(rows, schema=schema), path)
