@@ -1,6 +1,8 @@
 """The baselines' bar on the toy world (issue 4), read by the judge CLIP.
 
-    python benchmarks/baselines_toy.py reliability [--n 32] [--space pixel|latent] [--vae DIR]
+    python benchmarks/baselines_toy.py reliability [--n 32] [--seed 0] [--images renders|composites]
+                                                   [--space pixel|latent] [--vae DIR]
+    python benchmarks/baselines_toy.py response [--n 32] [--seed 0] [--images …] [--m 0 0.25 0.5 0.75 0.9 1]
     python benchmarks/baselines_toy.py kept-half [--n 16] [--vae DIR]
     python benchmarks/baselines_toy.py dia-curve [--n 16] [--st 0 0.23684210526315788 0.5 1 1.5] [--sc 1 3 12]
     python benchmarks/baselines_toy.py judge [--n 16] [--methods sdedit differential_diffusion dia_captions]
@@ -34,6 +36,17 @@ def toy_pipeline(args):
     return pipe
 
 
+def reliability_images(args) -> list:
+    """The score's image set: seeded toy renders, or (`--images composites`) two renders cut at a
+    random column or row, as the VAE and the UNet's empty prompt are trained on."""
+    if args.images == "renders":
+        return toy_images(args.n, args.seed)
+    from models.toy.train import composites
+    from ops.images import to_pil, to_pixels
+
+    return to_pil(composites(to_pixels(toy_images(4 * args.n, args.seed), 32), args.n, args.seed))
+
+
 def reliability(args) -> dict:
     """R in pixels (the paper's) or, with `--space latent`, on E(x) before the decoder."""
     from ops.ddim import encode_latents
@@ -41,18 +54,35 @@ def reliability(args) -> dict:
     from ops.images import to_pixels
 
     pipe = toy_pipeline(args)
-    config, images = DDConfig(num_steps=args.steps), toy_images(args.n)
+    config, images = DDConfig(num_steps=args.steps), reliability_images(args)
     if args.space == "latent":
         latents = encode_latents(pipe.vae, to_pixels(images, 32)).permute(0, 2, 3, 1).numpy()
         result = reliability_score(make_latent_edit_fn(pipe, config=config), list(latents), map_size=(32, 32))
     else:
         result = reliability_score(make_edit_fn(pipe, config=config), images)
     print(f"reliability R = {result['reliability']} ({args.space}) on {result['n']} toy images, {args.steps} steps, "
-          f"empty prompt; proportional ceiling {result['proportional_ceiling']}")
+          f"empty prompt, {args.images} (seed {args.seed}); proportional ceiling {result['proportional_ceiling']}")
     for key in ("tau_gradient", "tau_all", "tau_hat"):
         print(f"{key:>13}: " + " ".join(f"{v:.3f}" for v in result[key]))
     return {k: result[k] for k in ("reliability", "proportional_ceiling", "n", "tau_gradient", "tau_all")} | {
-        "steps": args.steps, "space": args.space}
+        "steps": args.steps, "space": args.space, "images": args.images, "seed": args.seed}
+
+
+def response(args) -> dict:
+    """How the amount of change answers a *uniform* change map m (= img2img at strength m): the
+    mean per-column change τ on the reliability score's images, and its ratio to m = 1. The score
+    can only be linear in the column where this curve is, as a photo's is, close to linear in m."""
+    from evaluation.reliability import column_trend
+    from ops.differential_diffusion import DDConfig, make_edit_fn
+
+    edit, images = make_edit_fn(toy_pipeline(args), config=DDConfig(num_steps=args.steps)), reliability_images(args)
+    change = {m: float(column_trend(images, edit(images, torch.full((32, 32), m))).mean()) for m in args.m}
+    full = change[max(args.m)]
+    print(f"{'m':>6} {'τ':>7} {'τ / τ(max m)':>13}")
+    for m, tau in change.items():
+        print(f"{m:6.2f} {tau:7.4f} {tau / full:13.3f}")
+    return {"n": args.n, "steps": args.steps, "m": args.m, "tau": [round(t, 5) for t in change.values()],
+            "ratio": [round(t / full, 4) for t in change.values()]}
 
 
 def kept_half(args) -> dict:
@@ -60,6 +90,8 @@ def kept_half(args) -> dict:
     VAE round trip on the kept half (minus one latent cell at the seam) and on the changed half,
     and the same for an oracle splice (kept latents exactly E(B), changed latents DD's): what
     the decoder alone spreads across the seam."""
+    from vae_locality import rmse  # a sibling script: benchmarks/ is on sys.path
+
     from models.toy.world import caption
     from ops.ddim import decode_latents, encode_latents
     from ops.differential_diffusion import DDConfig, differential_diffusion_latents
@@ -79,9 +111,6 @@ def kept_half(args) -> dict:
     out = decode_latents(pipe.vae, z)
     # The floor for any latent-space editor: kept latents exactly E(B), the changed half DD's own.
     oracle = decode_latents(pipe.vae, torch.cat([z0[..., :4], z[..., 4:]], dim=-1))
-
-    def rmse(a, b):
-        return (a - b).pow(2).mean().sqrt().item()
 
     row = {"n": args.n, "steps": args.steps,
            "vae_round_trip_rmse": rmse(round_trip, x),
@@ -152,21 +181,26 @@ def judge_methods(args) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("what", choices=["reliability", "kept-half", "dia-curve", "judge"])
+    parser.add_argument("what", choices=["reliability", "response", "kept-half", "dia-curve", "judge"])
     parser.add_argument("--n", type=int, default=None)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--steps", type=int, default=50)
     parser.add_argument("--vae", type=Path, help="reliability, kept-half: a VAE folder in the toy latent space")
     parser.add_argument("--space", choices=["pixel", "latent"], default="pixel",
                         help="reliability: where τ is measured")
+    parser.add_argument("--images", choices=["renders", "composites"], default="renders",
+                        help="reliability, response: the image set")
+    parser.add_argument("--m", type=float, nargs="+", default=[0.0, 0.25, 0.5, 0.75, 0.9, 1.0],
+                        help="response: uniform change maps")
     parser.add_argument("--st", type=float, nargs="+", default=[0.0, 0.23684210526315788, 0.5, 1.0, 1.5])
     parser.add_argument("--sc", type=float, nargs="+", default=[12.0], help="DIA guidance scales (paper: 12)")
     parser.add_argument("--methods", nargs="+", default=["sdedit", "differential_diffusion", "dia_captions"])
     parser.add_argument("--dia", type=json.loads, default={}, help="DIA overrides as a JSON object")
     args = parser.parse_args()
     torch.set_num_threads(1)
-    args.n = args.n or (32 if args.what == "reliability" else 16)
-    fn = {"reliability": reliability, "kept-half": kept_half, "dia-curve": dia_curve, "judge": judge_methods}[args.what]
+    args.n = args.n or (32 if args.what in ("reliability", "response") else 16)
+    fn = {"reliability": reliability, "response": response, "kept-half": kept_half, "dia-curve": dia_curve,
+          "judge": judge_methods}[args.what]
     print(json.dumps({"what": args.what} | fn(args)))
 
 
