@@ -1,13 +1,14 @@
 """Model profiles: every model a run needs, with its source and the method
 defaults that depend on the profile.
 
-`toy` is committed and the default. Real profiles name Hugging Face hub ids and
-load from the local Hugging Face cache only (no download at run time).
+`toy` is committed and the default; `toy-textured`, also committed, serves the
+reliability score. Real profiles name Hugging Face hub ids and load from the local
+Hugging Face cache only (no download at run time).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 TOY_WEIGHTS = Path(__file__).parent / "toy" / "weights"
@@ -43,7 +44,7 @@ class Profile:
 
     @property
     def is_toy(self) -> bool:
-        return self.name == "toy"
+        return self.name in ("toy", "toy-textured")
 
 
 VIT_H = ClipSource("ViT-H-14", "laion2b_s32b_b79k", "laion/CLIP-ViT-H-14-laion2B-s32B-b79K")
@@ -58,20 +59,26 @@ def _real(name: str, diffusion: str, joint_clip: ClipSource, resolution: int,
                    dinov2="facebook/dinov2-base", resolution=resolution)
 
 
+TOY = Profile(
+    name="toy",
+    diffusion=str(TOY_WEIGHTS / "sd"),
+    pipeline_class="StableDiffusionPipeline",
+    joint_clip=ClipSource(f"local-dir:{TOY_WEIGHTS / 'joint_clip'}"),
+    captioner="retrieval",
+    eval_clip=ClipSource(f"local-dir:{TOY_WEIGHTS / 'judge_clip'}"),
+    judge=ClipSource(f"local-dir:{TOY_WEIGHTS / 'judge_clip'}"),
+    resolution=32,
+    # Fewer optimisation steps than the paper so CI stays fast (see models/toy/MODEL_CARD.md).
+    pez_steps=300,
+    diff_steps=300,
+)
+
 PROFILES: dict[str, Profile] = {
-    "toy": Profile(
-        name="toy",
-        diffusion=str(TOY_WEIGHTS / "sd"),
-        pipeline_class="StableDiffusionPipeline",
-        joint_clip=ClipSource(f"local-dir:{TOY_WEIGHTS / 'joint_clip'}"),
-        captioner="retrieval",
-        eval_clip=ClipSource(f"local-dir:{TOY_WEIGHTS / 'judge_clip'}"),
-        judge=ClipSource(f"local-dir:{TOY_WEIGHTS / 'judge_clip'}"),
-        resolution=32,
-        # Fewer optimisation steps than the paper so CI stays fast (see models/toy/MODEL_CARD.md).
-        pez_steps=300,
-        diff_steps=300,
-    ),
+    "toy": TOY,
+    # The textured toy world (`world.render_textured`: blobs on the background), its own VAE and UNet
+    # on the toy text side: for Differential Diffusion's reliability score, which needs content in
+    # every column (the paper: ImageNet photos). The plain world's background is one colour.
+    "toy-textured": replace(TOY, name="toy-textured", diffusion=str(TOY_WEIGHTS / "textured")),
     "sd21-base": _real("sd21-base", "stabilityai/stable-diffusion-2-1-base", VIT_H, 512),
     "sd21": _real("sd21", "stabilityai/stable-diffusion-2-1", VIT_H, 768),  # v-prediction
     "sd15": _real("sd15", "stable-diffusion-v1-5/stable-diffusion-v1-5", VIT_L, 512),

@@ -1,11 +1,21 @@
-"""The toy world's generator: captions and training composites."""
+"""The toy world's generator: captions, training composites and the textured variant."""
 
 import random
 
+import numpy as np
 import torch
 
 from models.toy.train import composites, cut_masks
-from models.toy.world import ATTRIBUTE_NAMES, caption, parse_caption, training_scenes, varied_caption
+from models.toy.world import (
+    ATTRIBUTE_NAMES,
+    BACKGROUNDS,
+    caption,
+    parse_caption,
+    render,
+    render_textured,
+    training_scenes,
+    varied_caption,
+)
 
 
 def test_varied_captions_name_the_scene_in_any_order():
@@ -35,3 +45,19 @@ def test_composites_cut_two_renders_at_one_column_or_row():
     mixed = composites(torch.cat([dark, light]), 64, seed=1)
     assert ((mixed == -1) | (mixed == 1)).all()
     assert any(0.15 < (m == -1).float().mean() < 0.85 for m in mixed)
+
+
+def test_textured_renders_keep_the_shape_and_put_content_in_every_column():
+    rng = random.Random(4)
+    columns_touched = np.zeros(32)
+    for _ in range(24):
+        scene, seed = rng.choice(training_scenes()), rng.randrange(2**31)
+        plain = np.asarray(render(scene, seed), dtype=np.int16)
+        textured = np.asarray(render_textured(scene, seed), dtype=np.int16)
+        assert np.array_equal(textured, np.asarray(render_textured(scene, seed)))  # seeded
+        on_shape = np.abs(plain - np.array(BACKGROUNDS[scene.background])).sum(-1) >= 40
+        assert np.array_equal(textured[on_shape], plain[on_shape])  # the shape is untouched
+        changed = np.abs(textured - plain).sum(-1) > 60  # a blob: at least 45 grey levels off
+        assert 0.05 < changed.mean() < 0.6
+        columns_touched += changed.any(axis=0)
+    assert columns_touched.min() >= 6  # blobs land in every column, edges included

@@ -2,7 +2,9 @@
 
 Order: joint CLIP → judge CLIP → VAE → UNet (the UNet is conditioned on the
 SD-2-style text encoder cut from the joint CLIP, which stays frozen, exactly as
-SD 2.1 keeps OpenCLIP ViT-H frozen) → decoder stages. Experimental, not in the
+SD 2.1 keeps OpenCLIP ViT-H frozen) → decoder stages → the textured world's VAE and
+UNet (`weights/textured`, the same recipe on `render_textured`, for Differential
+Diffusion's reliability score; no decoder stages). Experimental, not in the
 default order: `--only tiny_vae` distils a local AutoencoderTiny into the VAE's
 latent space (MODEL_CARD "Locality"; `benchmarks/vae_locality.py` checks it).
 Each model is written as soon as it is
@@ -40,7 +42,7 @@ from transformers import CLIPTokenizer
 from models.convert import open_clip_text_to_hf
 from models.toy import architecture as arch
 from models.toy import bpe
-from models.toy.world import Scene, all_scenes, caption, render, training_scenes, varied_caption
+from models.toy.world import Scene, all_scenes, caption, render, render_textured, training_scenes, varied_caption
 
 WEIGHTS = Path(__file__).parent / "weights"
 
@@ -49,13 +51,14 @@ def log(msg: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
 
-def render_pool(scenes: list[Scene], per_scene: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Images in [-1, 1] (N, 3, 32, 32) and the scene index of each."""
+def render_pool(scenes: list[Scene], per_scene: int, seed: int, draw=render) -> tuple[torch.Tensor, torch.Tensor]:
+    """Images in [-1, 1] (N, 3, 32, 32) and the scene index of each; `draw(scene, seed)` renders
+    (the world's `render`; an experiment may pass another renderer of the same scenes)."""
     rng = random.Random(seed)
     images, index = [], []
     for i, scene in enumerate(scenes):
         for _ in range(per_scene):
-            images.append(np.asarray(render(scene, rng.randrange(2**31)), dtype=np.uint8))
+            images.append(np.asarray(draw(scene, rng.randrange(2**31)), dtype=np.uint8))
             index.append(i)
     x = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float() / 127.5 - 1
     return x, torch.tensor(index)
@@ -79,10 +82,10 @@ def composites(images: torch.Tensor, n: int, seed: int) -> torch.Tensor:
     return first * (1 - mask) + second * mask
 
 
-def vae_images(seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+def vae_images(seed: int, draw=render) -> tuple[torch.Tensor, torch.Tensor]:
     """The VAE's training pool: renders of every training scene, and those plus a quarter of
     composites (1 in 4 images)."""
-    scenes, _ = render_pool(training_scenes(), 48, seed)
+    scenes, _ = render_pool(training_scenes(), 48, seed, draw)
     return scenes, torch.cat([scenes, composites(scenes, len(scenes) // 3, seed)])
 
 
@@ -147,18 +150,18 @@ def pixel_loss(recon: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     return F.mse_loss(recon, x) + 0.5 * F.l1_loss(recon, x)
 
 
-def train_vae(steps: int, seed: int, out: Path) -> AutoencoderKL:
+def train_vae(steps: int, seed: int, out: Path, draw=render) -> AutoencoderKL:
     torch.manual_seed(seed)
     vae = AutoencoderKL(**arch.vae_config())
-    scenes, images = vae_images(seed)
+    scenes, images = vae_images(seed, draw)
     opt = torch.optim.AdamW(vae.parameters(), lr=1e-3, weight_decay=0.0)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: cosine_lr(s, steps, 50))
     start = time.time()
     for step in range(steps):
         x = images[torch.randint(len(images), (64,))]
-        posterior = vae.encode(x).latent_dist
-        recon = vae.decode(posterior.sample()).sample
-        loss = pixel_loss(recon, x) + 1e-6 * posterior.kl().mean()
+        dist = vae.encode(x).latent_dist
+        recon = vae.decode(dist.sample()).sample
+        loss = pixel_loss(recon, x) + 1e-6 * dist.kl().mean()
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -280,7 +283,7 @@ def save_pipeline(unet, vae, text_encoder, tokenizer, out: Path) -> None:
 
 
 def train_unet(clip_model, vae: AutoencoderKL, steps: int, seed: int, out: Path, save_every: int,
-               batch: int = 128) -> None:
+               batch: int = 128, draw=render) -> None:
     torch.manual_seed(seed)
     text_encoder = open_clip_text_to_hf(clip_model, drop_last_layers=1)
     text_encoder.requires_grad_(False)
@@ -296,7 +299,7 @@ def train_unet(clip_model, vae: AutoencoderKL, steps: int, seed: int, out: Path,
     with torch.no_grad():  # (variants·S + 1, L, D); row v·S + s is scene s, the last row the empty prompt
         cond = torch.cat([text_encoder(input_ids=ids[i:i + 512]).last_hidden_state for i in range(0, len(ids), 512)])
     empty_row = len(prompts) - 1
-    images, index = render_pool(scenes, 48, seed)
+    images, index = render_pool(scenes, 48, seed, draw)
     n_scene_images = len(images)
     images = torch.cat([images, composites(images, len(images) // 8, seed)])  # composites: empty prompt only
     mean, std = posterior(vae, images)
@@ -341,12 +344,14 @@ def train_unet(clip_model, vae: AutoencoderKL, steps: int, seed: int, out: Path,
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--only", choices=["clip", "judge", "vae", "unet", "decoder", "tiny_vae"], nargs="*",
+    parser.add_argument("--only", choices=["clip", "judge", "vae", "unet", "decoder", "textured", "tiny_vae"],
+                        nargs="*",
                         help="stages (default: all but the experimental tiny_vae)")
     parser.add_argument("--decoder-steps", type=int, default=1200, help="spliced, then as many plain")
     parser.add_argument("--clip-steps", type=int, default=800)
     parser.add_argument("--vae-steps", type=int, default=1200)
     parser.add_argument("--unet-steps", type=int, default=3500)
+    parser.add_argument("--textured-unet-steps", type=int, default=1500)
     parser.add_argument("--tiny-vae-steps", type=int, default=2400)
     parser.add_argument("--tiny-vae-out", type=Path,
                         default=Path(os.environ.get("ANALOGY_HOME") or ".analogy") / "experiments" / "tiny_vae")
@@ -354,7 +359,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    only = set(args.only or ["clip", "judge", "vae", "unet", "decoder"])
+    only = set(args.only or ["clip", "judge", "vae", "unet", "decoder", "textured"])
     tokenizer = open_clip.tokenizer.SimpleTokenizer(
         bpe_path=str(bpe.write_tokenizer_files(Path(tempfile.mkdtemp()))["bpe"]),
         context_length=arch.CONTEXT_LENGTH)
@@ -375,6 +380,10 @@ def main() -> None:
         vae = finetune_decoder(vae, args.decoder_steps, 4, splice=True)
         vae = finetune_decoder(vae, args.decoder_steps, 5, splice=False)
         copy.deepcopy(vae).to(torch.float16).save_pretrained(WEIGHTS / "sd" / "vae", safe_serialization=True)
+    if "textured" in only:
+        textured_vae = train_vae(args.vae_steps, 2, WEIGHTS / "textured" / "vae", draw=render_textured)
+        train_unet(clip_model, textured_vae, args.textured_unet_steps, 3, WEIGHTS / "textured",
+                   args.textured_unet_steps, draw=render_textured)
     if "tiny_vae" in only:
         def checkpoint(tiny, step, minutes):
             copy.deepcopy(tiny).to(torch.float16).save_pretrained(args.tiny_vae_out, safe_serialization=True)

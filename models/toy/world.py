@@ -1,5 +1,6 @@
 """The toy world: coloured shapes on backgrounds, captions from a small grammar,
-and seeded analogy triplets with ground truth.
+and seeded analogy triplets with ground truth; and its textured variant (blobs on the
+background) for Differential Diffusion's reliability score.
 
 Everything here is deterministic: the same seed gives the same bytes.
 """
@@ -13,6 +14,7 @@ import math
 import random
 from dataclasses import dataclass
 
+import numpy as np
 from PIL import Image, ImageDraw
 
 IMAGE_SIZE = 32
@@ -154,6 +156,25 @@ def render(scene: Scene, seed: int) -> Image.Image:
     else:
         draw.polygon(_shape_points(scene.shape, cx, cy, r, angle), fill=fg)
     return image.resize((IMAGE_SIZE, IMAGE_SIZE), Image.Resampling.LANCZOS)
+
+
+def render_textured(scene: Scene, seed: int) -> Image.Image:
+    """`render(scene, seed)` with 8–14 soft blobs of a lighter or darker shade on the background
+    (never on the shape): the *textured* world, with content in every column as a photo has, for
+    Differential Diffusion's reliability score (its models: `models/toy/weights/textured`). The
+    blobs are nuisance, never an attribute."""
+    image = np.asarray(render(scene, seed), dtype=np.int16)
+    rng = random.Random(f"texture:{seed}")
+    bg = np.array(BACKGROUNDS[scene.background])
+    layer = Image.new("RGB", (IMAGE_SIZE, IMAGE_SIZE), tuple(int(c) for c in bg))
+    draw = ImageDraw.Draw(layer)
+    for _ in range(rng.randint(8, 14)):
+        x, y, r = rng.uniform(0, IMAGE_SIZE), rng.uniform(0, IMAGE_SIZE), rng.uniform(1.5, 3.5)
+        direction = -1 if bg.mean() > 170 else 1 if bg.mean() < 85 else rng.choice((-1, 1))
+        shade = np.clip(bg + direction * rng.uniform(45, 95), 0, 255).astype(int)
+        draw.ellipse([x - r, y - r, x + r, y + r], fill=tuple(int(c) for c in shade))
+    on_background = np.abs(image - bg).sum(-1, keepdims=True) < 40
+    return Image.fromarray(np.where(on_background, np.asarray(layer), image).astype(np.uint8))
 
 
 def png_bytes(image: Image.Image) -> bytes:
