@@ -1,6 +1,6 @@
 """The baselines' bar on the toy world (issue 4), read by the judge CLIP.
 
-    python benchmarks/baselines_toy.py reliability [--n 32] [--seed 0] [--images renders|composites]
+    python benchmarks/baselines_toy.py reliability [--n 32] [--seed 0] [--images renders|textured|composites]
                                                    [--space pixel|latent] [--vae DIR]
     python benchmarks/baselines_toy.py response [--n 32] [--seed 0] [--images …] [--m 0 0.25 0.5 0.75 0.9 1]
     python benchmarks/baselines_toy.py kept-half [--n 16] [--vae DIR]
@@ -28,7 +28,8 @@ from models.toy.world import make_triplets
 
 
 def toy_pipeline(args):
-    pipe = load_pipeline(get_profile("toy"), "cpu")
+    """The toy models; for `--images textured` the textured world's (profile `toy-textured`)."""
+    pipe = load_pipeline(get_profile("toy-textured" if getattr(args, "images", None) == "textured" else "toy"), "cpu")
     if args.vae:
         from vae_locality import load_vae  # a sibling script: benchmarks/ is on sys.path
 
@@ -37,10 +38,11 @@ def toy_pipeline(args):
 
 
 def reliability_images(args) -> list:
-    """The score's image set: seeded toy renders, or (`--images composites`) two renders cut at a
-    random column or row, as the VAE and the UNet's empty prompt are trained on."""
-    if args.images == "renders":
-        return toy_images(args.n, args.seed)
+    """The score's image set: seeded toy renders; `--images textured`: the same scenes in the
+    textured world; `--images composites`: two renders cut at a random column or row, as the VAE
+    and the UNet's empty prompt are trained on."""
+    if args.images in ("renders", "textured"):
+        return toy_images(args.n, args.seed, textured=args.images == "textured")
     from models.toy.train import composites
     from ops.images import to_pil, to_pixels
 
@@ -188,8 +190,8 @@ def main() -> None:
     parser.add_argument("--vae", type=Path, help="reliability, kept-half: a VAE folder in the toy latent space")
     parser.add_argument("--space", choices=["pixel", "latent"], default="pixel",
                         help="reliability: where τ is measured")
-    parser.add_argument("--images", choices=["renders", "composites"], default="renders",
-                        help="reliability, response: the image set")
+    parser.add_argument("--images", choices=["renders", "textured", "composites"], default="renders",
+                        help="reliability, response: the image set (textured: with the toy-textured models)")
     parser.add_argument("--m", type=float, nargs="+", default=[0.0, 0.25, 0.5, 0.75, 0.9, 1.0],
                         help="response: uniform change maps")
     parser.add_argument("--st", type=float, nargs="+", default=[0.0, 0.23684210526315788, 0.5, 1.0, 1.5])

@@ -83,12 +83,44 @@ def reliability_score(edit_fn: EditFn, images: list, map_size: tuple[int, int] |
             "tau_all": tau_all.round(5).tolist()}
 
 
-def toy_images(n: int, seed: int = 0) -> list[Image.Image]:
-    """`n` seeded toy renders (scenes the method-side models were trained on) to score on."""
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
+
+
+def folder_images(folder, n: int, size: int, seed: int = 0) -> tuple[list[Image.Image], list[dict]]:
+    """Up to `n` images of a folder of photos (the paper: 5,000 ImageNet validation pictures),
+    a seeded sample of its image files when it holds more, each resized to size×size (the
+    paper resizes to 512×512 so that columns line up). A file that does not load is skipped,
+    with its reason, in the second list: [{"file", "error"}]."""
+    import random
+    from pathlib import Path
+
+    from evaluation.images import ImageError, load_image
+
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise ValueError(f"{folder} is not a folder of images")
+    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    if len(files) > n:
+        files = sorted(random.Random(f"reliability:{seed}").sample(files, n))
+    images, skipped = [], []
+    for path in files:
+        try:
+            image = load_image(path).image
+        except (ImageError, OSError) as exc:
+            skipped.append({"file": path.name, "error": str(exc)})
+            continue
+        images.append(image.resize((size, size), Image.Resampling.BICUBIC))
+    return images, skipped
+
+
+def toy_images(n: int, seed: int = 0, textured: bool = False) -> list[Image.Image]:
+    """`n` seeded toy renders (scenes the method-side models were trained on) to score on; with
+    `textured`, the textured world's renders of the same scenes (for the `toy-textured` models)."""
     import random
 
-    from models.toy.world import render, training_scenes
+    from models.toy.world import render, render_textured, training_scenes
 
+    draw = render_textured if textured else render
     rng = random.Random(f"reliability:{seed}")
     scenes = training_scenes()
-    return [render(rng.choice(scenes), rng.randrange(2**31)) for _ in range(n)]
+    return [draw(rng.choice(scenes), rng.randrange(2**31)) for _ in range(n)]
