@@ -38,6 +38,7 @@ class Profile:
     dinov2: str | None = None
     judge: ClipSource | None = None  # toy only: reads attributes off images
     resolution: int = 512
+    textured: bool = False  # toy only: the models were trained on `world.render_textured` images
     # Optimisation steps (paper values by default; the toy profile uses fewer so CI stays fast).
     pez_steps: int = 3000
     diff_steps: int = 3000
@@ -78,7 +79,7 @@ PROFILES: dict[str, Profile] = {
     # The textured toy world (`world.render_textured`: blobs on the background), its own VAE and UNet
     # on the toy text side: for Differential Diffusion's reliability score, which needs content in
     # every column (the paper: ImageNet photos). The plain world's background is one colour.
-    "toy-textured": replace(TOY, name="toy-textured", diffusion=str(TOY_WEIGHTS / "textured")),
+    "toy-textured": replace(TOY, name="toy-textured", diffusion=str(TOY_WEIGHTS / "textured"), textured=True),
     "sd21-base": _real("sd21-base", "stabilityai/stable-diffusion-2-1-base", VIT_H, 512),
     "sd21": _real("sd21", "stabilityai/stable-diffusion-2-1", VIT_H, 768),  # v-prediction
     "sd15": _real("sd15", "stable-diffusion-v1-5/stable-diffusion-v1-5", VIT_L, 512),

@@ -114,6 +114,8 @@ def test_cli_scores_a_folder_and_refuses_one_without_two_usable_images(tmp_path,
     (lonely / "one.png").write_bytes(awkward_images()["rgba"])
     assert main(["eval", "reliability", "--images", str(lonely), "--json"]) == 2
     assert "needs ≥ 2" in capsys.readouterr().err
+    assert main(["eval", "reliability", "--images", str(tmp_path / "missing"), "--json"]) == 2
+    assert "not a folder" in capsys.readouterr().err
 
 
 @pytest.mark.slow

@@ -35,21 +35,25 @@ def run_reliability(args: argparse.Namespace) -> int:
     from ops.differential_diffusion import make_edit_fn
 
     start = time.perf_counter()
-    pipe = load_pipeline(get_profile(args.profile))
-    skipped, textured = [], args.profile == "toy-textured"
+    profile, skipped = get_profile(args.profile), []
+    # 1. the images, before any model is loaded (the profile's resolution is its pipeline's size)
     if args.images is None:
-        images = toy_images(args.n, args.seed, textured=textured)
+        images = toy_images(args.n, args.seed, textured=profile.textured)
     else:
-        images, skipped = folder_images(args.images, args.n, pipe.unet.config.sample_size * pipe.vae_scale_factor,
-                                        args.seed)
+        try:
+            images, skipped = folder_images(args.images, args.n, profile.resolution, args.seed)
+        except ValueError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
         for row in skipped:
             print(f"skipped {row['file']}: {row['error']}", file=sys.stderr)
         if len(images) < 2:
             print(f"error: {args.images} has {len(images)} usable image(s); the score needs ≥ 2", file=sys.stderr)
             return 2
-    result = reliability_score(make_edit_fn(pipe, prompt="", seed=args.seed), images)
+    # 2. the score
+    result = reliability_score(make_edit_fn(load_pipeline(profile), prompt="", seed=args.seed), images)
     summary = {"reliability": result["reliability"], "proportional_ceiling": result["proportional_ceiling"],
-               "n": result["n"], "images": str(args.images or f"toy {'textured ' * textured}renders"),
+               "n": result["n"], "images": str(args.images or f"toy {'textured ' * profile.textured}renders"),
                "skipped": len(skipped), "profile": args.profile, "seconds": round(time.perf_counter() - start, 1)}
     if not args.json:
         r, ceiling = (f"{v:.3f}" if v is not None else "undefined" for v in
