@@ -4,7 +4,7 @@
                                                    [--space pixel|latent] [--vae DIR]
     python benchmarks/baselines_toy.py response [--n 32] [--seed 0] [--images …] [--m 0 0.25 0.5 0.75 0.9 1]
     python benchmarks/baselines_toy.py kept-half [--n 16] [--vae DIR]
-    python benchmarks/baselines_toy.py dia-curve [--n 16] [--st 0 0.23684210526315788 0.5 1 1.5] [--sc 1 3 12]
+    python benchmarks/baselines_toy.py dia-curve [--n 16] [--st 0 0.2368 0.5 1 1.5] [--sc 1 3 12]
     python benchmarks/baselines_toy.py judge [--n 16] [--methods sdedit differential_diffusion dia_captions]
 
 Each prints a table and a last line of JSON. `--vae DIR`: decode (and encode) with another VAE
@@ -25,6 +25,7 @@ from evaluation.reliability import reliability_score, toy_images
 from models.loaders import load_judge, load_pipeline
 from models.profiles import get_profile
 from models.toy.world import make_triplets
+from ops.dia import ANALOGY_STRENGTH
 
 
 def toy_pipeline(args):
@@ -139,19 +140,24 @@ def judge_rows(method_outputs, triplets, judge) -> dict:
 
 
 def dia_curve(args) -> dict:
-    from ops.registry import MethodContext, run_method
+    from models.context import ModelContext
+    from ops.cache import Cache
+    from ops.registry import MethodRun, get_method, run_method
 
-    ctx = MethodContext(device="cpu")
+    models, cache, method = ModelContext(device="cpu"), Cache(), get_method("dia")
     judge = load_judge(get_profile("toy"))
     triplets = make_triplets(args.seed, args.n)
     grid = [(sc, st) for sc in args.sc for st in args.st]
+    runs = {(sc, st): MethodRun("dia", method, method.config({**args.dia, "strength": st, "guidance_scale": sc}))
+            for sc, st in grid}
     outputs = {key: [] for key in grid}
     start = time.time()
+    seconds = []
     for i, t in enumerate(triplets):
         im = t.images()
-        for sc, st in grid:  # the estimates are cached in ctx: one estimation per triplet
-            outputs[sc, st].append(run_method("dia", ctx, im["a"], im["a_prime"], im["b"], strength=st,
-                                              guidance_scale=sc, **args.dia))
+        for sc, st in grid:  # the estimates are cached: one estimation per triplet
+            outputs[sc, st].append(run_method(runs[sc, st], models, im["a"], im["a_prime"], im["b"], cache=cache))
+        seconds.append(time.time() - start - sum(seconds))
         print(f"triplet {i + 1}/{len(triplets)} ({time.time() - start:.0f} s)", flush=True)
     curve = {}
     print(f"{'sc':>5} {'st':>8} {'agree B':>8} {'target':>7} {'keep':>6} {'joint':>6}")
@@ -162,19 +168,23 @@ def dia_curve(args) -> dict:
     b_reads = judge_rows([t.images()["b"] for t in triplets], triplets, judge)["agree_b"]
     print(f"judge reads B itself correctly: {b_reads:.3f}")
     return {"n": args.n, "seed": args.seed, "dia": args.dia, "curve": curve, "judge_on_b": b_reads,
-            "seconds": round(time.time() - start)}
+            "seconds": round(time.time() - start), "seconds_per_triplet": round(sum(seconds) / len(seconds), 1)}
 
 
 def judge_methods(args) -> dict:
-    from ops.registry import MethodContext, run_method
+    from models.context import ModelContext
+    from ops.cache import Cache
+    from ops.registry import resolve_specs, run_method
 
-    ctx = MethodContext(device="cpu")
+    models, cache = ModelContext(device="cpu"), Cache()
     judge = load_judge(get_profile("toy"))
     triplets = make_triplets(args.seed, args.n)
     result = {}
     print(f"{'method':<24} {'agree B':>8} {'target':>7} {'keep':>6} {'joint':>6}")
-    for name in args.methods:
-        outs = [run_method(name, ctx, (im := t.images())["a"], im["a_prime"], im["b"]) for t in triplets]
+    for run in resolve_specs(args.methods, models.profile):
+        name = run.label
+        outs = [run_method(run, models, (im := t.images())["a"], im["a_prime"], im["b"], cache=cache)
+                for t in triplets]
         s = judge_rows(outs, triplets, judge)
         result[name] = {k: s[k] for k in ("agree_b", "target", "keep", "joint")}
         print(f"{name:<24} {s['agree_b']:>8.3f} {s['target']:>7.3f} {s['keep']:>6.3f} {s['joint']:>6.3f}")
@@ -194,7 +204,7 @@ def main() -> None:
                         help="reliability, response: the image set (textured: with the toy-textured models)")
     parser.add_argument("--m", type=float, nargs="+", default=[0.0, 0.25, 0.5, 0.75, 0.9, 1.0],
                         help="response: uniform change maps")
-    parser.add_argument("--st", type=float, nargs="+", default=[0.0, 0.23684210526315788, 0.5, 1.0, 1.5])
+    parser.add_argument("--st", type=float, nargs="+", default=[0.0, ANALOGY_STRENGTH, 0.5, 1.0, 1.5])
     parser.add_argument("--sc", type=float, nargs="+", default=[12.0], help="DIA guidance scales (paper: 12)")
     parser.add_argument("--methods", nargs="+", default=["sdedit", "differential_diffusion", "dia_captions"])
     parser.add_argument("--dia", type=json.loads, default={}, help="DIA overrides as a JSON object")

@@ -19,12 +19,14 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from evaluation.judge_scores import judge_triplet  # noqa: E402
+from models.context import ModelContext  # noqa: E402
 from models.loaders import load_judge  # noqa: E402
 from models.toy.world import make_triplets  # noqa: E402
-from ops import di_method  # noqa: E402
+from ops import difference_inversion as di  # noqa: E402
+from ops.cache import Cache  # noqa: E402
 from ops.ddim import Schedule, ddim_sample, decode_latents  # noqa: E402
 from ops.images import to_pil  # noqa: E402
-from ops.registry import MethodContext  # noqa: E402
+from ops.registry import get_method  # noqa: E402
 from ops.text import encode_diffusion_text, encode_prompt, pipeline_specials, token_sequence  # noqa: E402
 
 
@@ -40,20 +42,22 @@ def sample(pipe, parts, n=4, steps=25, seed=0):
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("settings", nargs="?", default="{}", help="DI settings as JSON")
+    parser.add_argument("settings", nargs="?", default="{}", help="DI settings as JSON (over the toy profile's)")
     parser.add_argument("--seed", type=int, default=100)
     parser.add_argument("--n", type=int, default=12)
     args = parser.parse_args()
-    ctx = MethodContext()
-    pipe, judge = ctx.pipeline, load_judge(ctx.profile)
-    config = di_method.resolve_config(ctx.profile, json.loads(args.settings))
+    models, cache, seed = ModelContext(), Cache(), 0
+    pipe, judge = models.pipeline, load_judge(models.profile)
+    config = get_method("difference_inversion").config(json.loads(args.settings), models.profile)
     totals = {"after_gives_a_prime": 0.0, "before_gives_a": 0.0, "b_prompt_plus_d_joint": 0.0}
     start = time.perf_counter()
     triplets = make_triplets(args.seed, args.n)
     for t in triplets:
         im = t.images()
-        d = di_method.diff_tokens(ctx, im["a"], im["a_prime"], config)
-        p_a, p_ap, p_b = (torch.tensor(di_method.prompt(ctx, im[k], config).token_ids) for k in ("a", "a_prime", "b"))
+        p_a, p_ap, p_b = (torch.tensor(di.prompt(models, im[k], config, seed, cache).token_ids)
+                          for k in ("a", "a_prime", "b"))
+        target = di.deltas(models, im["a"], im["a_prime"], config, cache).pick(config.delta)
+        d = di.diff_tokens(models, im["a"], im["a_prime"], p_a.tolist(), p_ap.tolist(), target, config, seed, cache)
         ch = t.changed
         after, before = judge.read(sample(pipe, [p_a, d.tokens])), judge.read(sample(pipe, [p_ap, -d.tokens]))
         totals["after_gives_a_prime"] += sum(r[ch] == getattr(t.a_prime, ch) for r in after) / 4

@@ -17,8 +17,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.di_diagnose import sample  # noqa: E402
+from models.context import ModelContext  # noqa: E402
 from models.loaders import load_judge  # noqa: E402
-from ops.registry import MethodContext  # noqa: E402
 
 BASE = "a small blue square on a white background"
 APPENDED = ["", "red", "red red red", "star", "star star star", "large", "on a black background"]
@@ -27,7 +27,7 @@ PROMPTS = ["a blue, square, small, on a white background", "on a white backgroun
 
 
 def main() -> None:
-    ctx = MethodContext()
+    ctx = ModelContext()
     pipe, judge = ctx.pipeline, load_judge(ctx.profile)
 
     def ids(text: str) -> torch.Tensor:

@@ -65,10 +65,10 @@ PEZ_PROMPTS = pa.schema([("image_hash", pa.string()), ("variant", pa.string()), 
                          ("prompt_source", pa.string()), ("token_ids", pa.list_(pa.int32())), ("text", pa.string()),
                          ("cosine", pa.float64()), ("error", pa.string())])
 CLIP_DELTAS = pa.schema([("a_hash", pa.string()), ("a_prime_hash", pa.string()), ("alpha", pa.float64()),
-                         ("deltas_hash", pa.string()),  # blobs/tensors: image, text, interpolated
+                         ("deltas_key", pa.string()),  # blobs/cache/clip_deltas/<key>: image, text, interpolated
                          ("cos_image_text", pa.float64()), ("error", pa.string())])
 DIFF_TOKENS = pa.schema([("a_hash", pa.string()), ("a_prime_hash", pa.string()), ("variant", pa.string()),
-                         ("config", pa.string()), ("tokens_hash", pa.string()),  # blobs/tensors: D̃
+                         ("config", pa.string()), ("tokens_key", pa.string()),  # blobs/cache/diff_tokens/<key>: D̃
                          ("final_tc", pa.float64()), ("final_clip", pa.float64()), ("curve", pa.string()),
                          ("seconds", pa.float64()), ("error", pa.string())])
 DI_TABLES = {"captions": CAPTIONS, "pez_prompts": PEZ_PROMPTS, "clip_deltas": CLIP_DELTAS, "diff_tokens": DIFF_TOKENS}

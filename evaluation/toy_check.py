@@ -4,21 +4,28 @@
   standard `StableDiffusionPipeline.__call__` (50 DDIM steps, CFG 7.5), split
   into seen and held-out (colour, shape) combinations;
 - reconstruction: fresh renders DDIM-inverted (50 steps, CFG 1) with their
-  caption and regenerated with the same caption (CFG 1).
+  caption and regenerated with the same caption (CFG 1);
+- vae: the judge on the VAE's round trips.
+
+The sampler is an argument (the CLI passes `ops.ddim.ddim_reconstruct` and
+`ops.ddim.vae_round_trip`): evaluation never imports the methods.
 """
 
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 
 import torch
+from PIL import Image
 
 from models.loaders import load_judge, load_pipeline
 from models.profiles import Profile, get_profile
 from models.toy.world import ATTRIBUTE_NAMES, all_scenes, caption, render
-from ops.ddim import Schedule, ddim_invert, ddim_sample, decode_latents, encode_latents
-from ops.images import to_pil, to_pixels
-from ops.text import encode_prompt
+
+# reconstruct(pipe, images, prompts, steps) -> (images, latent RMSE); round_trip(pipe, images) -> images
+Reconstruct = Callable[..., tuple[list[Image.Image], float]]
+RoundTrip = Callable[..., list[Image.Image]]
 
 
 def attribute_accuracy(read: list[dict], truth: list[dict]) -> dict[str, float]:
@@ -45,36 +52,28 @@ def t2i_scores(profile: Profile, steps: int = 50, guidance: float = 7.5, seed: i
     return out
 
 
-@torch.no_grad()
-def reconstruction_scores(profile: Profile, n: int = 64, steps: int = 50, seed: int = 1) -> dict:
+def reconstruction_scores(profile: Profile, reconstruct: Reconstruct, n: int = 64, steps: int = 50,
+                          seed: int = 1) -> dict:
     pipe, judge = load_pipeline(profile), load_judge(profile)
     rng = random.Random(seed)
     scenes = [rng.choice(all_scenes()) for _ in range(n)]
     originals = [render(s, rng.randrange(2**31)) for s in scenes]
-    size = pipe.unet.config.sample_size * pipe.vae_scale_factor
-    z0 = encode_latents(pipe.vae, to_pixels(originals, size).to(pipe.device))
-    cond = torch.cat([encode_prompt(pipe, caption(s)) for s in scenes])
-    schedule = Schedule(pipe.scheduler, steps)
-    z_t = ddim_invert(pipe.unet, z0, cond, schedule, steps)[-1]
-    z = ddim_sample(pipe.unet, z_t, 0, cond, schedule, guidance=1.0)
-    rebuilt = to_pil(decode_latents(pipe.vae, z))
-    latent_rmse = (z - z0).pow(2).mean().sqrt().item()
+    rebuilt, latent_rmse = reconstruct(pipe, originals, [caption(s) for s in scenes], steps)
     return attribute_accuracy(judge.read(rebuilt), [s.as_dict() for s in scenes]) | {
         "latent_rmse": round(latent_rmse, 4)}
 
 
-def vae_scores(profile: Profile, n: int = 256, seed: int = 2) -> dict:
+def vae_scores(profile: Profile, round_trip: RoundTrip, n: int = 256, seed: int = 2) -> dict:
     pipe, judge = load_pipeline(profile), load_judge(profile)
     rng = random.Random(seed)
     scenes = [rng.choice(all_scenes()) for _ in range(n)]
     originals = [render(s, rng.randrange(2**31)) for s in scenes]
-    size = pipe.unet.config.sample_size * pipe.vae_scale_factor
-    rebuilt = to_pil(decode_latents(pipe.vae, encode_latents(pipe.vae, to_pixels(originals, size))))
     truth = [s.as_dict() for s in scenes]
     return {"originals": attribute_accuracy(judge.read(originals), truth),
-            "vae_round_trip": attribute_accuracy(judge.read(rebuilt), truth)}
+            "vae_round_trip": attribute_accuracy(judge.read(round_trip(pipe, originals)), truth)}
 
 
-def toy_check(profile_name: str = "toy") -> dict:
+def toy_check(reconstruct: Reconstruct, round_trip: RoundTrip, profile_name: str = "toy") -> dict:
     profile = get_profile(profile_name)
-    return {"t2i": t2i_scores(profile), "reconstruction": reconstruction_scores(profile), "vae": vae_scores(profile)}
+    return {"t2i": t2i_scores(profile), "reconstruction": reconstruction_scores(profile, reconstruct),
+            "vae": vae_scores(profile, round_trip)}

@@ -10,14 +10,16 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
+from PIL import Image
+
 from evaluation.datasets import CAPTION_ROLES, ROLES, RawTriplet
 from evaluation.images import ImageError, load_image
 
 REQUIRED_ROLES = ("a", "a_prime", "b")
 
 
-def triplet_row(raw: RawTriplet, source: str, put_png: Callable[[bytes], str]) -> dict:
-    """Validate each image, store it with `put_png` (PNG bytes → hash) and build the row."""
+def triplet_row(raw: RawTriplet, source: str, put_png: Callable[[Image.Image], str]) -> dict:
+    """Validate each image, store it with `put_png` (RGB image → its hash) and build the row."""
     row = {
         "triplet_id": raw.triplet_id,
         "source": source,
@@ -30,7 +32,7 @@ def triplet_row(raw: RawTriplet, source: str, put_png: Callable[[bytes], str]) -
     }
     if raw.error:
         return row
-    notes, pngs = [], {}
+    notes, images = [], {}
     for role in ROLES:
         source_value = raw.sources.get(role)
         if source_value is None:
@@ -45,8 +47,8 @@ def triplet_row(raw: RawTriplet, source: str, put_png: Callable[[bytes], str]) -
             row["error"] = f"{label}: {exc}"
             return row
         notes += [f"{label}: {note}" for note in loaded.notes]
-        pngs[role] = loaded.png
-    for role, png in pngs.items():  # store only once the whole triplet is known to be usable
-        row[f"{role}_hash"] = put_png(png)
+        images[role] = loaded.image
+    for role, image in images.items():  # store only once the whole triplet is known to be usable
+        row[f"{role}_hash"] = put_png(image)
     row["notes"] = json.dumps(notes) if notes else None
     return row

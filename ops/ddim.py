@@ -11,6 +11,9 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from ops.images import to_pil, to_pixels
+from ops.text import encode_prompt
+
 
 class Schedule:
     """ᾱ at each level of an N-step DDIM schedule of a diffusers scheduler."""
@@ -57,17 +60,16 @@ def ddim_invert(unet, z0: torch.Tensor, cond: torch.Tensor, schedule: Schedule, 
     """Invert z0 through the `steps` cleanest levels (CFG 1). Returns the trajectory
     [level N (z0), level N−1, …, level N−steps]; the last is where sampling restarts.
 
-    Standard DDIM inversion: going from level j+1 to level j, ε is evaluated at the
-    target timestep on the current latent (the usual approximation, as in diffusers'
-    DDIMInverseScheduler and null-text inversion)."""
+    Standard DDIM inversion, as diffusers' DDIMInverseScheduler does it: going from
+    level j+1 to level j, the UNet is evaluated at the target timestep on the current
+    latent, and its output is read (ε and x0; for v-prediction the v → ε, x0
+    conversion) with ᾱ of the current latent's level."""
     n = len(schedule)
     trajectory = [z0]
     z = z0
     for level in range(n - 1, n - 1 - steps, -1):
-        eps, _ = predict(unet, z, schedule.timesteps[level], cond, schedule.alpha[level], schedule.prediction_type)
-        a_from, a_to = schedule.alpha[level + 1], schedule.alpha[level]
-        x0 = (z - (1 - a_from).sqrt() * eps) / a_from.sqrt()
-        z = ddim_move(x0, eps, a_to)
+        eps, x0 = predict(unet, z, schedule.timesteps[level], cond, schedule.alpha[level + 1], schedule.prediction_type)
+        z = ddim_move(x0, eps, schedule.alpha[level])
         trajectory.append(z)
     return trajectory
 
@@ -146,3 +148,23 @@ def encode_latents(vae, pixels: torch.Tensor) -> torch.Tensor:
 @torch.no_grad()
 def decode_latents(vae, z: torch.Tensor) -> torch.Tensor:
     return vae.decode(z / vae.config.scaling_factor).sample.clamp(-1, 1)
+
+
+@torch.no_grad()
+def vae_round_trip(pipe, images: list) -> list:
+    """D(E(x)) of PIL images at the pipeline's size."""
+    size = pipe.unet.config.sample_size * pipe.vae_scale_factor
+    return to_pil(decode_latents(pipe.vae, encode_latents(pipe.vae, to_pixels(images, size).to(pipe.device))))
+
+
+@torch.no_grad()
+def ddim_reconstruct(pipe, images: list, prompts: list[str], steps: int = 50) -> tuple[list, float]:
+    """Images DDIM-inverted through all `steps` with their prompts (CFG 1) and sampled back with the
+    same prompts (CFG 1): (the rebuilt images, the latent RMSE against E(x))."""
+    size = pipe.unet.config.sample_size * pipe.vae_scale_factor
+    z0 = encode_latents(pipe.vae, to_pixels(images, size).to(pipe.device))
+    cond = torch.cat([encode_prompt(pipe, p) for p in prompts])
+    schedule = Schedule(pipe.scheduler, steps)
+    z_t = ddim_invert(pipe.unet, z0, cond, schedule, steps)[-1]
+    z = ddim_sample(pipe.unet, z_t, 0, cond, schedule, guidance=1.0)
+    return to_pil(decode_latents(pipe.vae, z)), (z - z0).pow(2).mean().sqrt().item()

@@ -1,76 +1,84 @@
-"""Diffusion Image Analogies (Šubrtová et al., SIGGRAPH 2023), the baseline (SPEC §2).
+"""Diffusion Image Analogies (Šubrtová et al., SIGGRAPH 2023), the baseline, as the
+authors' code (`subrtadel/DIA`, config/parameter_estimation.yaml) runs it.
 
     1. conditioning estimation for A, A′, B: N = 10 free input-token embeddings
        [SOT, k1…kN, EOT, EOT, …] through Tsd, fitted by the noise-prediction loss on
-       8 views (original, h-flip, 6 random resized crops), one fixed DDIM timestep
-       per view from the M = 10-step schedule; AdamW lr 0.01
+       8 views (original, h-flip, 6 random resized crops), one fixed timestep per view
+       (indices 0–7 of the ascending 10-step schedule, t ≤ 701); AdamW lr 0.01 for 10
+       steps, stopping once the loss is below 0.0008
     2. noise estimation for B: εB = √ᾱT·zB + √(1−ᾱT)·ε, refined by L-BFGS (lr 0.1,
-       10 iterations) through the whole M-step DDIM sampling under cB (CFG 1; the
-       switch `noise_guidance_scale` fits it at another CFG, e.g. the analogy's sc);
-       loss = latent MSE + pixel MSE after decoding
-    3. analogy: c = cB + st·(cA′ − cA); M DDIM steps (η = 0) from εB, CFG sc = 12
+       10 iterations of up to 20 evaluations, the same early stop) through the whole
+       10-step DDIM sampling under cB (CFG 1; the switch `noise_guidance_scale` fits it
+       at another CFG, e.g. the analogy's sc); loss = latent MSE + pixel MSE after decoding
+    3. analogy: c = cB + st·(cA′ − cA); 10 DDIM steps (η = 0) from εB, CFG sc = 12
        against Tsd("")
 
-`dia_captions` is the paper's "synthetic baseline": captions of A, A′, B → Tsd
-features → the same algebra → img2img.
+Steps 1–2 depend on one image each and are cached by (image, estimation settings,
+seed): an st or sc sweep, or a second triplet with the same B, re-estimates nothing.
+Our reading differs from the official code in one place: SOT stays fixed (the
+official code frees rows 0–9 of the embedded empty prompt, SOT included).
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 
 import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from ops.cache import Cache, config_hash, content_seed
 from ops.ddim import Schedule, ddim_move, ddim_sample, decode_latents, encode_latents, predict
 from ops.diff_tokens import diffusion_target
 from ops.images import to_pil, to_pixels
-from ops.sdedit import SDEditConfig, img2img
 from ops.text import encode_diffusion_text, encode_prompt, pipeline_specials
 
-# The paper gives no step count for step 1 (≈ 8 min on an A100 at 512 px with a batch
-# of 8 views, i.e. on the order of 1000 AdamW steps). On the 32 px toy models the loss
-# flattens long before: the toy profile uses TOY_COND_STEPS (see `steps_for_profile`).
-PAPER_COND_STEPS = 1000
-TOY_COND_STEPS = 300
+# st: the official notebook's linspace(0, 1.5, 20)[3]
+ANALOGY_STRENGTH = 0.23684210526315788
 
 
 @dataclass(frozen=True)
 class DIAConfig:
-    """Every knob of the method, the paper's values as defaults."""
+    """Every knob of the method; defaults = the authors' code (config/parameter_estimation.yaml
+    and its notebook)."""
 
     # 1. conditioning estimation
-    n_tokens: int = 10
-    cond_steps: int = PAPER_COND_STEPS
+    n_tokens: int = 10  # N_tokens
+    cond_steps: int = 10  # conditioning_optimization.opt_iters
     cond_lr: float = 0.01
-    n_crops: int = 6  # + original + h-flip = 8 views
-    crop_scale: tuple[float, float] = (0.85, 0.99)
-    token_init: str = "eot"  # eot (the reference code starts from the tokens of "") | random
+    n_crops: int = 6  # + original + h-flip = batch_size 8 views
+    crop_scale: tuple[float, float] = (0.85, 0.99)  # RandomResizedCrop(scale=(0.85, 0.99), ratio=(1, 1))
+    token_init: str = "eot"  # eot (the official code starts from the tokens of "") | random
+    # "official": view k gets index perm(k) of the ascending schedule, k < 8 (t ≤ 701 at 10 steps);
+    # "all": 8 distinct levels drawn from the whole schedule (this project's wave-1 reading).
+    cond_timesteps: str = "official"
+    # sufficient_loss: both optimisers stop once their loss is below it (0 = never stop early)
+    early_stop_loss: float = 0.0008
     # 2. noise estimation
-    num_steps: int = 10  # M: the short DDIM schedule of steps 1–3
-    lbfgs_lr: float = 0.1
-    lbfgs_iterations: int = 10
-    lbfgs_max_iter: int = 20  # function evaluations per L-BFGS iteration (torch's default, as in the reference code)
-    pixel_weight: float = 1.0
-    # CFG of the sampler εB is fitted through (SPEC: 1). Not the paper's: set it to `guidance_scale`
-    # and st = 0 samples exactly the fitted function, so B′ = B at any sc.
+    num_steps: int = 10  # ddim_steps: the short DDIM schedule of steps 1–3
+    lbfgs_lr: float = 0.1  # noise_optimization.lr
+    lbfgs_iterations: int = 10  # noise_optimization.opt_iters
+    lbfgs_max_iter: int = 20  # evaluations per L-BFGS iteration (torch's default, as in the official code)
+    pixel_weight: float = 1.0  # loss_weights['pixels']
+    # CFG of the sampler εB is fitted through (official: 1). Set it to `guidance_scale` and
+    # st = 0 samples exactly the fitted function, so B′ = B at any sc.
     noise_guidance_scale: float = 1.0
     # 3. analogy
-    strength: float = 0.23684210526315788  # st = linspace(0, 1.5, 20)[3]
+    strength: float = ANALOGY_STRENGTH  # st
     guidance_scale: float = 12.0  # sc
-    seed: int = 0
 
     def __post_init__(self):
         if self.token_init not in ("eot", "random"):
             raise ValueError(f"token_init must be 'eot' or 'random', got {self.token_init!r}")
+        if self.cond_timesteps not in ("official", "all"):
+            raise ValueError(f"cond_timesteps must be 'official' or 'all', got {self.cond_timesteps!r}")
         if self.n_crops + 2 > self.num_steps:
             raise ValueError(f"{self.n_crops + 2} views need as many distinct timesteps; num_steps={self.num_steps}")
 
-
-def steps_for_profile(profile) -> int:
-    return TOY_COND_STEPS if profile.is_toy else PAPER_COND_STEPS
+    def estimation_hash(self) -> str:
+        """What steps 1–2 depend on (not st or sc, so a sweep of them reuses the estimates)."""
+        return config_hash({k: v for k, v in asdict(self).items() if k not in ("strength", "guidance_scale")})
 
 
 # ----------------------------------------------------------------------------- 1. conditioning
@@ -128,7 +136,10 @@ def estimate_conditioning(pipe, image: Image.Image, config: DIAConfig = DIAConfi
     # 1a. the views, encoded once; one fixed timestep per view, distinct levels of the M-step schedule
     z = encode_latents(pipe.vae, views(image, size, config.n_crops, config.crop_scale, generator).to(device))
     schedule = Schedule(scheduler, config.num_steps)
-    t = schedule.timesteps[torch.randperm(config.num_steps, generator=generator)[: z.shape[0]]].to(device)
+    if config.cond_timesteps == "official":  # indices 0..7 of the ascending schedule, one per view
+        t = schedule.timesteps.flip(0)[torch.randperm(z.shape[0], generator=generator)].to(device)
+    else:
+        t = schedule.timesteps[torch.randperm(config.num_steps, generator=generator)[: z.shape[0]]].to(device)
     # 1b. the free tokens
     if config.token_init == "eot":
         init = table[specials.eot].expand(config.n_tokens, -1).clone()
@@ -141,10 +152,12 @@ def estimate_conditioning(pipe, image: Image.Image, config: DIAConfig = DIAConfi
         # 1c. fresh noise every step; noise-prediction (or velocity) MSE over the views
         noise = torch.randn(z.shape, generator=generator).to(device, z.dtype)
         loss = conditioning_loss(pipe, tokens, z, t, noise)
+        curve.append(loss.item())
+        if loss.item() < config.early_stop_loss:  # checked before the step, as the official code does
+            break
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
-        curve.append(loss.item())
         if progress is not None:
             progress(step + 1, config.cond_steps)
     with torch.no_grad():
@@ -179,7 +192,7 @@ def noise_guidance(pipe, config: DIAConfig) -> dict:
 @dataclass
 class NoiseEstimate:
     noise: torch.Tensor  # εB, the latent at level 0 that reconstructs B under cB
-    curve: list[float] = field(default_factory=list)  # loss at each L-BFGS iteration (before it), then the final
+    curve: list[float] = field(default_factory=list)  # loss at the start of each L-BFGS iteration, then the final
 
 
 def estimate_noise(pipe, image: Image.Image, cond: torch.Tensor, config: DIAConfig = DIAConfig(),
@@ -217,12 +230,14 @@ def estimate_noise(pipe, image: Image.Image, cond: torch.Tensor, config: DIAConf
         return loss
 
     curve = []
-    for it in range(config.lbfgs_iterations):
-        curve.append(optimizer.step(closure).item())  # the loss before this iteration
+    for it in range(config.lbfgs_iterations + 1):
+        with torch.no_grad():
+            curve.append(loss_fn().item())  # the loss at the start of this iteration
+        if it == config.lbfgs_iterations or curve[-1] < config.early_stop_loss:
+            break
+        optimizer.step(closure)
         if progress is not None:
             progress(it + 1, config.lbfgs_iterations)
-    with torch.no_grad():
-        curve.append(loss_fn().item())
     return NoiseEstimate(noise.detach(), curve)
 
 
@@ -244,49 +259,23 @@ def analogy_latents(pipe, noise: torch.Tensor, cond_a: torch.Tensor, cond_a_prim
                        change_map=change_map, keep_latents=keep)
 
 
-@dataclass
-class DIAResult:
-    image: Image.Image
-    conditionings: dict[str, Conditioning]
-    noise: NoiseEstimate
+def dia(models, a: Image.Image, a_prime: Image.Image, b: Image.Image, config: DIAConfig = DIAConfig(), *,
+        seed: int = 0, cache: Cache | None = None, change_map: torch.Tensor | None = None,
+        instruction: str | None = None) -> Image.Image:
+    """Diffusion Image Analogies: B′ from cB + st·(cA′ − cA), sampled from B's estimated noise.
+    `change_map` (1 = change fully, 0 = keep): kept pixels follow B's own reconstruction."""
+    pipe, cache = models.pipeline, cache or Cache()
+    key = (models.profile.name, config.estimation_hash(), seed)
 
+    # 1. conditionings of A, A′, B (one per image, seeded by its content)
+    def conditioning(image: Image.Image) -> Conditioning:
+        return cache("dia_conditioning", (*key, image), lambda: estimate_conditioning(
+            pipe, image, config, content_seed(seed, "cond", image)))
 
-def dia(pipe, a: Image.Image, a_prime: Image.Image, b: Image.Image, config: DIAConfig = DIAConfig(),
-        change_map: torch.Tensor | None = None, progress=None) -> DIAResult:
-    """The whole method for one triplet (seeds from `config.seed`)."""
-    # 1. conditionings of A, A′, B
-    conds = {name: estimate_conditioning(pipe, image, config, config.seed + i, progress)
-             for i, (name, image) in enumerate([("a", a), ("a_prime", a_prime), ("b", b)])}
+    c_a, c_a_prime, c_b = conditioning(a), conditioning(a_prime), conditioning(b)
     # 2. εB
-    noise = estimate_noise(pipe, b, conds["b"].cond, config, config.seed + 3, progress)
-    # 3. B′
-    z = analogy_latents(pipe, noise.noise, conds["a"].cond, conds["a_prime"].cond, conds["b"].cond, config, change_map)
-    return DIAResult(to_pil(decode_latents(pipe.vae, z))[0], conds, noise)
-
-
-# ----------------------------------------------------------------------------- synthetic baseline
-
-
-@dataclass(frozen=True)
-class DIACaptionConfig:
-    """The caption baseline: the analogy strength of DIA, img2img as SDEdit's defaults."""
-
-    strength: float = 0.23684210526315788  # st
-    img2img: SDEditConfig = field(default_factory=SDEditConfig)
-    seed: int = 0
-
-
-@torch.no_grad()
-def dia_captions(pipe, captions: tuple[str, str, str], b: Image.Image, config: DIACaptionConfig = DIACaptionConfig(),
-                 change_map: torch.Tensor | None = None) -> Image.Image:
-    """B′ from the captions of (A, A′, B): c = Tsd(capB) + st·(Tsd(capA′) − Tsd(capA)) → img2img on B."""
-    cap_a, cap_a_prime, cap_b = captions
-    size = pipe.unet.config.sample_size * pipe.vae_scale_factor
-    # 1. text features and the analogy
-    c_a, c_a_prime, c_b = (encode_prompt(pipe, text) for text in (cap_a, cap_a_prime, cap_b))
-    cond = c_b + config.strength * (c_a_prime - c_a)
-    # 2. img2img on B
-    z0 = encode_latents(pipe.vae, to_pixels([b], size).to(pipe.device))
-    z = img2img(pipe, z0, cond, encode_prompt(pipe, config.img2img.negative_prompt), config.img2img,
-                torch.Generator().manual_seed(config.seed), change_map)
+    noise = cache("dia_noise", (*key, b), lambda: estimate_noise(
+        pipe, b, c_b.cond, config, content_seed(seed, "noise", b)))
+    # 3. the analogy, sampled from εB
+    z = analogy_latents(pipe, noise.noise, c_a.cond, c_a_prime.cond, c_b.cond, config, change_map)
     return to_pil(decode_latents(pipe.vae, z))[0]

@@ -11,36 +11,15 @@ Only D̃ has gradients; every model is frozen and in eval mode.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 
 from ops.text import clip_specials, encode_diffusion_text, pipeline_specials, token_sequence
 
-
-@dataclass(frozen=True)
-class DiffConfig:
-    """Every knob of the paper, paper values as defaults."""
-
-    n_tokens: int = 5
-    steps: int = 3000
-    lr: float = 0.1
-    weight_decay: float = 0.1
-    lambda_tc: float = 0.01
-    lambda_clip: float = 6.0
-    token_consistency: bool = True
-    clip_loss: bool = True
-    init: str = "zero"  # zero | random (random vocabulary rows, seeded)
-    negation: str = "negate"  # negate | remove (D̃ absent from `before`)
-    seed: int = 0
-
-    def __post_init__(self):
-        if self.init not in ("zero", "random"):
-            raise ValueError(f"init must be 'zero' or 'random', got {self.init!r}")
-        if self.negation not in ("negate", "remove"):
-            raise ValueError(f"negation must be 'negate' or 'remove', got {self.negation!r}")
-        if not (self.token_consistency or self.clip_loss):
-            raise ValueError("with both token consistency and the CLIP loss off there is nothing to train")
+if TYPE_CHECKING:
+    from ops.difference_inversion import DIConfig
 
 
 @dataclass
@@ -72,10 +51,11 @@ def pair_sequences(table: torch.Tensor, prompt_a: torch.Tensor, prompt_a_prime: 
 
 
 def train_diff_tokens(pipe, clip, z_a: torch.Tensor, z_a_prime: torch.Tensor, prompt_a: list[int],
-                      prompt_a_prime: list[int], delta: torch.Tensor, config: DiffConfig = DiffConfig(),
+                      prompt_a_prime: list[int], delta: torch.Tensor, config: DIConfig, seed: int = 0,
                       progress=None) -> DiffTokens:
     """Train D̃ for one pair. `z_a`, `z_a_prime`: E(A), E(A′) scaled latents (1, C, h, w);
-    `prompt_*`: PEZ (or caption) token ids; `delta`: the target CLIP delta (E,)."""
+    `prompt_*`: PEZ (or caption) token ids; `delta`: the target CLIP delta (E,); `config`: the
+    DIFF-token fields of a DIConfig (n_tokens, steps, lr, weight_decay, λ's, switches)."""
     unet, text_encoder, scheduler = pipe.unet, pipe.text_encoder, pipe.scheduler
     table = text_encoder.get_input_embeddings().weight.detach()
     if clip.token_table.shape != table.shape:
@@ -83,7 +63,7 @@ def train_diff_tokens(pipe, clip, z_a: torch.Tensor, z_a_prime: torch.Tensor, pr
                          f"encoder's {tuple(table.shape)}: DIFF tokens need a CLIP that shares V with Tsd")
     sd_specials, clip_specials_ = pipeline_specials(pipe), clip_specials(clip)
     device = z_a.device
-    generator = torch.Generator().manual_seed(config.seed)
+    generator = torch.Generator().manual_seed(seed)
 
     if config.init == "zero":
         init = torch.zeros(config.n_tokens, table.shape[1])

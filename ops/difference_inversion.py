@@ -1,93 +1,144 @@
-"""Difference Inversion (Kim et al.), end to end, readable top to bottom.
+"""Difference Inversion (Kim et al.): learn D̃, a few tokens holding only what changed
+from A to A′, and apply it to B with the diffusion model. Read top to bottom in
+`difference_inversion`:
 
-    1. captions of A and A′                         (captioner)
+    1. captions of A and A′                         (the profile's captioner)
     2. CLIP deltas Dimg, Dtxt → Dinter = slerp      (ops.deltas)
-    3. PEZ hard prompts of A, A′ (and B)            (ops.pez)
+    3. hard prompts of A, A′ and B                  (PEZ, or the captions' token ids)
     4. DIFF tokens D̃ from (A, A′)                   (ops.diff_tokens)
     5. B′: DDIM-invert B with prompt_B, denoise with [SOT, prompt_B, D̃, EOT]
 
-`ops/di_method.py` chains these steps for a triplet (each cached by content);
-the Dagster assets run the same steps one by one.
+Every step is cached by content (images, model ids, the settings it depends on,
+the seed): one D̃ serves every B, a sweep of generation settings trains nothing
+twice, and the pipeline's assets run the same step functions through the same
+cache, so the `generations` asset finds what `diff_tokens` stored.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass
 
 import torch
 from PIL import Image
 
+from ops.cache import Cache, config_hash, content_seed
+from ops.captions import caption
 from ops.ddim import Schedule, ddim_invert, ddim_sample, decode_latents, encode_latents
-from ops.deltas import DELTA_KINDS
-from ops.diff_tokens import DiffConfig
+from ops.deltas import DELTA_KINDS, Deltas, clip_deltas
+from ops.diff_tokens import DiffTokens, train_diff_tokens
 from ops.images import to_pil, to_pixels
 from ops.pez import HardPrompt, pez_prompt
 from ops.text import encode_diffusion_text, encode_prompt, pipeline_specials, token_sequence
 
-
-@dataclass(frozen=True)
-class GenerateConfig:
-    num_steps: int = 50
-    guidance_scale: float = 7.5
-    # SPEC §1.5: invert through this many of the `num_steps` and denoise them back.
-    # 45 = the default reading of "start step 45 out of 50"; 5 = the other reading.
-    inversion_steps: int = 45
-
-    def __post_init__(self):
-        if not 1 <= self.inversion_steps <= self.num_steps:
-            raise ValueError(f"inversion_steps must be in 1..{self.num_steps}, got {self.inversion_steps}")
+# Settings that change only step 5 (generation); every other field changes D̃.
+GENERATION_FIELDS = ("num_steps", "guidance_scale", "inversion_steps")
 
 
 @dataclass(frozen=True)
 class DIConfig:
-    """Every switch of the method and its ablations; paper values as defaults."""
+    """Every switch of the method and its ablations; defaults = the paper (SD 2.1 base).
+    The toy profile overrides a few (models/profiles.py)."""
 
+    # 2. deltas
     delta: str = "interpolated"  # interpolated | image | text
-    alpha: float = 0.8
-    prompt_source: str = "pez"  # pez | caption
+    alpha: float = 0.8  # slerp(Dimg, Dtxt; α), 1 = pure text delta
+    # 3. prompts
+    prompt_source: str = "pez"  # pez | caption (the paper's faster variant)
     pez_tokens: int = 10
     pez_steps: int = 3000
-    diff: DiffConfig = field(default_factory=DiffConfig)
-    generate: GenerateConfig = field(default_factory=GenerateConfig)
+    # 4. DIFF tokens
+    n_tokens: int = 5
+    steps: int = 3000
+    lr: float = 0.1
+    weight_decay: float = 0.1
+    lambda_tc: float = 0.01
+    lambda_clip: float = 6.0
+    token_consistency: bool = True
+    clip_loss: bool = True
+    init: str = "zero"  # zero | random (random vocabulary rows, seeded)
+    negation: str = "negate"  # negate | remove (D̃ absent from `before`)
+    # 5. generation: DDIM, CFG; invert through `inversion_steps` of the `num_steps` and denoise them back
+    # (45 = the default reading of "start step 45 out of 50"; 5 = the other reading)
+    num_steps: int = 50
+    guidance_scale: float = 7.5
+    inversion_steps: int = 45
 
     def __post_init__(self):
-        if self.delta not in DELTA_KINDS:
-            raise ValueError(f"delta must be one of {DELTA_KINDS}, got {self.delta!r}")
-        if self.prompt_source not in ("pez", "caption"):
-            raise ValueError(f"prompt_source must be 'pez' or 'caption', got {self.prompt_source!r}")
+        choices = {"delta": DELTA_KINDS, "prompt_source": ("pez", "caption"), "init": ("zero", "random"),
+                   "negation": ("negate", "remove")}
+        for name, allowed in choices.items():
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
+        if not (self.token_consistency or self.clip_loss):
+            raise ValueError("with both token consistency and the CLIP loss off there is nothing to train")
+        if not 1 <= self.inversion_steps <= self.num_steps:
+            raise ValueError(f"inversion_steps must be in 1..{self.num_steps}, got {self.inversion_steps}")
 
-    def with_overrides(self, **flat) -> DIConfig:
-        """Override by flat names: top-level fields, DiffConfig's or GenerateConfig's."""
-        top = {k: v for k, v in flat.items() if k in self.__dataclass_fields__}
-        diff = {k: v for k, v in flat.items() if k in DiffConfig.__dataclass_fields__}
-        gen = {k: v for k, v in flat.items() if k in GenerateConfig.__dataclass_fields__}
-        unknown = set(flat) - set(top) - set(diff) - set(gen)
-        if unknown:
-            raise ValueError(f"unknown Difference Inversion settings: {sorted(unknown)}")
-        return replace(self, diff=replace(self.diff, **diff), generate=replace(self.generate, **gen), **top)
-
-
-def config_hash(config) -> str:
-    """Short content hash of a (nested) dataclass config: names outputs."""
-    text = json.dumps(asdict(config), sort_keys=True)
-    return hashlib.sha256(text.encode()).hexdigest()[:12]
+    def training_hash(self) -> str:
+        """What D̃ depends on: every setting but the generation ones."""
+        return config_hash({k: v for k, v in asdict(self).items() if k not in GENERATION_FIELDS})
 
 
-def prompt_ids(pipe, clip, image: Image.Image, caption: str, config: DIConfig, seed: int) -> HardPrompt:
-    """PEZ hard prompt of an image, or (prompt_source='caption') its caption's token ids."""
-    if config.prompt_source == "pez":
-        return pez_prompt(clip, [image], n_tokens=config.pez_tokens, steps=config.pez_steps, seed=seed)
-    ids = pipe.tokenizer(caption, add_special_tokens=False).input_ids
-    return HardPrompt(ids, caption, float("nan"))
+# The paper's ablations: each a preset of DIConfig, registered as a method of its own.
+ABLATIONS = {
+    "di_no_token_consistency": {"token_consistency": False},
+    "di_no_clip_loss": {"clip_loss": False},
+    "di_image_delta": {"delta": "image"},
+    "di_text_delta": {"delta": "text"},
+    "di_random_init": {"init": "random"},
+    "di_remove_negation": {"negation": "remove"},
+    "di_caption_prompts": {"prompt_source": "caption"},
+}
+
+
+# ----------------------------------------------------------------------------- the cached steps
+
+
+def prompt(models, image: Image.Image, config: DIConfig, seed: int, cache: Cache) -> HardPrompt:
+    """Step 3 for one image: its PEZ hard prompt, or (prompt_source='caption') its caption's token ids."""
+    if config.prompt_source == "caption":
+        text = caption(models, image, cache)
+        return HardPrompt(models.pipeline.tokenizer(text, add_special_tokens=False).input_ids, text, float("nan"))
+    clip = models.joint_clip
+    return cache("pez_prompt", (clip.model_id, config.pez_tokens, config.pez_steps, seed, image),
+                 lambda: pez_prompt(clip, [image], n_tokens=config.pez_tokens, steps=config.pez_steps,
+                                    seed=content_seed(seed, image)))
+
+
+def deltas_key(models, a: Image.Image, a_prime: Image.Image, config: DIConfig) -> tuple:
+    return (models.joint_clip.model_id, models.captioner.model_id, config.alpha, a, a_prime)
+
+
+def deltas(models, a: Image.Image, a_prime: Image.Image, config: DIConfig, cache: Cache) -> Deltas:
+    """Step 2: the CLIP deltas of (A, A′) from their images and (step 1) captions."""
+    return cache("clip_deltas", deltas_key(models, a, a_prime, config), lambda: clip_deltas(
+        models.joint_clip, a, a_prime, caption(models, a, cache), caption(models, a_prime, cache), alpha=config.alpha))
+
+
+def diff_tokens_key(models, a: Image.Image, a_prime: Image.Image, config: DIConfig, seed: int) -> tuple:
+    return (models.profile.name, config.training_hash(), seed, a, a_prime)
+
+
+def diff_tokens(models, a: Image.Image, a_prime: Image.Image, prompt_a: list[int], prompt_a_prime: list[int],
+                target: torch.Tensor, config: DIConfig, seed: int, cache: Cache) -> DiffTokens:
+    """Step 4: D̃ of (A, A′) from the prompt ids of A and A′ and the target delta. Cached by
+    (A, A′) and the training settings (which determine the prompts and the delta)."""
+
+    def train() -> DiffTokens:
+        pipe = models.pipeline
+        size = pipe.unet.config.sample_size * pipe.vae_scale_factor
+        z = encode_latents(pipe.vae, to_pixels([a, a_prime], size).to(pipe.device))
+        return train_diff_tokens(pipe, models.joint_clip, z[:1], z[1:], prompt_a, prompt_a_prime, target, config,
+                                 content_seed(seed, a, a_prime))
+
+    return cache("diff_tokens", diff_tokens_key(models, a, a_prime, config, seed), train)
 
 
 @torch.no_grad()
 def apply_difference(pipe, b: Image.Image, prompt_b: list[int], tokens: torch.Tensor,
-                     config: GenerateConfig = GenerateConfig(), change_map: torch.Tensor | None = None,
+                     config: DIConfig = DIConfig(), change_map: torch.Tensor | None = None,
                      progress=None) -> Image.Image:
-    """Generate B′ from B, B's prompt ids and D̃ (SPEC §1.5).
+    """Step 5: B′ from B, B's prompt ids and D̃.
 
     With `change_map` (1 = change fully, 0 = keep) the difference is applied
     only there, Differential-Diffusion style, re-injecting B's own inversion
@@ -98,21 +149,43 @@ def apply_difference(pipe, b: Image.Image, prompt_b: list[int], tokens: torch.Te
     ids_b = torch.tensor(prompt_b)
     size = pipe.unet.config.sample_size * pipe.vae_scale_factor
 
-    # 1. E(B)
+    # 5a. E(B)
     z0 = encode_latents(pipe.vae, to_pixels([b], size).to(device))
-    # 2. conditionings: B's prompt alone (inversion), with D̃ (generation), and Tsd("") for CFG
+    # 5b. conditionings: B's prompt alone (inversion), with D̃ (generation), and Tsd("") for CFG
     cond_b = encode_diffusion_text(pipe.text_encoder, *token_sequence(table, [ids_b], specials))
     cond_diff = encode_diffusion_text(pipe.text_encoder, *token_sequence(table, [ids_b, tokens.to(device)], specials))
     uncond = encode_prompt(pipe, "")
-    # 3. DDIM-invert B through `inversion_steps` levels (CFG 1)
+    # 5c. DDIM-invert B through `inversion_steps` levels (CFG 1)
     schedule = Schedule(pipe.scheduler, config.num_steps)
     trajectory = ddim_invert(pipe.unet, z0, cond_b, schedule, config.inversion_steps)
     start = config.num_steps - config.inversion_steps
-    # 4. denoise with the DIFF conditioning and CFG
+    # 5d. denoise with the DIFF conditioning and CFG
     keep = None
     if change_map is not None:
         keep = {config.num_steps - i: z for i, z in enumerate(trajectory)}  # level → latent
     z = ddim_sample(pipe.unet, trajectory[-1], start, cond_diff, schedule, uncond, config.guidance_scale,
                     change_map=change_map, keep_latents=keep, progress=progress)
-    # 5. decode
+    # 5e. decode
     return to_pil(decode_latents(pipe.vae, z))[0]
+
+
+# ----------------------------------------------------------------------------- the method
+
+
+def difference_inversion(models, a: Image.Image, a_prime: Image.Image, b: Image.Image,
+                         config: DIConfig = DIConfig(), *, seed: int = 0, cache: Cache | None = None,
+                         change_map: torch.Tensor | None = None, instruction: str | None = None) -> Image.Image:
+    """Difference Inversion: B′ from (A, A′, B). `seed` seeds PEZ and D̃ (with the images' content)."""
+    pipe, cache = models.pipeline, cache or Cache()
+    if getattr(pipe, "text_encoder_2", None) is not None:
+        raise NotImplementedError(f"Difference Inversion with two text encoders (profile {models.profile.name!r}, "
+                                  "SDXL) is not implemented yet; use sd21-base, sd21, sd15 or toy")
+    # 1–2. captions of A and A′ → the CLIP deltas → the target of the CLIP loss
+    target = deltas(models, a, a_prime, config, cache).pick(config.delta)
+    # 3. hard prompts of A, A′ and B
+    prompt_a, prompt_a_prime, prompt_b = (prompt(models, image, config, seed, cache).token_ids
+                                          for image in (a, a_prime, b))
+    # 4. D̃ (depends on (A, A′) only: one D̃ serves every B)
+    tokens = diff_tokens(models, a, a_prime, prompt_a, prompt_a_prime, target, config, seed, cache).tokens
+    # 5. B′
+    return apply_difference(pipe, b, prompt_b, tokens, config, change_map)

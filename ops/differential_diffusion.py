@@ -13,6 +13,11 @@ we never expose μ, and never call it a "mask".)
     4. x′ = D(z)
 
 m = 1 everywhere is plain text-to-image from noised_0; m = 0 returns x up to the VAE.
+
+As an analogy baseline (`differential_diffusion`) the text is the triplet's
+instruction (or A′'s caption) and the map is the caller's change map, or a
+uniform one of `change` (≈ SDEdit at that strength, one step more: keep_i =
+[μ > i/k] is strict).
 """
 
 from __future__ import annotations
@@ -24,6 +29,8 @@ import numpy as np
 import torch
 from PIL import Image
 
+from ops.cache import Cache
+from ops.captions import check_text_source, edit_text
 from ops.ddim import NoisedLatents, Schedule, ddim_sample, decode_latents, encode_latents
 from ops.images import to_pil, to_pixels
 from ops.text import encode_prompt
@@ -36,6 +43,15 @@ class DDConfig:
     num_steps: int = 50
     guidance_scale: float = 7.5
     negative_prompt: str = ""
+    # As an analogy baseline: the edit text ("instruction": the triplet's, else A′'s caption |
+    # "caption") and the uniform change used when the caller gives no change map.
+    text: str = "instruction"
+    change: float = 0.75
+
+    def __post_init__(self):
+        check_text_source(self.text)
+        if not 0.0 <= self.change <= 1.0:
+            raise ValueError(f"change must be in [0, 1], got {self.change}")
 
 
 def as_change_map(change_map) -> torch.Tensor:
@@ -70,7 +86,7 @@ def differential_diffusion_latents(pipe, z0: torch.Tensor, change_map: torch.Ten
 
 
 @torch.no_grad()
-def differential_diffusion(pipe, images: list[Image.Image], change_map, prompt: str,
+def differential_diffusion_images(pipe, images: list[Image.Image], change_map, prompt: str,
                            config: DDConfig = DDConfig(), seed: int = 0) -> list[Image.Image]:
     """Edit `images` toward `prompt` by `change_map` (1 = change fully, 0 = keep; one map
     for every image, or one per image as (B, 1, H, W))."""
@@ -94,7 +110,7 @@ def make_edit_fn(pipe, prompt: str = "", config: DDConfig = DDConfig(), seed: in
     def edit(images: list[Image.Image], change_map: torch.Tensor) -> list[Image.Image]:
         out = []
         for start in range(0, len(images), batch_size):
-            out += differential_diffusion(pipe, images[start:start + batch_size], change_map, prompt,
+            out += differential_diffusion_images(pipe, images[start:start + batch_size], change_map, prompt,
                                           config, seed + start)
         return out
 
@@ -113,3 +129,16 @@ def make_latent_edit_fn(pipe, prompt: str = "", config: DDConfig = DDConfig(), s
         return list(z.permute(0, 2, 3, 1).float().cpu().numpy())
 
     return edit
+
+
+def differential_diffusion(models, a: Image.Image, a_prime: Image.Image, b: Image.Image,
+                           config: DDConfig = DDConfig(), *, seed: int = 0, cache: Cache | None = None,
+                           change_map: torch.Tensor | None = None, instruction: str | None = None) -> Image.Image:
+    """Differential Diffusion as an analogy baseline: B edited toward the instruction (or A′'s
+    caption) by the change map (1 = change fully), or by a uniform `config.change`."""
+    # 1. the text
+    text = edit_text(models, config.text, instruction, a_prime, cache or Cache())
+    # 2. the map
+    m = change_map if change_map is not None else torch.full((b.height, b.width), float(config.change))
+    # 3. the edit
+    return differential_diffusion_images(models.pipeline, [b], m, text, config, seed)[0]

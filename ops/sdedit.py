@@ -1,5 +1,8 @@
 """SDEdit (Meng et al.): img2img — noise B part of the way, denoise it with a text.
 
+As an analogy baseline the text is the triplet's instruction (or A′'s caption).
+
+    0. the text: the instruction, else A′'s caption
     1. z0 = E(B); one fixed noise ε (seeded)
     2. start level = N − ⌊strength·N⌋ (diffusers' img2img rule); z = q(z0, t_start, ε)
     3. DDIM (η = 0) from there to z0 with CFG against Tsd(negative prompt)
@@ -17,6 +20,8 @@ from dataclasses import dataclass
 import torch
 from PIL import Image
 
+from ops.cache import Cache
+from ops.captions import check_text_source, edit_text
 from ops.ddim import NoisedLatents, Schedule, ddim_sample, decode_latents, encode_latents
 from ops.images import to_pil, to_pixels
 from ops.text import encode_prompt
@@ -31,10 +36,13 @@ class SDEditConfig:
     num_steps: int = 50
     guidance_scale: float = 7.5
     negative_prompt: str = ""
+    # the edit text: "instruction" (the triplet's, else A′'s caption) | "caption" (A′'s caption)
+    text: str = "instruction"
 
     def __post_init__(self):
         if not 0.0 <= self.strength <= 1.0:
             raise ValueError(f"strength must be in [0, 1], got {self.strength}")
+        check_text_source(self.text)
 
 
 def start_level(num_steps: int, strength: float) -> int:
@@ -64,8 +72,8 @@ def img2img(pipe, z0: torch.Tensor, cond: torch.Tensor, uncond: torch.Tensor, co
 
 
 @torch.no_grad()
-def sdedit(pipe, image: Image.Image, prompt: str, config: SDEditConfig = SDEditConfig(), seed: int = 0,
-           change_map: torch.Tensor | None = None) -> Image.Image:
+def sdedit_image(pipe, image: Image.Image, prompt: str, config: SDEditConfig = SDEditConfig(), seed: int = 0,
+                 change_map: torch.Tensor | None = None) -> Image.Image:
     """Edit `image` toward `prompt` at `config.strength`. `change_map`: 1 = change fully, 0 = keep."""
     size = pipe.unet.config.sample_size * pipe.vae_scale_factor
     # 1. E(B)
@@ -76,3 +84,11 @@ def sdedit(pipe, image: Image.Image, prompt: str, config: SDEditConfig = SDEditC
     z = img2img(pipe, z0, cond, uncond, config, torch.Generator().manual_seed(seed), change_map)
     # 4. decode
     return to_pil(decode_latents(pipe.vae, z))[0]
+
+
+def sdedit(models, a: Image.Image, a_prime: Image.Image, b: Image.Image, config: SDEditConfig = SDEditConfig(), *,
+           seed: int = 0, cache: Cache | None = None, change_map: torch.Tensor | None = None,
+           instruction: str | None = None) -> Image.Image:
+    """SDEdit as an analogy baseline: img2img on B toward the instruction (or A′'s caption)."""
+    text = edit_text(models, config.text, instruction, a_prime, cache or Cache())
+    return sdedit_image(models.pipeline, b, text, config, seed, change_map)

@@ -4,9 +4,10 @@
                                       └→ report (HTML gallery + plot, per partition)
 
 Each asset reads its inputs from the store, calls one function from ops/ or
-evaluation/, writes a table (or files) and returns metadata for the UI. New
-stages (captions, pez_prompts, clip_deltas, diff_tokens) slot in between
-triplets and generations the same way; new methods only need `ops.registry`.
+evaluation/, writes a table (or files) and returns metadata for the UI.
+Difference Inversion's stages (captions, pez_prompts, clip_deltas, diff_tokens;
+orchestration/di_assets.py) slot in between triplets and generations; new methods
+only need `ops.registry`.
 """
 
 
@@ -25,11 +26,12 @@ from evaluation.metrics import items_from_tables, score_items
 from evaluation.schemas import TABLES, describe
 from evaluation.triplets import triplet_row
 from evaluation.views import build_database, query
-from ops.registry import default_methods
+from ops.registry import config_json
+from orchestration.cache import DiskCache
+from orchestration.di_assets import diff_tokens
 from orchestration.generate import generate_rows
-from orchestration.memo import DiskMemo
 from orchestration.partitions import DATASETS, dataset_partitions
-from orchestration.resources import AnalogyStorage, ModelsResource
+from orchestration.resources import AnalogyStorage, MethodsResource, ModelsResource
 
 GROUP = "analogy"
 
@@ -57,25 +59,25 @@ def triplets(context: dg.AssetExecutionContext, storage: AnalogyStorage) -> dg.M
     return dg.MaterializeResult(metadata={**_table_metadata(path, rows, "triplets"), "kind": spec.kind})
 
 
-class GenerationsConfig(dg.Config):
-    methods: list[str] | None = None  # None → every method registered with default=True
-    options: dict[str, dict[str, Any]] = {}  # method → config overrides (see ops.registry)
-    seed: int = 0
-
-
-@dg.asset(partitions_def=dataset_partitions, group_name=GROUP, deps=[triplets, "diff_tokens"], pool="gpu",
+@dg.asset(partitions_def=dataset_partitions, group_name=GROUP, deps=[triplets, diff_tokens], pool="gpu",
           kinds={"parquet"})
-def generations(context: dg.AssetExecutionContext, config: GenerationsConfig, storage: AnalogyStorage,
-                models: ModelsResource) -> dg.MaterializeResult:
-    """B′ for every usable triplet × method (ops.registry), as PNG blobs."""
+def generations(context: dg.AssetExecutionContext, storage: AnalogyStorage, models: ModelsResource,
+                methods: MethodsResource) -> dg.MaterializeResult:
+    """B′ for every usable triplet × method of the run (the `methods` resource), as PNG blobs. Method
+    intermediates come from the on-disk cache the DI assets filled (D̃, prompts) or fill it (DIA)."""
     store = storage.store()
-    methods = config.methods or default_methods()
-    rows = generate_rows(store.read_table("triplets", context.partition_key), methods, config.options, store,
-                         models.method_context(config.seed, context.log, memo=DiskMemo(store)), config.seed,
-                         context.log)
+    loaded = models.models()
+    runs = methods.runs(loaded.profile)
+    cache = DiskCache(store)
+    rows = generate_rows(store.read_table("triplets", context.partition_key), runs, store, loaded, cache,
+                         methods.seed, context.log)
     path = store.write_table("generations", context.partition_key, rows)
+    context.log.info(f"generations: cache {json.dumps(cache.stats)}")
     return dg.MaterializeResult(metadata={**_table_metadata(path, rows, "generations"),
-                                          "methods": ", ".join(methods), "profile": models.profile})
+                                          "methods": ", ".join(r.label for r in runs), "profile": models.profile,
+                                          "configs": dg.MetadataValue.json({r.label: json.loads(config_json(r.config))
+                                                                            for r in runs}),
+                                          "cache": dg.MetadataValue.json(cache.stats)})
 
 
 class MetricsConfig(dg.Config):

@@ -1,8 +1,8 @@
 """`analogy bench`: score methods on a toy benchmark file with the judge CLIP.
 
 A method spec is a registered name, optionally with settings:
-`difference_inversion[inversion_steps=5]`. All specs share one method context,
-so a sweep over generation settings reuses PEZ prompts and D̃.
+`difference_inversion[inversion_steps=5]`. All specs share one cache, so a
+sweep over generation settings reuses PEZ prompts and D̃.
 """
 
 from __future__ import annotations
@@ -17,29 +17,10 @@ from tqdm import tqdm
 
 from evaluation.images import decode_image
 from evaluation.judge_scores import judge_triplet, summarise
+from models.context import ModelContext
 from models.loaders import load_judge
-from models.profiles import get_profile
-from ops.registry import MethodContext, get_method, run_method
-
-
-def parse_method_spec(spec: str) -> tuple[str, dict]:
-    """'name[k=v;k=v]' → ('name', {k: v}); values parsed as JSON when they can be."""
-    spec = spec.strip()
-    if "[" not in spec:
-        return spec, {}
-    if not spec.endswith("]"):
-        raise ValueError(f"bad method spec {spec!r}: expected name[key=value;key=value]")
-    name, _, body = spec[:-1].partition("[")
-    settings = {}
-    for item in filter(None, (part.strip() for part in body.split(";"))):
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise ValueError(f"bad setting {item!r} in {spec!r}: expected key=value")
-        try:
-            settings[key.strip()] = json.loads(value)
-        except json.JSONDecodeError:
-            settings[key.strip()] = value.strip()
-    return name, settings
+from ops.cache import Cache
+from ops.registry import resolve_specs, run_method
 
 
 def read_benchmark(path: Path, limit: int | None = None) -> list[dict]:
@@ -58,20 +39,20 @@ def run_bench(benchmark: Path, specs: list[str], profile_name: str = "toy", seed
     """{spec: {joint, target, keep, n, by_attribute, errors, seconds_per_triplet}}. With `rows_out`,
     also appends one row per (spec, triplet): {method, triplet_id, changed, target, keep, joint,
     error}, so that two methods can be compared triplet by triplet (paired)."""
+    models = ModelContext(profile_name)
+    runs = resolve_specs(specs, models.profile)  # fail fast on unknown methods or settings
     rows = read_benchmark(Path(benchmark), limit)
-    judge = load_judge(get_profile(profile_name))
-    ctx = MethodContext(profile_name=profile_name, seed=seed)
-    parsed = [(spec, *parse_method_spec(spec)) for spec in specs]
-    for _, name, settings in parsed:  # fail fast on unknown methods or settings
-        get_method(name).resolve(settings)
+    judge = load_judge(models.profile)
+    cache = Cache()  # shared by every spec: a sweep of generation settings reuses PEZ prompts and D̃
     results = {}
-    for spec, name, settings in parsed:
+    for run in runs:
+        spec = run.label
         outputs, errors, start = [], [], time.perf_counter()
         for row in tqdm(rows, desc=spec, unit="triplet", disable=None):
             try:  # the project's one image loader: checks, RGB conversion; a bad image fails its triplet alone
                 a, a_prime, b = (decode_image(row[f"{k}_png"]).image for k in ("a", "a_prime", "b"))
-                triplet_ctx = ctx.for_triplet(instruction=row.get("instruction"))
-                outputs.append((row, run_method(name, triplet_ctx, a, a_prime, b, **settings)))
+                outputs.append((row, run_method(run, models, a, a_prime, b, seed=seed, cache=cache,
+                                                instruction=row.get("instruction"))))
             except Exception as exc:  # a failing triplet is recorded, the rest go on
                 errors.append({"triplet_id": row["triplet_id"], "error": f"{type(exc).__name__}: {exc}"})
         seconds = (time.perf_counter() - start) / max(1, len(rows))

@@ -1,7 +1,8 @@
-"""Asset checks that fail loudly: missing rows, blank or constant images,
-NaN/inf values and tensors. Each runs per partition, after its asset."""
+"""Every asset check of the code location, in one place: missing rows, blank or
+constant images, NaN/inf values and tensors. Each runs per partition, after its asset."""
 
 
+import dataclasses
 import warnings
 
 import dagster as dg
@@ -10,6 +11,8 @@ import torch
 
 from evaluation.images import is_constant
 from orchestration.assets import generations, metrics, triplets
+from orchestration.cache import DiskCache
+from orchestration.di_assets import clip_deltas, diff_tokens
 from orchestration.partitions import dataset_partitions
 from orchestration.resources import AnalogyStorage
 from orchestration.storage import Store
@@ -116,26 +119,32 @@ def metrics_finite_and_complete(context: dg.AssetCheckExecutionContext,
     return _result(problems, len(rows))
 
 
-def tensor_blobs_finite_check(asset: dg.AssetsDefinition, table: str, column: str) -> dg.AssetChecksDefinition:
-    """A check that every safetensors blob named in `table.column` exists and holds no NaN/inf,
-    e.g. `tensor_blobs_finite_check(diff_tokens, "diff_tokens", "tokens_hash")`."""
+def cached_tensors_finite_check(asset: dg.AssetsDefinition, table: str, column: str,
+                                kind: str) -> dg.AssetChecksDefinition:
+    """A check that every cache entry named in `table.column` (blobs/cache/<kind>/) exists and
+    holds no NaN/inf tensor."""
 
     @dg.asset_check(asset=asset, name=f"{column}_finite", partitions_def=dataset_partitions,
-                    description=f"every tensor in {table}.{column} exists and is finite")
+                    description=f"every cached tensor named in {table}.{column} exists and is finite")
     def _check(context: dg.AssetCheckExecutionContext, storage: AnalogyStorage) -> dg.AssetCheckResult:
         store = storage.store()
+        cache = DiskCache(store)
         digests = [r[column] for r in store.read_table(table, context.partition_key) if r.get(column)]
         problems = []
         for digest in digests:
-            path = store.blob_path("tensors", digest, "safetensors")
-            if not path.exists():
-                problems.append(f"{digest[:12]}: blob missing")
+            value = cache.load(kind, digest)
+            if value is None:
+                problems.append(f"{digest[:12]}: cache entry missing")
             else:
-                problems += tensor_problems(store.get_tensors(digest), digest[:12])
+                tensors = {f.name: getattr(value, f.name) for f in dataclasses.fields(value)
+                           if isinstance(getattr(value, f.name), torch.Tensor)}
+                problems += tensor_problems(tensors, digest[:12])
         return _result(problems, len(digests))
 
     return _check
 
 
 CHECKS = [triplets_not_empty, triplet_images_valid, generations_complete, b_prime_images_valid,
-          metrics_finite_and_complete]
+          metrics_finite_and_complete,
+          cached_tensors_finite_check(diff_tokens, "diff_tokens", "tokens_key", "diff_tokens"),
+          cached_tensors_finite_check(clip_deltas, "clip_deltas", "deltas_key", "clip_deltas")]

@@ -7,30 +7,23 @@ from __future__ import annotations
 import dagster as dg
 
 from orchestration.definitions import ALL_ASSETS, ALL_CHECKS
-from orchestration.resources import AnalogyStorage, ModelsResource
-
-
-def _config_fields(assets_def: dg.AssetsDefinition) -> set[str]:
-    config_type = assets_def.op.config_schema.as_field().config_type
-    return set(getattr(config_type, "fields", {}) or {})
+from orchestration.resources import AnalogyStorage, MethodsResource, ModelsResource
 
 
 def materialize_partition(partition: str, home: str, *, methods: list[str] | None = None, profile: str = "toy",
-                          log_level: str = "WARNING", instance: dg.DagsterInstance | None = None,
-                          tags: dict[str, str] | None = None) -> dg.ExecuteInProcessResult:
-    """Run the whole graph for `partition` into `home`. `methods` goes to every asset
-    whose config has a `methods` field (generations, and the steps that prepare methods)."""
-    ops_config = {}
-    if methods is not None:
-        for assets_def in ALL_ASSETS:
-            if "methods" in _config_fields(assets_def):
-                ops_config[assets_def.op.name] = {"config": {"methods": methods}}
+                          seed: int = 0, log_level: str = "WARNING", instance: dg.DagsterInstance | None = None,
+                          tags: dict[str, str] | None = None, selection=None) -> dg.ExecuteInProcessResult:
+    """Run the whole graph (or `selection`) for `partition` into `home`. `methods` (specs, as
+    `analogy bench` takes them; None = the registered defaults) and `seed` are the run's
+    `methods` resource, which every asset that prepares or runs a method reads."""
     return dg.materialize(
         [*ALL_ASSETS, *ALL_CHECKS],
         partition_key=partition,
         instance=instance,
-        resources={"storage": AnalogyStorage(home=home), "models": ModelsResource(profile=profile)},
-        run_config={"loggers": {"console": {"config": {"log_level": log_level}}}, "ops": ops_config},
+        resources={"storage": AnalogyStorage(home=home), "models": ModelsResource(profile=profile),
+                   "methods": MethodsResource(methods=methods or [], seed=seed)},
+        run_config={"loggers": {"console": {"config": {"log_level": log_level}}}},
         tags=tags,
         raise_on_error=False,
+        selection=selection,
     )

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import logging
-
 import dagster as dg
+from pydantic import field_validator
 
-from ops.registry import MethodContext
+from models.context import ModelContext
+from ops.registry import MethodRun, default_methods, resolve_specs
 from orchestration.storage import Store
 
 
@@ -30,10 +30,9 @@ class ModelsResource(dg.ConfigurableResource):
 
         return get_profile(self.profile)
 
-    def method_context(self, seed: int, log: logging.Logger, memo=None) -> MethodContext:
-        """`memo`: the cache of method intermediates (orchestration.memo.DiskMemo in the pipeline)."""
-        return MethodContext(profile_name=self.profile, seed=seed, log=log, device=self.device,
-                             memo=memo if memo is not None else {})
+    def models(self) -> ModelContext:
+        """The profile's models, loaded lazily (what a method gets as `models`)."""
+        return ModelContext(self.profile, self.device)
 
     def image_encoder(self, kind: str):
         from models.loaders import load_image_encoder
@@ -51,5 +50,27 @@ class ModelsResource(dg.ConfigurableResource):
         return load_text_encoder(self.get_profile())
 
 
+class MethodsResource(dg.ConfigurableResource):
+    """The methods of a run and their settings, set once: every asset that prepares or runs a
+    method (captions, pez_prompts, clip_deltas, diff_tokens, generations) reads this one resource.
+
+    `methods`: specs as `analogy bench` takes them, 'name' or 'name[key=value;key=value]'
+    (empty → every method registered with default=True); `seed`: the user's seed, from which
+    every method derives its seeds with the content (ops.cache.content_seed)."""
+
+    methods: list[str] = []
+    seed: int = 0
+
+    @field_validator("methods")
+    @classmethod
+    def _known(cls, methods: list[str]) -> list[str]:
+        resolve_specs(methods)  # a wrong name or setting fails here, before any work
+        return methods
+
+    def runs(self, profile) -> list[MethodRun]:
+        """Every method of the run with its config resolved for `profile`."""
+        return resolve_specs(self.methods or default_methods(), profile)
+
+
 def default_resources() -> dict[str, dg.ConfigurableResource]:
-    return {"storage": AnalogyStorage(), "models": ModelsResource()}
+    return {"storage": AnalogyStorage(), "models": ModelsResource(), "methods": MethodsResource()}

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import dagster as dg
 
-from orchestration.assets import ASSETS
 from orchestration.partitions import dataset_partitions
 
-# Everything for one partition (the leaderboard refresh included); the UI's backfill runs many.
-analogy_job = dg.define_asset_job("analogy_job", selection=dg.AssetSelection.assets(*ASSETS),
-                                  description="triplets → generations → metrics → report, and the leaderboard")
+# Every asset of the code location for one partition (the DI steps and the leaderboard refresh
+# included); the UI's backfill runs many.
+analogy_job = dg.define_asset_job("analogy_job", selection=dg.AssetSelection.all(),
+                                  description="triplets → DI steps → generations → metrics → report, leaderboard")
 
 
 @dg.schedule(job=analogy_job, cron_schedule="0 3 * * 0", default_status=dg.DefaultScheduleStatus.STOPPED)

@@ -1,7 +1,8 @@
 """The embedded storage layout under `$ANALOGY_HOME` (default `./.analogy`):
 
     tables/<table>/dataset=<partition>/part-0.parquet   one schema per table (evaluation.schemas)
-    blobs/<kind>/<sha256>.<ext>                         content-addressed PNGs and safetensors
+    blobs/png/<image hash>.png                          images, named by their pixels (ops.cache.image_hash)
+    blobs/cache/<kind>/<key>.<ext>                      method intermediates (orchestration.cache)
     analogy.duckdb                                      views over tables/
     reports/dataset=<partition>/                        HTML gallery and plots
     dagster/                                            DAGSTER_HOME for the CLI's runs
@@ -27,6 +28,7 @@ from safetensors.torch import save as save_safetensors
 from evaluation.files import atomic_write
 from evaluation.images import png_bytes
 from evaluation.schemas import TABLES
+from ops.cache import image_hash
 
 DEFAULT_HOME = "./.analogy"
 
@@ -82,8 +84,14 @@ class Store:
             atomic_write(path, data)
         return digest
 
-    def put_png(self, image: Image.Image | bytes) -> str:
-        return self.put_blob("png", image if isinstance(image, bytes) else png_bytes(image), "png")
+    def put_png(self, image: Image.Image) -> str:
+        """Store an image as PNG, named by its pixels' hash (ops.cache.image_hash: the hash every
+        cache key and seed uses), so the name of a stored image is the hash of what `get_png` returns."""
+        digest = image_hash(image)
+        path = self.png_path(digest)
+        if not path.exists():
+            atomic_write(path, png_bytes(image))
+        return digest
 
     def png_path(self, digest: str) -> Path:
         return self.blob_path("png", digest, "png")

@@ -2,14 +2,16 @@
 
 import pytest
 
+from models.context import ModelContext
 from models.toy.world import make_triplets
-from ops.registry import MethodContext, get_method, run_method
+from ops.cache import Cache
+from ops.registry import resolve_specs, run_method
 
 FAST = {
-    "sdedit": {"num_steps": 10},
-    "differential_diffusion": {"num_steps": 10},
-    "dia_captions": {"num_steps": 10},
-    "dia": {"cond_steps": 5, "lbfgs_iterations": 1, "lbfgs_max_iter": 2},
+    "sdedit": "sdedit[num_steps=10]",
+    "differential_diffusion": "differential_diffusion[num_steps=10]",
+    "dia_captions": "dia_captions[num_steps=10]",
+    "dia": "dia[cond_steps=5;lbfgs_iterations=1;lbfgs_max_iter=2]",
 }
 
 
@@ -18,18 +20,32 @@ def triplet():
     return make_triplets(0, 1)[0].images()
 
 
+@pytest.fixture(scope="module")
+def models():
+    return ModelContext(device="cpu")
+
+
 @pytest.mark.parametrize("name", sorted(FAST))
-def test_baseline_produces_b_prime(name, triplet):
-    ctx = MethodContext(device="cpu")
-    out = run_method(name, ctx, triplet["a"], triplet["a_prime"], triplet["b"], **FAST[name])
+def test_baseline_produces_b_prime(name, triplet, models):
+    run = resolve_specs([FAST[name]], models.profile)[0]
+    out = run_method(run, models, triplet["a"], triplet["a_prime"], triplet["b"])
     assert out.size == triplet["b"].size and out.mode == "RGB"
-    assert get_method(name).uses_gpu
 
 
-def test_dia_strength_sweep_reuses_the_estimates(triplet):
-    ctx = MethodContext(device="cpu")
-    outs = [run_method("dia", ctx, triplet["a"], triplet["a_prime"], triplet["b"], **FAST["dia"], strength=st)
-            for st in (0.0, 1.5)]
-    kinds = [key[0] for key in ctx.memo]
-    assert kinds.count("dia_cond") == 3 and kinds.count("dia_noise") == 1  # A, A′, B once; εB once
+def test_dia_strength_sweep_reuses_the_estimates(triplet, models):
+    cache = Cache()
+    runs = resolve_specs([FAST["dia"][:-1] + f";strength={st}]" for st in (0.0, 1.5)], models.profile)
+    outs = [run_method(run, models, triplet["a"], triplet["a_prime"], triplet["b"], cache=cache) for run in runs]
+    assert cache.computed["dia_conditioning"] == 3 and cache.computed["dia_noise"] == 1  # A, A′, B once; εB once
+    assert cache.reused["dia_conditioning"] == 3 and cache.reused["dia_noise"] == 1
     assert outs[0].tobytes() != outs[1].tobytes()
+
+
+def test_dia_estimates_do_not_depend_on_the_triplet(models):
+    """One image's estimate is the same in every triplet: two triplets sharing B share εB."""
+    t1, t2 = (make_triplets(s, 1)[0].images() for s in (0, 1))
+    run = resolve_specs([FAST["dia"]], models.profile)[0]
+    cache = Cache()
+    run_method(run, models, t1["a"], t1["a_prime"], t1["b"], cache=cache)
+    run_method(run, models, t2["a"], t2["a_prime"], t1["b"], cache=cache)
+    assert cache.computed["dia_noise"] == 1 and cache.reused["dia_noise"] == 1

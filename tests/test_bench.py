@@ -6,7 +6,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from models.toy.benchmark import BENCHMARK_SCHEMA, write_benchmark
-from orchestration.bench import parse_method_spec, run_bench
+from ops.registry import parse_method_spec
+from orchestration.bench import run_bench
 
 
 def test_benchmark_file_is_seeded_and_complete(tmp_path):
@@ -45,7 +46,7 @@ def test_bench_scores_no_edit_and_difference_inversion(tmp_path):
     assert set(no_edit["by_attribute"]) == {"size", "colour", "shape", "background"}
     di = out["difference_inversion[pez_steps=30;steps=30;num_steps=10;inversion_steps=9]"]
     assert di["n"] + len(di["errors"]) == 4
-    with pytest.raises(ValueError, match="no option"):
+    with pytest.raises(ValueError, match="no setting"):
         run_bench(path, ["no_edit[st=1]"])
 
 

@@ -1,20 +1,31 @@
 """Asset checks fail loudly on blank outputs and on NaN/inf tensors."""
 
+from dataclasses import dataclass
+
 import dagster as dg
 import pyarrow as pa
 import torch
 from PIL import Image
 
 from evaluation.schemas import TABLES
+from ops.cache import key_digest
+from ops.deltas import Deltas
 from ops.registry import METHODS, register
-from orchestration.checks import tensor_blobs_finite_check
+from orchestration.cache import DiskCache
+from orchestration.checks import cached_tensors_finite_check
 from orchestration.materialize import materialize_partition
 from orchestration.partitions import dataset_partitions
 from orchestration.resources import AnalogyStorage
 
 
+@dataclass(frozen=True)
+class Empty:
+    pass
+
+
 def test_blank_generations_fail_the_image_check(tmp_path):
-    register("test_grey_fill", lambda ctx, a, a_prime, b: Image.new("RGB", b.size, (128, 128, 128)))
+    register("test_grey_fill", lambda models, a, a_prime, b, config, **_: Image.new("RGB", b.size, (128, 128, 128)),
+             Empty)
     try:
         result = materialize_partition("toy", str(tmp_path), methods=["test_grey_fill"])
     finally:
@@ -33,15 +44,19 @@ def test_tensor_check_finds_nan(tmp_path):
     @dg.asset(partitions_def=dataset_partitions)
     def test_tensors(context: dg.AssetExecutionContext, storage: AnalogyStorage) -> None:
         store = storage.store()
-        digests = [store.put_tensors({"x": torch.ones(3)}), store.put_tensors({"x": torch.tensor([1.0, float("nan")])})]
-        store.write_table("test_tensors", context.partition_key, [{"digest": d} for d in digests])
+        cache, digests = DiskCache(store), []
+        for i, bad in enumerate((torch.ones(3), torch.tensor([1.0, float("nan"), 0.0]))):
+            cache("clip_deltas", (i,), lambda bad=bad: Deltas(torch.ones(3), bad, torch.ones(3)))
+            digests.append(key_digest("clip_deltas", (i,)))
+        store.write_table("test_tensors", context.partition_key, [{"digest": d} for d in digests + ["absent"]])
 
     try:
-        check = tensor_blobs_finite_check(test_tensors, "test_tensors", "digest")
+        check = cached_tensors_finite_check(test_tensors, "test_tensors", "digest", "clip_deltas")
         result = dg.materialize([test_tensors, check], partition_key="toy",
                                 resources={"storage": AnalogyStorage(home=str(tmp_path))})
     finally:
         TABLES.pop("test_tensors")
     (evaluation,) = result.get_asset_check_evaluations()
-    assert not evaluation.passed and evaluation.metadata["problems"].value == 1
-    assert "1 NaN/inf" in evaluation.metadata["first_problems"].value
+    assert not evaluation.passed and evaluation.metadata["problems"].value == 2
+    assert "text has 1 NaN/inf" in evaluation.metadata["first_problems"].value
+    assert "cache entry missing" in evaluation.metadata["first_problems"].value

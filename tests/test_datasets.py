@@ -19,8 +19,8 @@ from evaluation.triplets import triplet_row
 from models.toy.world import make_triplets, triplet_rows
 
 
-def store_nothing(png: bytes) -> str:
-    return f"hash-of-{len(png)}"
+def store_nothing(image) -> str:
+    return f"hash-of-{image.width}x{image.height}"
 
 
 def test_partitions_are_datasets_or_their_shards(tmp_path):

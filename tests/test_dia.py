@@ -7,22 +7,23 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from models.context import ModelContext
 from models.toy.world import Scene, make_triplets, render
+from ops.cache import Cache
 from ops.ddim import Schedule, encode_latents
 from ops.dia import (
-    DIACaptionConfig,
     DIAConfig,
     analogy_latents,
     conditioning_loss,
     denoise,
-    dia_captions,
     dia_sequence,
     estimate_conditioning,
     estimate_noise,
     views,
 )
+from ops.dia_captions import DIACaptionConfig, dia_captions
 from ops.images import to_pixels
-from ops.sdedit import SDEditConfig, sdedit
+from ops.sdedit import SDEditConfig, sdedit_image
 from ops.text import pipeline_specials
 
 # Few optimisation steps: enough to see each loss fall on the toy models in a few seconds.
@@ -119,11 +120,36 @@ def test_caption_baseline_at_st_zero_is_sdedit_with_b_caption(pipe):
     im = t.images()
     caps = ("a small red circle on a white background", "a small red star on a white background",
             "a large blue square on a black background")
-    img2img = SDEditConfig(num_steps=10)
-    out = dia_captions(pipe, caps, im["b"], DIACaptionConfig(strength=0.0, img2img=img2img, seed=2))
-    assert out.tobytes() == sdedit(pipe, im["b"], caps[2], img2img, seed=2).tobytes()
-    moved = dia_captions(pipe, caps, im["b"], DIACaptionConfig(strength=1.0, img2img=img2img, seed=2))
-    assert moved.tobytes() != out.tobytes()
+    models, cache = ModelContext(device="cpu"), Cache()
+    for role, text in zip(("a", "a_prime", "b"), caps):  # the captions, as if the captioner had given them
+        cache("caption", (models.captioner.model_id, im[role]), lambda text=text: text)
+    run = lambda st: dia_captions(models, im["a"], im["a_prime"], im["b"],  # noqa: E731
+                                  DIACaptionConfig(strength=st, num_steps=10), seed=2, cache=cache)
+    out = run(0.0)
+    assert out.tobytes() == sdedit_image(pipe, im["b"], caps[2], SDEditConfig(num_steps=10), seed=2).tobytes()
+    assert run(1.0).tobytes() != out.tobytes()
+    assert cache.computed["caption"] == 3 and cache.reused["caption"] == 6  # no caption was recomputed
+
+
+def test_official_timesteps_are_the_eight_cleanest_of_the_ascending_schedule(pipe, b_image, cond_b):
+    ascending = Schedule(pipe.scheduler, FAST.num_steps).timesteps.flip(0)
+    assert sorted(cond_b.timesteps.tolist()) == ascending[:8].tolist()  # one each, never the two noisiest
+    wave1 = estimate_conditioning(pipe, b_image, replace(FAST, cond_steps=1, cond_timesteps="all"), seed=5)
+    assert len(set(wave1.timesteps.tolist())) == 8 and set(wave1.timesteps.tolist()) <= set(ascending.tolist())
+
+
+def test_both_optimisers_stop_early_below_the_sufficient_loss(pipe, b_image, cond_b):
+    """The official stop: the loss is checked before each step, and once it is below the threshold
+    nothing more is optimised."""
+    stop_now = replace(FAST, early_stop_loss=1e9)
+    cond = estimate_conditioning(pipe, b_image, stop_now, seed=0)
+    assert len(cond.curve) == 1 and torch.equal(cond.tokens, cond.init)
+    noise = estimate_noise(pipe, b_image, cond_b.cond, stop_now, seed=1)
+    assert len(noise.curve) == 1
+    never = replace(FAST, early_stop_loss=0.0, cond_steps=7, lbfgs_iterations=2)
+    assert len(estimate_conditioning(pipe, b_image, never, seed=0).curve) == 7
+    assert len(estimate_noise(pipe, b_image, cond_b.cond, never, seed=1).curve) == 3  # 2 iterations + the final
+    assert DIAConfig().cond_steps == 10 and DIAConfig().early_stop_loss == 0.0008  # the official values
 
 
 def test_zero_change_map_keeps_b_s_reconstruction(pipe, cond_b, noise_b):

@@ -1,15 +1,17 @@
 """DIFF-token training and B′ generation on the committed toy pipeline."""
 
 import hashlib
+from dataclasses import replace
 
 import pytest
 import torch
 
 from models.toy.world import make_triplets
+from ops.cache import config_hash
 from ops.ddim import encode_latents
 from ops.deltas import clip_deltas
-from ops.diff_tokens import DiffConfig, TrainingDivergedError, pair_sequences, train_diff_tokens
-from ops.difference_inversion import DIConfig, GenerateConfig, apply_difference, config_hash
+from ops.diff_tokens import TrainingDivergedError, pair_sequences, train_diff_tokens
+from ops.difference_inversion import DIConfig, apply_difference
 from ops.images import to_pixels
 from ops.pez import pez_prompt
 from ops.text import pipeline_specials
@@ -43,7 +45,7 @@ def test_only_diff_tokens_change_and_both_losses_fall(pipe, joint_clip, pair):
 
     before = digests()
     out = train_diff_tokens(pipe, joint_clip, pair["z_a"], pair["z_ap"], pair["p_a"], pair["p_ap"], pair["delta"],
-                            DiffConfig(steps=120, seed=0))
+                            DIConfig(steps=120), seed=0)
     assert before == digests()  # every model parameter bit-identical
     assert out.tokens.shape == (5, pipe.text_encoder.config.hidden_size)
     assert out.tokens.abs().sum() > 0  # started from zero and moved
@@ -70,9 +72,9 @@ def test_before_sequence_carries_minus_d(pipe):
 
 def test_same_seed_same_bytes_and_seed_matters(pipe, joint_clip, pair):
     args = (pipe, joint_clip, pair["z_a"], pair["z_ap"], pair["p_a"], pair["p_ap"], pair["delta"])
-    one = train_diff_tokens(*args, DiffConfig(steps=15, seed=3)).tokens
-    two = train_diff_tokens(*args, DiffConfig(steps=15, seed=3)).tokens
-    three = train_diff_tokens(*args, DiffConfig(steps=15, seed=4)).tokens
+    one = train_diff_tokens(*args, DIConfig(steps=15), seed=3).tokens
+    two = train_diff_tokens(*args, DIConfig(steps=15), seed=3).tokens
+    three = train_diff_tokens(*args, DIConfig(steps=15), seed=4).tokens
     assert one.numpy().tobytes() == two.numpy().tobytes()
     assert not torch.equal(one, three)
 
@@ -82,22 +84,26 @@ def test_nan_in_training_is_a_clear_error(pipe, joint_clip, pair):
     bad[..., 0, 0] = float("nan")
     with pytest.raises(TrainingDivergedError, match="step 0"):
         train_diff_tokens(pipe, joint_clip, bad, pair["z_ap"], pair["p_a"], pair["p_ap"], pair["delta"],
-                          DiffConfig(steps=5, clip_loss=False))
+                          DIConfig(steps=5, clip_loss=False))
 
 
 def test_config_switches_validate_and_hash():
     with pytest.raises(ValueError):
-        DiffConfig(init="ones")
+        DIConfig(init="ones")
     with pytest.raises(ValueError):
         DIConfig(delta="both")
     with pytest.raises(ValueError):
-        GenerateConfig(inversion_steps=51)
+        DIConfig(inversion_steps=51)
     base = DIConfig()
     assert config_hash(base) == config_hash(DIConfig())
-    assert config_hash(base) != config_hash(base.with_overrides(init="random"))
-    assert base.with_overrides(inversion_steps=5).generate.inversion_steps == 5
-    with pytest.raises(ValueError, match="unknown"):
-        base.with_overrides(nonsense=1)
+    assert config_hash(base) != config_hash(replace(base, init="random"))
+    # D̃ depends on every setting but the generation ones
+    assert base.training_hash() == replace(base, inversion_steps=5, guidance_scale=3.0).training_hash()
+    assert base.training_hash() != replace(base, lambda_tc=1.0).training_hash()
+    from ops.registry import get_method
+
+    with pytest.raises(ValueError, match="no setting"):
+        get_method("difference_inversion").config({"nonsense": 1})
 
 
 def test_zero_tokens_and_zero_change_map_keep_b(pipe, joint_clip, pair):
@@ -108,7 +114,7 @@ def test_zero_tokens_and_zero_change_map_keep_b(pipe, joint_clip, pair):
     b = pair["images"]["b"]
     p_b = pez_prompt(joint_clip, [b], steps=40, seed=2).token_ids
     tokens = torch.randn(5, pipe.text_encoder.config.hidden_size) * 3
-    cfg = GenerateConfig(num_steps=20, inversion_steps=18)
+    cfg = DIConfig(num_steps=20, inversion_steps=18)
     kept = apply_difference(pipe, b, p_b, tokens, cfg, change_map=torch.zeros(32, 32))
     round_trip = to_pil(decode_latents(pipe.vae, encode_latents(pipe.vae, to_pixels([b], 32))))[0]
     px = lambda im: to_pixels([im], 32)  # noqa: E731

@@ -1,13 +1,21 @@
 """The generation loop: per-triplet errors, a missing model reported once per method."""
 
 import logging
+from dataclasses import dataclass
 
 from makers import scene_image
 
+from models.context import ModelContext
 from models.loaders import ModelMissingError
-from ops.registry import METHODS, MethodContext, register
+from ops.cache import Cache
+from ops.registry import METHODS, register, resolve_specs
 from orchestration.generate import generate_rows
 from orchestration.storage import Store
+
+
+@dataclass(frozen=True)
+class Empty:
+    pass
 
 
 def triplets(store: Store, n: int) -> list[dict]:
@@ -19,21 +27,21 @@ def triplets(store: Store, n: int) -> list[dict]:
 def test_errors_stay_per_triplet_and_a_missing_model_is_tried_once(tmp_path):
     store, calls = Store(tmp_path), []
 
-    def flaky(ctx, a, a_prime, b):
+    def flaky(models, a, a_prime, b, config, **_):
         calls.append("flaky")
         if len(calls) == 2:
             raise ValueError("bad luck")
         return b
 
-    def needs_weights(ctx, a, a_prime, b):
+    def needs_weights(models, a, a_prime, b, config, **_):
         calls.append("needs_weights")
         raise ModelMissingError("toy diffusion pipeline not found")
 
-    register("test_flaky", flaky)
-    register("test_needs_weights", needs_weights)
+    register("test_flaky", flaky, Empty)
+    register("test_needs_weights", needs_weights, Empty)
     try:
-        rows = generate_rows(triplets(store, 3), ["test_flaky", "test_needs_weights"], {}, store, MethodContext(),
-                             0, logging.getLogger("test"))
+        runs = resolve_specs(["test_flaky", "test_needs_weights"])
+        rows = generate_rows(triplets(store, 3), runs, store, ModelContext(), Cache(), 7, logging.getLogger("test"))
     finally:
         METHODS.pop("test_flaky")
         METHODS.pop("test_needs_weights")
@@ -41,4 +49,4 @@ def test_errors_stay_per_triplet_and_a_missing_model_is_tried_once(tmp_path):
         ("test_flaky", "t0", False), ("test_flaky", "t1", True), ("test_flaky", "t2", False),
         ("test_needs_weights", "t0", True), ("test_needs_weights", "t1", True), ("test_needs_weights", "t2", True)]
     assert calls.count("needs_weights") == 1 and "not found" in rows[-1]["error"]
-    assert len({r["seed"] for r in rows}) == 6  # one seed per (triplet, method config)
+    assert {r["seed"] for r in rows} == {7}  # the user's seed; methods derive theirs from content

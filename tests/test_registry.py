@@ -1,51 +1,91 @@
-"""The method registry."""
+"""The method registry: names → (entry function, config class); configs resolved in layers."""
+
+import dataclasses
 
 import pytest
 from makers import gradient, scene_image
 
-from ops.registry import METHODS, MethodContext, get_method, register, run_method
+from models.context import ModelContext
+from models.profiles import get_profile
+from ops.cache import content_seed, image_hash
+from ops.difference_inversion import DIConfig
+from ops.registry import METHODS, MethodRun, get_method, register, resolve_specs, run_method
+
+
+def _run(spec: str, profile=None) -> MethodRun:
+    return resolve_specs([spec], profile)[0]
 
 
 def test_no_edit_returns_b():
     b = scene_image("red", "star")
-    out = run_method("no_edit", MethodContext(), gradient(), gradient(), b)
+    out = run_method(_run("no_edit"), ModelContext(), gradient(), gradient(), b)
     assert out.tobytes() == b.tobytes() and out is not b
 
 
 def test_config_hash_names_method_and_config():
-    method = get_method("no_edit")
-    assert method.config_hash({}) == method.config_hash({})
-    assert method.config_hash({}) != method.config_hash({"x": 1})
+    assert _run("sdedit").config_hash == _run("sdedit").config_hash
+    assert _run("sdedit").config_hash != _run("sdedit[strength=0.5]").config_hash
+    assert _run("differential_diffusion").config_hash != _run("sdedit").config_hash
 
 
-def test_unknown_method_and_option_are_errors():
+def test_unknown_method_setting_and_value_are_errors_before_any_work():
     with pytest.raises(KeyError, match="unknown method"):
         get_method("nope")
-    with pytest.raises(ValueError, match="no option"):
-        get_method("no_edit").resolve({"strength": 0.5})
+    with pytest.raises(ValueError, match="no setting"):
+        _run("no_edit[strength=0.5]")
+    with pytest.raises(ValueError, match="delta must be one of"):
+        _run("difference_inversion[delta=images]")
+    with pytest.raises(ValueError, match="given twice"):
+        resolve_specs(["sdedit", "sdedit"])
 
 
-def test_register_as_decorator_and_lazy_target():
+def test_config_layers_class_profile_preset_user():
+    toy = get_profile("toy")
+    paper = _run("difference_inversion", get_profile("sd21-base")).config
+    assert paper == DIConfig()  # real profiles: the paper's values
+    on_toy = _run("difference_inversion", toy).config
+    assert (on_toy.lambda_tc, on_toy.prompt_source, on_toy.steps) == (100.0, "caption", 300)
+    ablation = _run("di_no_token_consistency", toy).config
+    assert ablation.token_consistency is False and ablation.lambda_tc == 100.0  # preset over the profile
+    user = _run("di_no_token_consistency[lambda_tc=1;token_consistency=true]", toy).config
+    assert user.lambda_tc == 1 and user.token_consistency is True  # the user over the preset
+
+
+def test_every_default_lives_in_the_config_class():
+    """A registered method's config is its class's defaults when no profile or setting applies."""
+    for method in METHODS.values():
+        config = method.config()
+        assert dataclasses.is_dataclass(config) and config.__dataclass_params__.frozen
+        expected = method.config_class(**method.preset)
+        assert config == expected
+
+
+def test_register_checks_names_and_presets():
+    def flip(models, a, a_prime, b, config, **_):
+        return b.transpose(config.axis)
+
+    @dataclasses.dataclass(frozen=True)
+    class FlipConfig:
+        axis: int = 0
+
     try:
-        @register("test_flip", defaults={"axis": 0})
-        def flip(ctx, a, a_prime, b, axis):
-            return b.transpose(axis)
-
-        register("test_lazy", "ops.registry:no_edit")
-        assert run_method("test_flip", MethodContext(), gradient(), gradient(), gradient()).size == (40, 24)
-        assert run_method("test_lazy", MethodContext(), gradient(), gradient(), gradient()).size == (40, 24)
+        register("test_flip", flip, FlipConfig)
+        out = run_method(_run("test_flip[axis=1]"), ModelContext(), gradient(), gradient(), gradient())
+        assert out.size == (40, 24)
         with pytest.raises(ValueError, match="twice"):
-            register("test_lazy", "ops.registry:no_edit")
+            register("test_flip", flip, FlipConfig)
+        with pytest.raises(ValueError, match="no setting"):
+            register("test_bad_preset", flip, FlipConfig, preset={"angle": 1})
     finally:
         METHODS.pop("test_flip", None)
-        METHODS.pop("test_lazy", None)
+        METHODS.pop("test_bad_preset", None)
 
 
-def test_contexts_share_the_memo_across_seeds():
-    ctx = MethodContext(seed=1)
-    assert ctx.cached("k", lambda: 41) == 41
-    other = ctx.for_triplet(seed=2)
-    assert other.seed == 2 and other.cached("k", lambda: 0) == 41
+def test_seeds_come_from_content_and_the_user_seed():
+    red, blue = scene_image("red", "star"), scene_image("blue", "star")
+    assert content_seed(0, red) == content_seed(0, red.copy())
+    assert len({content_seed(0, red), content_seed(1, red), content_seed(0, blue), content_seed(0, red, blue)}) == 4
+    assert image_hash(red) == image_hash(red.copy()) != image_hash(blue)
 
 
 def test_change_map_is_checked_with_a_clear_error():
@@ -60,44 +100,46 @@ def test_change_map_is_checked_with_a_clear_error():
     for bad, message in ((torch.full((8, 8), float("nan")), "finite"), (torch.full((8, 8), 2.0), r"\[0, 1\]"),
                          (torch.zeros(8, 16), "aspect"), (torch.zeros(2, 8, 8), "one")):
         with pytest.raises(ValueError, match=message):
-            run_method("no_edit", MethodContext(), b, b, b, change_map=bad)
+            run_method(_run("no_edit"), ModelContext(), b, b, b, change_map=bad)
 
 
 def test_the_instruction_reaches_text_guided_baselines():
     """SDEdit / Differential Diffusion edit toward the triplet's instruction where it has one."""
-    from ops.baseline_methods import _text
+    from ops.cache import Cache
+    from ops.captions import edit_text
 
-    ctx = MethodContext()
-    with_instruction = ctx.for_triplet(seed=3, instruction="make the red star blue")
-    assert with_instruction.memo is ctx.memo and with_instruction.seed == 3
+    models, cache = ModelContext(), Cache()
     a_prime = scene_image("blue", "star")
-    assert _text(with_instruction, "instruction", a_prime) == "make the red star blue"
-    assert "blue" in _text(ctx, "instruction", a_prime)  # no instruction: A′'s caption
-    assert "blue" in _text(with_instruction, "caption", a_prime)
+    assert edit_text(models, "instruction", "make the red star blue", a_prime, cache) == "make the red star blue"
+    assert "blue" in edit_text(models, "instruction", None, a_prime, cache)  # no instruction: A′'s caption
+    assert "blue" in edit_text(models, "caption", "make the red star blue", a_prime, cache)
+    with pytest.raises(ValueError, match="text must be one of"):
+        _run("sdedit[text=instructions]")
 
 
 # Pixel tolerance (mean |Δ| in [−1, 1]) on top of the VAE round trip. DI: its inversion is
 # deterministic, only the last DDIM step acts (0.02, as in test_diff_tokens). SDEdit and Differential
 # Diffusion re-inject the original noised with *fresh* noise at t = 1 before their last step (exactly
 # what m = 0 must give, test_differential_diffusion); 0.0204 measured, bound 0.03 (≈ 4 grey levels).
-@pytest.mark.parametrize("name, fast, tolerance", [
-    ("sdedit", {"num_steps": 20}, 0.03),
-    ("differential_diffusion", {"num_steps": 20}, 0.03),
-    ("difference_inversion", {"pez_steps": 20, "steps": 5, "num_steps": 20, "inversion_steps": 18}, 0.02),
+@pytest.mark.parametrize("spec, tolerance", [
+    ("sdedit[num_steps=20]", 0.03),
+    ("differential_diffusion[num_steps=20]", 0.03),
+    ("difference_inversion[pez_steps=20;steps=5;num_steps=20;inversion_steps=18]", 0.02),
 ])
-def test_a_zero_change_map_keeps_b_in_every_mode(name, fast, tolerance):
-    """`run_method(..., change_map=0)` leaves B′ = B up to the VAE round trip (SPEC §3)."""
+def test_a_zero_change_map_keeps_b_in_every_mode(spec, tolerance):
+    """`run_method(..., change_map=0)` leaves B′ = B up to the VAE round trip."""
     import torch
 
-    from ops.ddim import decode_latents, encode_latents
-    from ops.images import to_pil, to_pixels
+    from ops.ddim import vae_round_trip
+    from ops.images import to_pixels
 
     a, a_prime, b = scene_image("red", "circle"), scene_image("blue", "circle"), scene_image("red", "square")
-    ctx = MethodContext(device="cpu")
+    models = ModelContext(device="cpu")
+    run = _run(spec, models.profile)
     px = lambda im: to_pixels([im], 32)  # noqa: E731
-    round_trip = to_pil(decode_latents(ctx.pipeline.vae, encode_latents(ctx.pipeline.vae, px(b))))[0]
-    kept = run_method(name, ctx, a, a_prime, b, change_map=torch.zeros(32, 32), **fast)
-    free = run_method(name, ctx, a, a_prime, b, **fast)
+    round_trip = vae_round_trip(models.pipeline, [b])[0]
+    kept = run_method(run, models, a, a_prime, b, change_map=torch.zeros(32, 32))
+    free = run_method(run, models, a, a_prime, b)
     err_kept = (px(kept) - px(round_trip)).abs().mean().item()
     err_free = (px(free) - px(round_trip)).abs().mean().item()
     assert err_kept < tolerance

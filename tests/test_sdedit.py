@@ -5,7 +5,7 @@ import torch
 from models.toy.world import Scene, render
 from ops.ddim import encode_latents
 from ops.images import to_pixels
-from ops.sdedit import SDEditConfig, img2img, sdedit, start_level
+from ops.sdedit import SDEditConfig, img2img, sdedit_image, start_level
 from ops.text import encode_prompt
 
 PROMPT = "a large purple triangle on a black background"
@@ -35,9 +35,9 @@ def test_strength_orders_the_amount_of_change(pipe):
 def test_sdedit_returns_an_image_and_is_seeded(pipe):
     b = render(Scene("small", "orange", "circle", "white"), seed=1)
     config = SDEditConfig(num_steps=10)
-    out = sdedit(pipe, b, PROMPT, config, seed=0)
+    out = sdedit_image(pipe, b, PROMPT, config, seed=0)
     assert out.size == (32, 32) and out.mode == "RGB"
-    assert out.tobytes() == sdedit(pipe, b, PROMPT, config, seed=0).tobytes()
+    assert out.tobytes() == sdedit_image(pipe, b, PROMPT, config, seed=0).tobytes()
 
 
 def test_zero_change_map_keeps_b(pipe):

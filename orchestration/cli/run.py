@@ -62,7 +62,8 @@ def run(args: argparse.Namespace) -> int:
 def _run(args: argparse.Namespace) -> int:
     from evaluation.files import atomic_write
     from evaluation.images import ImageError, load_image, png_bytes, sha256
-    from ops.registry import MethodContext, check_change_map, get_method, run_method
+    from models.context import ModelContext
+    from ops.registry import MethodRun, check_change_map, config_json, get_method, run_method
 
     images = {}
     for role, path in (("a", args.a), ("a_prime", args.a_prime), ("b", args.b)):
@@ -74,10 +75,11 @@ def _run(args: argparse.Namespace) -> int:
         for note in loaded.notes:
             log.info(f"{path}: {note}")
         images[role] = loaded
+    models = ModelContext(args.profile)
     try:
         method = get_method(args.method)
-        config = method.resolve(parse_settings(args.set))
-    except (KeyError, ValueError) as exc:
+        run_spec = MethodRun(args.method, method, method.config(parse_settings(args.set), models.profile))
+    except (KeyError, ValueError, TypeError) as exc:
         print(f"analogy run: error: {exc.args[0]}", file=sys.stderr)
         return 2
     change_map = map_record = None
@@ -89,10 +91,11 @@ def _run(args: argparse.Namespace) -> int:
         except (ImageError, ValueError) as exc:
             print(f"analogy run: error: {args.change_map}: {exc}", file=sys.stderr)
             return 2
-    ctx = MethodContext(profile_name=args.profile, seed=args.seed, log=log, instruction=args.instruction)
+    if args.method != "no_edit":
+        log.info(f"loading the {args.profile} models and running {args.method} (config {run_spec.config_hash})")
     try:
-        b_prime = run_method(args.method, ctx, images["a"].image, images["a_prime"].image, images["b"].image,
-                             change_map=change_map, **config)
+        b_prime = run_method(run_spec, models, images["a"].image, images["a_prime"].image, images["b"].image,
+                             seed=args.seed, change_map=change_map, instruction=args.instruction)
     except Exception as exc:
         if args.debug:
             raise
@@ -101,7 +104,8 @@ def _run(args: argparse.Namespace) -> int:
     out = args.out / "b_prime.png"
     png = png_bytes(b_prime.convert("RGB"))
     atomic_write(out, png)
-    record = {"method": args.method, "config": config, "config_hash": method.config_hash(config),
+    record = {"method": args.method, "config": json.loads(config_json(run_spec.config)),
+              "config_hash": run_spec.config_hash,
               "profile": args.profile, "seed": args.seed, "instruction": args.instruction,
               "change_map": map_record,
               "inputs": {role: {"path": str(getattr(args, role)), "sha256": sha256(im.png), "notes": im.notes}

@@ -23,9 +23,10 @@ def add_parser(subparsers) -> None:
 
 def run_check(args: argparse.Namespace) -> int:
     from evaluation.toy_check import toy_check
+    from ops.ddim import ddim_reconstruct, vae_round_trip
 
     start = time.perf_counter()
-    result = toy_check() | {"seconds": round(time.perf_counter() - start, 1)}
+    result = toy_check(ddim_reconstruct, vae_round_trip) | {"seconds": round(time.perf_counter() - start, 1)}
     if not args.json:
         for section in ("t2i", "reconstruction", "vae"):
             print(f"{section}: {json.dumps(result[section])}")

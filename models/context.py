@@ -1,0 +1,45 @@
+"""The models of one run, loaded lazily: what a method gets as its `models` argument.
+
+A method in `ops/` never loads a model; it reads `models.pipeline`,
+`models.joint_clip` or `models.captioner` from the object it is given, and the
+first read loads that model (cached per process by `models.loaders`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cached_property
+
+from models.profiles import Profile, get_profile
+
+
+@dataclass
+class ModelContext:
+    """A profile's models, loaded on first use."""
+
+    profile_name: str = "toy"
+    device: str | None = None  # None → cuda if available, else cpu
+
+    @cached_property
+    def profile(self) -> Profile:
+        return get_profile(self.profile_name)
+
+    @property
+    def pipeline(self):
+        """The profile's diffusers pipeline (DDIM scheduler, frozen)."""
+        from models.loaders import load_pipeline
+
+        return load_pipeline(self.profile, self.device)
+
+    @property
+    def joint_clip(self):
+        """The CLIP whose text tower shares the diffusion text encoder's token table."""
+        from models.loaders import load_clip
+
+        return load_clip(self.profile.joint_clip, self.device)
+
+    @property
+    def captioner(self):
+        from models.loaders import load_captioner
+
+        return load_captioner(self.profile)

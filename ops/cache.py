@@ -1,0 +1,98 @@
+"""What every cached intermediate is keyed by, and the cache the methods write through.
+
+- `image_hash`: an image's identity is its pixels (mode, size, raw bytes). The blob
+  store names PNGs by it, the cache keys use it, the seeds are derived from it.
+- `config_hash`: a config dataclass (or dict) → 12 hex digits; names outputs.
+- `content_seed`: the one seed derivation — from the user's seed and content
+  (images, names), never from a triplet's position — so a D̃, a PEZ prompt or a
+  DIA estimate of one image is the same in every triplet, partition and run.
+- `Cache`: `cache(kind, key, compute)` returns the stored value of (kind, key) or
+  computes and stores it, counting both. `Cache()` keeps values in memory; the
+  pipeline's on-disk cache (orchestration.cache) stores them under $ANALOGY_HOME.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from collections import Counter
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from PIL import Image
+
+T = TypeVar("T")
+
+
+def image_hash(image: Image.Image) -> str:
+    """SHA-256 (hex) of an image's pixels, mode and size: the same pixels give the same hash
+    whatever file they came from."""
+    h = hashlib.sha256(f"{image.mode}{image.size}".encode())
+    h.update(image.tobytes())
+    return h.hexdigest()
+
+
+def config_hash(config: Any) -> str:
+    """12 hex digits naming a config (a dataclass or a JSON-able dict)."""
+    values = dataclasses.asdict(config) if dataclasses.is_dataclass(config) else config
+    return hashlib.sha256(json.dumps(values, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+def content_seed(seed: int, *parts: Image.Image | str) -> int:
+    """A 32-bit seed from the user's `seed` and content: an image part counts by the first 16 hex
+    digits of its `image_hash`, any other part by its text."""
+    text = ":".join([str(seed)] + [image_hash(p)[:16] if isinstance(p, Image.Image) else str(p) for p in parts])
+    return int(hashlib.sha256(text.encode()).hexdigest()[:8], 16)
+
+
+def key_part(value: Any) -> Any:
+    """A cache-key component: images by hash, dataclass configs by config hash, the rest as is."""
+    if isinstance(value, Image.Image):
+        return image_hash(value)
+    if dataclasses.is_dataclass(value):
+        return config_hash(value)
+    return value
+
+
+def key_digest(kind: str, key: tuple) -> str:
+    """SHA-256 (hex) of (kind, key): the name of a cache entry."""
+    return hashlib.sha256(json.dumps([kind, [key_part(k) for k in key]], default=str).encode()).hexdigest()
+
+
+class Cache:
+    """Values by (kind, key) in memory. `stats` counts, per kind, what was computed and what reused.
+
+    Subclasses store elsewhere by overriding `load(kind, digest)` (None = absent) and
+    `save(kind, digest, value)`."""
+
+    def __init__(self):
+        self._memory: dict[tuple[str, str], Any] = {}
+        self.computed: Counter[str] = Counter()
+        self.reused: Counter[str] = Counter()
+
+    def __call__(self, kind: str, key: tuple, compute: Callable[[], T]) -> T:
+        digest = key_digest(kind, key)
+        if (kind, digest) not in self._memory:
+            value = self.load(kind, digest)
+            if value is None:
+                value = compute()
+                self.save(kind, digest, value)
+                self.computed[kind] += 1
+            else:
+                self.reused[kind] += 1
+            self._memory[kind, digest] = value
+        else:
+            self.reused[kind] += 1
+        return self._memory[kind, digest]
+
+    def load(self, kind: str, digest: str) -> Any | None:
+        return None
+
+    def save(self, kind: str, digest: str, value: Any) -> None:
+        pass
+
+    @property
+    def stats(self) -> dict[str, dict[str, int]]:
+        kinds = sorted(set(self.computed) | set(self.reused))
+        return {k: {"computed": self.computed[k], "reused": self.reused[k]} for k in kinds}
