@@ -19,7 +19,9 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 MIN_SIDE = 8  # px; the toy world is 32 px, real datasets are larger
 MAX_SIDE = 16384
-MAX_PIXELS = 64_000_000  # bigger than any dataset image; guards memory before decoding
+# The decoded-size budget, checked from the header before any pixel is decoded: a 24 MP photo fits,
+# a decompression bomb (a few KB of PNG declaring 16384 × 3900 px) does not.
+MAX_PIXELS = 25_000_000
 MAX_FILE_BYTES = 256 * 1024 * 1024
 
 
@@ -50,7 +52,7 @@ def sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def load_image(source: str | Path | bytes, *, root: Path | None = None) -> LoadedImage:
+def load_image(source: str | Path | bytes, *, root: Path | None = None, allow_blank: bool = False) -> LoadedImage:
     """Open `source` (a path, or encoded bytes) as RGB.
 
     With `root`, a path must resolve (symlinks followed) inside `root`; this is
@@ -62,10 +64,19 @@ def load_image(source: str | Path | bytes, *, root: Path | None = None) -> Loade
         data = _read_file(Path(source), root)
     if len(data) > MAX_FILE_BYTES:
         raise ImageError(f"file too large ({len(data) / 2**20:.0f} MiB, limit {MAX_FILE_BYTES / 2**20:.0f} MiB)")
-    return decode_image(data)
+    return decode_image(data, allow_blank=allow_blank)
 
 
 def _read_file(path: Path, root: Path | None) -> bytes:
+    if "\x00" in str(path):
+        raise ImageError("the path holds a NUL byte")
+    try:
+        return _read_checked(path, root)
+    except OSError as exc:
+        raise ImageError(f"cannot be read ({exc.strerror or exc})") from None
+
+
+def _read_checked(path: Path, root: Path | None) -> bytes:
     if root is not None:
         resolved = (root / path).resolve()
         if not resolved.is_relative_to(root.resolve()):
@@ -80,8 +91,9 @@ def _read_file(path: Path, root: Path | None) -> bytes:
     return path.read_bytes()
 
 
-def decode_image(data: bytes) -> LoadedImage:
-    """Decode encoded image bytes, check the size, convert to RGB and note each conversion."""
+def decode_image(data: bytes, *, allow_blank: bool = False) -> LoadedImage:
+    """Decode encoded image bytes, check the size, convert to RGB and note each conversion. A blank
+    (constant) image is refused unless `allow_blank` (a change map of zeros is one)."""
     if not data:
         raise ImageError("empty file")
     try:
@@ -99,7 +111,11 @@ def decode_image(data: bytes) -> LoadedImage:
         raise ImageError("not a readable image (unknown format or corrupt header)") from None
     except Exception as exc:  # PIL raises many types for corrupt data (OSError, SyntaxError, ValueError, …)
         raise ImageError(f"not a readable image ({type(exc).__name__}: {exc})") from None
-    return _to_rgb(image)
+    loaded = _to_rgb(image)
+    if not allow_blank and is_constant(loaded.image):  # nothing to edit or to learn from: refused before any work
+        repaired = f" after {'; '.join(loaded.notes)}" if loaded.notes else ""
+        raise ImageError(f"blank image: every pixel is {loaded.image.getpixel((0, 0))}{repaired}")
+    return loaded
 
 
 def _check_size(width: int, height: int) -> None:
@@ -145,6 +161,8 @@ def _to_rgb(image: Image.Image) -> LoadedImage:
 def _high_bit_depth_to_l(image: Image.Image) -> Image.Image:
     """16-bit / 32-bit integer or float greyscale → 8-bit "L", scaled, not clipped."""
     array = np.asarray(image).astype(np.float64)
+    if not np.isfinite(array).any():
+        raise ImageError(f"every pixel of the {image.mode} image is NaN or infinite")
     if image.mode == "F":
         scale = 255.0 if np.nanmax(array) <= 1.0 else 1.0
     else:

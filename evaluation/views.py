@@ -14,6 +14,7 @@ from pathlib import Path
 import duckdb
 import pyarrow as pa
 
+from evaluation.files import remove_stale_temporaries
 from evaluation.stats import Z975, t975
 
 LEADERBOARD_SQL = f"""
@@ -51,37 +52,87 @@ def table_view_sql(table: str, tables_root: Path) -> str:
     )
 
 
+def _define_views(con, tables_root: Path, tables: list[str]) -> list[str]:
+    """A view per table that has files, the t-table and the leaderboard, on connection `con`."""
+    dfs = list(range(1, 10001))
+    t_table = pa.table({"df": pa.array(dfs, pa.int64()), "t": pa.array([t975(d) for d in dfs], pa.float64())})
+    con.register("t_values", t_table)
+    con.execute("CREATE TABLE t975 AS SELECT * FROM t_values")
+    con.unregister("t_values")
+    views = []
+    for table in tables:
+        con.execute(table_view_sql(table, tables_root))
+        views.append(table)
+    if "metrics" in tables:
+        con.execute(LEADERBOARD_SQL)
+        views.append("leaderboard")
+    if "generations" in tables:
+        con.execute(GENERATION_ERRORS_SQL)
+        views.append("generation_summary")
+    return views
+
+
 def build_database(db_path: Path, tables_root: Path, tables: list[str]) -> list[str]:
     """(Re)write the DuckDB file with a view per table that has files, plus the
-    leaderboard. Built under a temporary name and renamed, so readers never see
-    a half-built file. Returns the view names."""
+    leaderboard, for any DuckDB client. Built under a temporary name and renamed, so
+    readers never see a half-built file. Returns the view names. The file records the
+    tables folder its views read (`analogy_home`), so a moved or copied home can tell."""
     db_path.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(db_path.parent, db_path.name)
     tmp = db_path.with_name(f".{db_path.name}.{os.getpid()}.tmp")
     tmp.unlink(missing_ok=True)
-    views = []
     with duckdb.connect(str(tmp)) as con:
-        dfs = list(range(1, 10001))
-        t_table = pa.table({"df": pa.array(dfs, pa.int64()), "t": pa.array([t975(d) for d in dfs], pa.float64())})
-        con.register("t_values", t_table)
-        con.execute("CREATE TABLE t975 AS SELECT * FROM t_values")
-        con.unregister("t_values")
-        for table in tables:
-            con.execute(table_view_sql(table, tables_root))
-            views.append(table)
-        if "metrics" in tables:
-            con.execute(LEADERBOARD_SQL)
-            views.append("leaderboard")
-        if "generations" in tables:
-            con.execute(GENERATION_ERRORS_SQL)
-            views.append("generation_summary")
+        views = _define_views(con, tables_root, tables)
+        con.execute("CREATE TABLE analogy_home AS SELECT ? AS tables_root", [str(tables_root.resolve())])
         con.execute("CHECKPOINT")
     os.replace(tmp, db_path)
     return views
 
 
+def database_is_current(db_path: Path, tables_root: Path, tables: list[str]) -> bool:
+    """The file exists, reads `tables_root` (not a home it was copied or moved from) and has every table."""
+    if not db_path.exists():
+        return False
+    try:
+        _, root = query(db_path, "SELECT tables_root FROM analogy_home")
+        _, views = query(db_path, "SELECT view_name FROM duckdb_views() WHERE NOT internal")
+    except duckdb.Error:
+        return False
+    return root == [(str(tables_root.resolve()),)] and not set(tables) - {v for (v,) in views}
+
+
 def query(db_path: Path, sql: str) -> tuple[list[str], list[tuple]]:
-    """Run `sql` on a read-only connection: (column names, rows)."""
+    """Run the project's own `sql` on a read-only connection to the file: (column names, rows)."""
     with duckdb.connect(str(db_path), read_only=True) as con:
+        cursor = con.execute(sql)
+        columns = [d[0] for d in cursor.description] if cursor.description else []
+        return columns, cursor.fetchall()
+
+
+class QueryRefused(ValueError):
+    """A user's SQL that is not one read-only statement."""
+
+
+READ_STATEMENTS = (duckdb.StatementType.SELECT, duckdb.StatementType.EXPLAIN)
+
+
+def user_query(tables_root: Path, tables: list[str], sql: str) -> tuple[list[str], list[tuple]]:
+    """Run a user's SQL, read-only for real: one SELECT (or EXPLAIN) statement, on an in-memory
+    database whose views read `tables_root` (so a copied or moved home answers from its own
+    tables), with file access limited to `tables_root` and the configuration locked (no COPY,
+    EXPORT, ATTACH, INSTALL, SET, or reading files elsewhere)."""
+    statements = duckdb.extract_statements(sql)  # a parse error is a duckdb.Error with DuckDB's message
+    if len(statements) != 1:
+        raise QueryRefused(f"one statement at a time, got {len(statements)}")
+    kind = statements[0].type
+    if kind not in READ_STATEMENTS:
+        raise QueryRefused(f"only SELECT queries are allowed (read-only), got {kind.name}")
+    with duckdb.connect(":memory:") as con:
+        _define_views(con, tables_root, tables)
+        root = str(tables_root.resolve()).replace("'", "''")
+        con.execute(f"SET allowed_directories = ['{root}/']")
+        con.execute("SET enable_external_access = false")
+        con.execute("SET lock_configuration = true")
         cursor = con.execute(sql)
         columns = [d[0] for d in cursor.description] if cursor.description else []
         return columns, cursor.fetchall()

@@ -77,7 +77,17 @@ def unusable_images() -> dict[str, bytes]:
         "empty": b"",
         "tiny": encode(Image.new("RGB", (4, 4), (10, 20, 30))),
         "huge": png_with_header_size(30000, 30000),
+        "bomb": png_with_header_size(16384, 3900),  # 7.8 KB as a real file; 64 M px decoded
+        "blank_rgba": encode(Image.new("RGBA", (16, 16), (255, 0, 0, 0))),  # all transparent: white after repair
+        "nan_tiff": nan_tiff(),
     }
+
+
+def nan_tiff() -> bytes:
+    """A float (mode F) TIFF whose every pixel is NaN."""
+    buffer = io.BytesIO()
+    Image.fromarray(np.full((16, 16), np.nan, dtype=np.float32), mode="F").save(buffer, format="TIFF")
+    return buffer.getvalue()
 
 
 def write_manifest(folder: Path) -> dict[str, str]:
@@ -144,3 +154,36 @@ def magicbrush_rows() -> list[dict]:
     return [{"img_id": str(i), "turn_index": 1, "source_img": scene_image("red", s, i),
              "mask_img": Image.new("RGB", (32, 32)), "instruction": edit, "target_img": scene_image("blue", s, i)}
             for i, (edit, s) in enumerate([("paint it blue", "circle"), ("paint it blue", "square"), ("x", "star")])]
+
+
+def write_hostile_manifest(folder: Path) -> dict[str, str]:
+    """A JSONL manifest whose bad lines each fail alone: not objects, a NUL byte, Latin-1 bytes,
+    a blank RGBA and an all-NaN TIFF, beside good rows (one with U+2028 and U+0085 inside its
+    instruction, which must stay one row, its text exact). Returns the expected outcome per
+    triplet id ('ok' or a word of the error)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, image in {"a.png": scene_image("red", "circle", 1), "a2.png": scene_image("blue", "circle", 1),
+                        "b.png": scene_image("red", "square", 2)}.items():
+        image.save(folder / name)
+    (folder / "blank.png").write_bytes(unusable_images()["blank_rgba"])
+    (folder / "nan.tiff").write_bytes(unusable_images()["nan_tiff"])
+
+    def row(triplet_id: str, b: str = "b.png", **extra) -> bytes:
+        record = {"triplet_id": triplet_id, "a": "a.png", "a_prime": "a2.png", "b": b, **extra}
+        return json.dumps(record, ensure_ascii=False).encode()
+
+    lines = [
+        row("good", instruction="make it blue"),
+        b"[1, 2, 3]",
+        b"null",
+        row("nul_path", b="b\u0000.png").replace(b"\\u0000", b"\u0000"),
+        row("latin1").replace(b'"b.png"', b'"b.png", "instruction": "caf\xe9 au lait"'),
+        row("separators", instruction="make it\u2028blue\u0085now"),
+        row("blank_b", b="blank.png"),
+        row("nan_b", b="nan.tiff"),
+        row("good2"),
+    ]
+    (folder / "manifest.jsonl").write_bytes(b"\n".join(lines) + b"\n")
+    return {"good": "ok", "row-00002": "JSON array", "row-00003": "JSON null", "nul_path": "NUL byte",
+            "row-00005": "not valid UTF-8", "separators": "ok", "blank_b": "blank image", "nan_b": "NaN",
+            "good2": "ok"}

@@ -41,7 +41,7 @@ def test_repairable_input_is_converted_and_logged(inputs, capsys, name):
     assert f"{name}.img" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("name", ["corrupt", "tiny", "huge", "empty", "missing"])
+@pytest.mark.parametrize("name", ["corrupt", "tiny", "huge", "empty", "missing", "bomb", "blank_rgba", "nan_tiff"])
 def test_unusable_input_exits_with_one_line(inputs, capsys, name):
     inputs["missing"] = inputs["a"].parent / "missing.png"
     code, out = analogy_run(inputs, "a", name, "b")

@@ -120,3 +120,34 @@ def test_magicbrush_schema(tmp_path):
     rows = build_triplet_rows(load_hub_dataset(spec), "magicbrush", n=5, seed=0)
     assert [r["instruction"] for r in rows] == ["paint it blue", "paint it blue"]
     assert all(r["a_png"] and r["b_prime_gt_png"] and r["a_caption"] is None for r in rows)
+
+
+def test_csv_keeps_text_exactly_and_rows_whole(tmp_path):
+    """The csv module's quoting: an unquoted U+2028, a quoted newline and U+0085 stay inside
+    their row's text; a row with too many fields is that row's error."""
+    lines = ["triplet_id,a,a_prime,b,instruction",
+             "sep,a.png,a2.png,b.png,make it\u2028blue",
+             'quoted,a.png,a2.png,b.png,"two\nlines\u0085here"',
+             "extra,a.png,a2.png,b.png,x,y",
+             "last,a.png,a2.png,b.png,ok"]
+    (tmp_path / "m.csv").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    triplets = {t.triplet_id: t for t in manifest_triplets(tmp_path / "m.csv")}
+    assert list(triplets) == ["sep", "quoted", "row-00003", "last"]  # no bogus row, ids in order
+    assert triplets["sep"].instruction == "make it\u2028blue" and triplets["sep"].error is None
+    assert triplets["quoted"].instruction == "two\nlines\u0085here"
+    assert "has 6 fields, the header has 5" in triplets["row-00003"].error
+    assert triplets["last"].extra["manifest_line"] == 6  # the quoted newline counts as a line
+
+
+def test_an_unreadable_manifest_fails_only_its_own_partition(tmp_path):
+    from evaluation.datasets import load_specs, partition_keys
+
+    (tmp_path / "d.yaml").write_text("datasets:\n  toy: {kind: toy, n: 2}\n"
+                                     "  gone: {kind: manifest, path: nowhere/manifest.jsonl}\n"
+                                     "  folder: {kind: manifest, path: adir.jsonl, shard_size: 2}\n")
+    (tmp_path / "adir.jsonl").mkdir()
+    specs = load_specs(tmp_path / "d.yaml")
+    assert partition_keys(specs) == ["toy", "gone", "folder"]  # counting never raises
+    for name in ("gone", "folder"):
+        with pytest.raises(ValueError, match="cannot be read"):
+            manifest_triplets(specs[name].path())

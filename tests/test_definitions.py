@@ -26,7 +26,8 @@ def test_graph_has_the_pipeline_chain_and_every_asset_computes():
 
 def test_partitions_schedule_and_job():
     job = defs.resolve_job_def("analogy_job")
-    assert job.partitions_def.get_partition_keys() == ["toy", "toyshard.000", "toyshard.001", "mixed", "ip2p"]
+    assert job.partitions_def.get_partition_keys() == ["toy", "toyshard.000", "toyshard.001", "mixed", "ip2p",
+                                                      "hostile"]
     schedule = defs.resolve_schedule_def("all_datasets_weekly")
     assert schedule.default_status == dg.DefaultScheduleStatus.STOPPED
     generations = defs.resolve_assets_def("generations")

@@ -9,7 +9,8 @@ from evaluation.images import ImageError, decode_image, is_constant, load_image
 EXPECTED_NOTE = {"grey": "greyscale", "palette": "palette", "rgba": "transparency", "grey16": "high bit depth",
                  "exif_rotated": "EXIF orientation 6", "cmyk": "CMYK", "animated": "first of 2 frames"}
 EXPECTED_REASON = {"corrupt": "not a readable image", "truncated": "not a readable image",
-                   "not_an_image": "not a readable image", "empty": "empty", "tiny": "too small", "huge": "too large"}
+                   "not_an_image": "not a readable image", "empty": "empty", "tiny": "too small", "huge": "too large",
+                   "bomb": "too large", "blank_rgba": "blank image", "nan_tiff": "NaN"}
 
 
 @pytest.mark.parametrize("name", sorted(EXPECTED_NOTE))
@@ -64,6 +65,15 @@ def test_missing_file_and_escaping_path(tmp_path):
         load_image("link.png", root=inside)
     (inside / "ok.png").write_bytes(encode(gradient()))
     assert load_image("ok.png", root=inside).image.size == (40, 24)
+    with pytest.raises(ImageError, match="NUL byte"):
+        load_image("ok\x00.png", root=inside)
+
+
+def test_a_blank_change_map_is_allowed_where_asked_for():
+    black = encode(Image.new("L", (16, 16), 0))
+    with pytest.raises(ImageError, match="blank"):
+        decode_image(black)
+    assert decode_image(black, allow_blank=True).image.size == (16, 16)
 
 
 def test_constant_images_are_detected():

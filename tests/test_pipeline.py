@@ -83,6 +83,75 @@ def test_sql_command_answers_read_only(toy_home, capsys):
     assert "read-only" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("sql", [
+    "COPY (SELECT 'junk' AS x) TO '{part}'",
+    "COPY (SELECT 1 AS x) TO '{part}' (FORMAT parquet)",
+    "EXPORT DATABASE '{tmp}/exported'",
+    "ATTACH '{tmp}/other.duckdb' AS other",
+    "SET threads = 1",
+    "INSTALL httpfs",
+    "SELECT * FROM read_text('/etc/hostname')",
+    "SELECT * FROM glob('/etc/*')",
+    "SELECT * FROM read_parquet('{tmp}/*.parquet')",
+    "SELECT 1; SELECT 2",
+    "CREATE TABLE x AS SELECT 1",
+])
+def test_sql_refuses_anything_but_reading_the_tables(toy_home, tmp_path, capsys, sql):
+    from orchestration.cli import main
+
+    home, _ = toy_home
+    part = home / "tables" / "generations" / "dataset=toy" / "part-0.parquet"
+    before = part.read_bytes()
+    assert main(["sql", sql.format(part=part, tmp=tmp_path), "--home", str(home)]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("analogy sql: "), err
+    assert part.read_bytes() == before and not list(tmp_path.iterdir())  # nothing written anywhere
+    assert main(["sql", "SELECT count(*) AS n FROM generations", "--home", str(home)]) == 0
+    assert capsys.readouterr().out.split() == ["n", "-", "4"]
+
+
+def test_a_copied_or_moved_home_answers_from_its_own_tables(toy_home, tmp_path, capsys):
+    import shutil
+
+    from orchestration.cli import main
+    from orchestration.storage import Store
+
+    home, _ = toy_home
+    copy = tmp_path / "copy"
+    shutil.copytree(home, copy)
+    store = Store(copy)
+    store.write_table("generations", "toy", store.read_table("generations", "toy")[:1])  # change the copy only
+    count = "SELECT count(*) AS n FROM generations"
+    assert main(["sql", count, "--home", str(copy)]) == 0 and capsys.readouterr().out.split()[-1] == "1"
+    assert main(["sql", count, "--home", str(home)]) == 0 and capsys.readouterr().out.split()[-1] == "4"
+    assert query(copy / "analogy.duckdb", count)[1] == [(1,)]  # the copy's file is rebuilt for other clients
+    moved = tmp_path / "moved"
+    shutil.move(copy, moved)
+    assert main(["sql", count, "--home", str(moved)]) == 0 and capsys.readouterr().out.split()[-1] == "1"
+
+
+def test_a_hostile_manifest_fails_row_by_row(tmp_path, capsys):
+    """[1,2,3], null, a NUL byte, Latin-1 bytes, a blank RGBA and an all-NaN TIFF: one error row
+    each; every good row is generated (U+2028 and U+0085 stay inside their row's text), and the demo
+    on the partition exits 0."""
+    from makers import write_hostile_manifest
+
+    from orchestration.cli import main
+
+    expected = write_hostile_manifest(TEST_DATA / "hostile")
+    run("hostile", tmp_path)
+    triplets = {t["triplet_id"]: t for t in rows(tmp_path, "triplets", "hostile")}
+    assert set(triplets) == set(expected)
+    for triplet_id, want in expected.items():
+        error = triplets[triplet_id]["error"]
+        assert (error is None) if want == "ok" else (want in error and "\n" not in error), (triplet_id, error)
+    assert triplets["separators"]["instruction"] == "make it\u2028blue\u0085now"
+    generated = {g["triplet_id"] for g in rows(tmp_path, "generations", "hostile") if not g["error"]}
+    assert generated == {t for t, want in expected.items() if want == "ok"}
+    assert main(["demo", "--partition", "hostile", "--methods", "no_edit", "--home", str(tmp_path / "demo"),
+                 "--quiet"]) == 0, capsys.readouterr().err
+
+
 def test_manifest_partition_bad_rows_become_error_rows(tmp_path):
     expected = write_manifest(TEST_DATA / "manifest")
     run("mixed", tmp_path)

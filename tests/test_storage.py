@@ -42,3 +42,29 @@ def test_blobs_are_content_addressed(tmp_path):
 def test_home_defaults_to_the_environment(tmp_path, monkeypatch):
     monkeypatch.setenv("ANALOGY_HOME", str(tmp_path / "h"))
     assert Store().home == (tmp_path / "h").resolve()
+
+
+def test_files_get_the_users_umask_and_dead_writers_temporaries_go(tmp_path):
+    import os
+    import subprocess
+
+    from evaluation.files import atomic_write
+
+    old = os.umask(0o022)
+    try:
+        store = Store(tmp_path)
+        path = store.write_table("generations", "toy", [])
+        assert path.stat().st_mode & 0o777 == 0o644  # not mkstemp's 0600: a colleague can read it
+        proc = subprocess.Popen(["true"])  # its pid, once it has exited, is a dead writer's
+        proc.wait()
+        stale = path.parent / f".{path.name}.{proc.pid}.abc123.tmp"
+        mine = path.parent / f".{path.name}.{os.getpid()}.def456.tmp"  # a live writer's: kept
+        other = path.parent / ".other.parquet.1.x.tmp"
+        for p in (stale, mine, other):
+            p.write_bytes(b"half")
+        store.write_table("generations", "toy", [])
+        assert not stale.exists() and mine.exists() and other.exists()
+        atomic_write(tmp_path / "x.bin", b"data")
+        assert (tmp_path / "x.bin").stat().st_mode & 0o777 == 0o644
+    finally:
+        os.umask(old)

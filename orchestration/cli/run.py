@@ -85,7 +85,7 @@ def _run(args: argparse.Namespace) -> int:
     change_map = map_record = None
     if args.change_map is not None:
         try:
-            loaded_map = load_image(args.change_map)
+            loaded_map = load_image(args.change_map, allow_blank=True)
             change_map = check_change_map(loaded_map.image, images["b"].image)  # greyscale: white = change
             map_record = {"path": str(args.change_map), "sha256": sha256(loaded_map.png)}
         except (ImageError, ValueError) as exc:

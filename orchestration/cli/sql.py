@@ -9,7 +9,7 @@ import sys
 
 
 def add_parser(subparsers) -> None:
-    p = subparsers.add_parser("sql", help="run a read-only SQL query over the tables (DuckDB)",
+    p = subparsers.add_parser("sql", help="run a read-only SQL query (one SELECT) over the tables (DuckDB)",
                               description="Views: triplets, generations, metrics, leaderboard, generation_summary.")
     p.add_argument("query", help='e.g. "SELECT * FROM leaderboard"')
     p.add_argument("--format", choices=("table", "csv", "json"), default="table")
@@ -20,7 +20,7 @@ def add_parser(subparsers) -> None:
 def run(args: argparse.Namespace) -> int:
     import duckdb
 
-    from evaluation.views import build_database, format_table, query
+    from evaluation.views import QueryRefused, build_database, database_is_current, format_table, user_query
     from orchestration.storage import Store
 
     store = Store(args.home)
@@ -28,13 +28,20 @@ def run(args: argparse.Namespace) -> int:
     if not tables:
         print(f"analogy sql: no tables under {store.home}; run `analogy demo` first", file=sys.stderr)
         return 1
-    if not store.duckdb_path.exists() or _missing_views(store.duckdb_path, tables):
-        build_database(store.duckdb_path, store.home / "tables", tables)  # a table appeared since the last refresh
     try:
-        columns, rows = query(store.duckdb_path, args.query)
-    except duckdb.Error as exc:
-        print(f"analogy sql: {str(exc).splitlines()[0]}", file=sys.stderr)
+        columns, rows = user_query(store.home / "tables", tables, args.query)
+    except QueryRefused as exc:
+        print(f"analogy sql: refused: {exc}", file=sys.stderr)
         return 1
+    except duckdb.PermissionException as exc:  # reading a file outside the home's tables
+        print(f"analogy sql: refused: {str(exc).splitlines()[0]}", file=sys.stderr)
+        return 1
+    except duckdb.Error as exc:
+        print(f"analogy sql: {str(exc).strip()}", file=sys.stderr)  # whole: DuckDB's hints come after the first line
+        return 1
+    if not database_is_current(store.duckdb_path, store.home / "tables", tables):
+        # for other DuckDB clients: a table appeared, or the home was copied or moved since the last refresh
+        build_database(store.duckdb_path, store.home / "tables", tables)
     if args.format == "table":
         print(format_table(columns, rows))
     elif args.format == "csv":
@@ -45,10 +52,3 @@ def run(args: argparse.Namespace) -> int:
         for row in rows:
             print(json.dumps(dict(zip(columns, row, strict=True)), default=str))
     return 0
-
-
-def _missing_views(db_path, tables: list[str]) -> bool:
-    from evaluation.views import query
-
-    _, rows = query(db_path, "SELECT view_name FROM duckdb_views() WHERE NOT internal")
-    return bool(set(tables) - {r[0] for r in rows})
