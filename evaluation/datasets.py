@@ -20,51 +20,20 @@ import json
 import math
 import os
 import re
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import pyarrow.parquet as pq
 import yaml
 
+from evaluation.hub import ensure_triplet_file
+from evaluation.manifest import count_rows, manifest_triplets
+from evaluation.sources import CAPTION_ROLES, ROLES, DatasetSpec, RawTriplet
+
 KINDS = ("toy", "benchmark_file", "manifest", "instructpix2pix", "magicbrush")
 NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_-]*$")  # no '.', which separates the shard number
-ROLES = ("a", "a_prime", "b", "b_prime_gt")
-CAPTION_ROLES = ("a", "a_prime", "b", "b_prime")  # b_prime = the caption of B′gt
 
 # The embedded default: small enough that `analogy demo` runs in minutes on 2 CPU cores.
 DEFAULT_CONFIG = {"datasets": {"toy": {"kind": "toy", "seed": 0, "n": 16}}}
-
-
-@dataclass(frozen=True)
-class DatasetSpec:
-    """One configured dataset. `options` holds the kind's own keys (seed, n, path, …)."""
-
-    name: str
-    kind: str
-    options: dict = field(default_factory=dict, hash=False)
-    shard_size: int | None = None
-    base_dir: Path = Path(".")
-
-    def path(self, key: str = "path") -> Path:
-        raw = self.options.get(key)
-        if not raw:
-            raise ValueError(f"dataset {self.name!r} ({self.kind}) needs `{key}:` in datasets.yaml")
-        path = Path(os.path.expandvars(str(raw))).expanduser()
-        return path if path.is_absolute() else self.base_dir / path
-
-
-@dataclass
-class RawTriplet:
-    """A triplet before its images are opened: each role is encoded bytes or a path
-    (paths confined to `root` when set). `error` set ⇒ already known to be unusable."""
-
-    triplet_id: str
-    sources: dict[str, bytes | Path | None]
-    root: Path | None = None
-    instruction: str | None = None
-    captions: dict[str, str | None] = field(default_factory=dict)
-    extra: dict = field(default_factory=dict)
-    error: str | None = None
 
 
 def config_path() -> Path | None:
@@ -81,6 +50,8 @@ def config_path() -> Path | None:
 def load_specs(path: Path | None = None) -> dict[str, DatasetSpec]:
     """Parse a datasets.yaml (or the embedded default) into specs, checking names and kinds."""
     path = path if path is not None else config_path()
+    if path is not None and not path.is_file():
+        raise ValueError(f"the datasets file {path} does not exist (set ANALOGY_DATASETS, or write datasets.yaml)")
     raw = yaml.safe_load(path.read_text()) if path else DEFAULT_CONFIG
     base_dir = path.resolve().parent if path else Path.cwd()
     specs = {}
@@ -108,8 +79,6 @@ def triplet_count(spec: DatasetSpec) -> int | None:
         if spec.kind == "benchmark_file":
             return pq.ParquetFile(spec.path()).metadata.num_rows
         if spec.kind == "manifest":
-            from evaluation.manifest import count_rows
-
             return count_rows(spec.path())
     except Exception:  # noqa: BLE001 — one unreadable dataset must not stop the code location loading
         return None
@@ -150,11 +119,7 @@ def load_raw_triplets(spec: DatasetSpec, rows: slice, cache_dir: Path) -> list[R
     if spec.kind == "benchmark_file":
         return benchmark_file_triplets(spec.path(), rows)
     if spec.kind == "manifest":
-        from evaluation.manifest import manifest_triplets
-
         return manifest_triplets(spec.path(), rows)
-    from evaluation.hub import ensure_triplet_file
-
     return benchmark_file_triplets(ensure_triplet_file(spec, cache_dir), rows)
 
 

@@ -24,8 +24,8 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from evaluation.datasets import DatasetSpec
 from evaluation.files import atomic_write
+from evaluation.sources import DatasetSpec
 
 
 @dataclass(frozen=True)

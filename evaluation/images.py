@@ -8,7 +8,6 @@ ones (missing, corrupt, too small, too large) raise `ImageError`.
 
 from __future__ import annotations
 
-import hashlib
 import io
 import warnings
 from dataclasses import dataclass, field
@@ -46,10 +45,6 @@ def png_bytes(image: Image.Image) -> bytes:
     buffer = io.BytesIO()
     image.save(buffer, format="PNG", optimize=False)
     return buffer.getvalue()
-
-
-def sha256(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
 
 
 def load_image(source: str | Path | bytes, *, root: Path | None = None, allow_blank: bool = False) -> LoadedImage:

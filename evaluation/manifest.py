@@ -19,7 +19,7 @@ import io
 import json
 from pathlib import Path
 
-from evaluation.datasets import CAPTION_ROLES, ROLES, RawTriplet
+from evaluation.sources import CAPTION_ROLES, ROLES, RawTriplet
 
 REQUIRED = ("a", "a_prime", "b")
 FIELDS = frozenset((*ROLES, "instruction", "triplet_id", *(f"{role}_caption" for role in CAPTION_ROLES)))

@@ -3,7 +3,8 @@
 Tables live at `$ANALOGY_HOME/tables/<table>/dataset=<partition>/part-0.parquet`;
 the `dataset` column comes from that directory name (hive partitioning), so it
 is not stored in the files. Images are not stored in tables: a `*_hash` column
-holds the sha256 of a PNG under `blobs/png/<hash>.png`.
+holds an image's hash (SHA-256 of its pixels, mode and size: `ops.cache.image_hash`), the
+name of its PNG under `blobs/png/<hash>.png`.
 
 Every table has an `error` column: a row whose `error` is set stands for a
 triplet (or generation) that could not be used, with the reason, so one bad

@@ -30,7 +30,7 @@ from ops.registry import config_json
 from orchestration.cache import DiskCache
 from orchestration.di_assets import diff_tokens
 from orchestration.generate import generate_rows
-from orchestration.partitions import DATASETS, dataset_partitions
+from orchestration.partitions import dataset_partitions, datasets
 from orchestration.resources import AnalogyStorage, MethodsResource, ModelsResource
 
 GROUP = "analogy"
@@ -47,7 +47,7 @@ def triplets(context: dg.AssetExecutionContext, storage: AnalogyStorage) -> dg.M
     """A, A′, B (and B′gt) of every triplet in the partition, validated: repairs are
     noted, unusable triplets become error rows."""
     store = storage.store()
-    spec, rows_slice = resolve_partition(DATASETS, context.partition_key)
+    spec, rows_slice = resolve_partition(datasets(), context.partition_key)
     raw = load_raw_triplets(spec, rows_slice, cache_dir=store.home / "datasets")
     rows = [triplet_row(t, spec.kind, store.put_png) for t in raw]
     for row in rows:

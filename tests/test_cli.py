@@ -31,7 +31,7 @@ def test_run_writes_b_prime_and_a_record(inputs, capsys):
     code, out = analogy_run(inputs)
     assert code == 0 and (out / "b_prime.png").exists()
     record = json.loads((out / "run.json").read_text())
-    assert record["method"] == "no_edit" and record["inputs"]["b"]["sha256"] == record["b_prime"]["sha256"]
+    assert record["method"] == "no_edit" and record["inputs"]["b"]["image_hash"] == record["b_prime"]["image_hash"]
 
 
 @pytest.mark.parametrize("name", ["palette", "rgba", "grey16", "exif_rotated"])

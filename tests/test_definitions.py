@@ -66,3 +66,14 @@ def test_dagster_validates_the_code_location(command, tmp_path):
     exe = Path(sys.executable).parent / command[0]
     result = subprocess.run([str(exe), *command[1:]], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_importing_the_code_location_reads_no_datasets_file(tmp_path):
+    """The datasets file is read when the partitions are first needed, not at import: a broken one
+    cannot stop an import, and its error is one clear line when the keys are asked for."""
+    code = ("import orchestration.definitions\nfrom orchestration.partitions import dataset_partitions\n"
+            "print('imported')\ndataset_partitions.get_partition_keys()")
+    env = {**os.environ, "ANALOGY_DATASETS": str(tmp_path / "missing.yaml")}
+    done = subprocess.run([sys.executable, "-c", code], env=env, cwd=ROOT, capture_output=True, text=True)
+    assert done.stdout.strip() == "imported"
+    assert "missing.yaml does not exist" in done.stderr.strip().splitlines()[-1]

@@ -61,8 +61,9 @@ def run(args: argparse.Namespace) -> int:
 
 def _run(args: argparse.Namespace) -> int:
     from evaluation.files import atomic_write
-    from evaluation.images import ImageError, load_image, png_bytes, sha256
+    from evaluation.images import ImageError, load_image, png_bytes
     from models.context import ModelContext
+    from ops.cache import image_hash
     from ops.registry import MethodRun, check_change_map, config_json, get_method, run_method
 
     images = {}
@@ -87,7 +88,7 @@ def _run(args: argparse.Namespace) -> int:
         try:
             loaded_map = load_image(args.change_map, allow_blank=True)
             change_map = check_change_map(loaded_map.image, images["b"].image)  # greyscale: white = change
-            map_record = {"path": str(args.change_map), "sha256": sha256(loaded_map.png)}
+            map_record = {"path": str(args.change_map), "image_hash": image_hash(loaded_map.image)}
         except (ImageError, ValueError) as exc:
             print(f"analogy run: error: {args.change_map}: {exc}", file=sys.stderr)
             return 2
@@ -102,15 +103,16 @@ def _run(args: argparse.Namespace) -> int:
         print(f"analogy run: error: method {args.method!r} failed: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1
     out = args.out / "b_prime.png"
-    png = png_bytes(b_prime.convert("RGB"))
-    atomic_write(out, png)
+    b_prime = b_prime.convert("RGB")
+    atomic_write(out, png_bytes(b_prime))
     record = {"method": args.method, "config": json.loads(config_json(run_spec.config)),
               "config_hash": run_spec.config_hash,
               "profile": args.profile, "seed": args.seed, "instruction": args.instruction,
               "change_map": map_record,
-              "inputs": {role: {"path": str(getattr(args, role)), "sha256": sha256(im.png), "notes": im.notes}
+              "inputs": {role: {"path": str(getattr(args, role)), "image_hash": image_hash(im.image),
+                               "notes": im.notes}
                          for role, im in images.items()},
-              "b_prime": {"path": str(out), "sha256": sha256(png)}}
+              "b_prime": {"path": str(out), "image_hash": image_hash(b_prime)}}
     atomic_write(args.out / "run.json", (json.dumps(record, indent=2, default=str) + "\n").encode())
     print(out)
     return 0

@@ -1,0 +1,46 @@
+"""The shapes dataset ingestion passes around: a configured dataset and a raw triplet.
+
+Kept apart from `evaluation.datasets` so that the readers of each kind (manifest,
+hub) and the row builder import these without importing the dispatcher.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROLES = ("a", "a_prime", "b", "b_prime_gt")
+CAPTION_ROLES = ("a", "a_prime", "b", "b_prime")  # b_prime = the caption of B′gt
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """One configured dataset. `options` holds the kind's own keys (seed, n, path, …)."""
+
+    name: str
+    kind: str
+    options: dict = field(default_factory=dict, hash=False)
+    shard_size: int | None = None
+    base_dir: Path = Path(".")
+
+    def path(self, key: str = "path") -> Path:
+        raw = self.options.get(key)
+        if not raw:
+            raise ValueError(f"dataset {self.name!r} ({self.kind}) needs `{key}:` in datasets.yaml")
+        path = Path(os.path.expandvars(str(raw))).expanduser()
+        return path if path.is_absolute() else self.base_dir / path
+
+
+@dataclass
+class RawTriplet:
+    """A triplet before its images are opened: each role is encoded bytes or a path
+    (paths confined to `root` when set). `error` set ⇒ already known to be unusable."""
+
+    triplet_id: str
+    sources: dict[str, bytes | Path | None]
+    root: Path | None = None
+    instruction: str | None = None
+    captions: dict[str, str | None] = field(default_factory=dict)
+    extra: dict = field(default_factory=dict)
+    error: str | None = None
