@@ -54,8 +54,27 @@ class Method:
             unknown = set(layer) - fields
             if unknown:
                 raise ValueError(f"method {self.name!r} has no setting(s) {sorted(unknown)}; known: {sorted(fields)}")
-        values = {k: v for layer in layers for k, v in layer.items()}
-        return self.config_class(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
+        values = {k: tuple(v) if isinstance(v, list) else v for layer in layers for k, v in layer.items()}
+        for f in dataclasses.fields(self.config_class):
+            if f.name in values and not _fits(f.default, values[f.name]):
+                raise ValueError(f"method {self.name!r}: {f.name} must be a {type(f.default).__name__} "
+                                 f"(default {f.default!r}), got {values[f.name]!r}")
+        return self.config_class(**values)
+
+
+def _fits(default: Any, value: Any) -> bool:
+    """Whether `value` has the type of a field whose default is `default` (bool, int, float, str, tuple)."""
+    if isinstance(default, tuple):
+        return isinstance(value, tuple) and len(value) == len(default) and all(map(_fits, default, value))
+    if isinstance(default, bool):
+        return isinstance(value, bool)
+    if isinstance(default, int):
+        return isinstance(value, int) and not isinstance(value, bool)
+    if isinstance(default, float):
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if isinstance(default, str):
+        return isinstance(value, str)
+    return True
 
 
 def config_json(config) -> str:

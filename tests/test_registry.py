@@ -37,6 +37,11 @@ def test_unknown_method_setting_and_value_are_errors_before_any_work():
         _run("difference_inversion[delta=images]")
     with pytest.raises(ValueError, match="given twice"):
         resolve_specs(["sdedit", "sdedit"])
+    for typo in ("difference_inversion[steps=1e3]", "difference_inversion[token_consistency=1]",
+                 "sdedit[strength=strong]", "dia[crop_scale=0.9]"):
+        with pytest.raises(ValueError, match="must be a"):
+            _run(typo)
+    assert _run("difference_inversion[lambda_tc=100]").config.lambda_tc == 100  # an int where a float goes
 
 
 def test_config_layers_class_profile_preset_user():

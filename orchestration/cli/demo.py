@@ -26,6 +26,7 @@ def add_parser(subparsers) -> None:
                         "method registered with default=True, as a pipeline run from the UI uses)")
     p.add_argument("--profile", default="toy", help="model profile (default: toy)")
     p.add_argument("--home", help="ANALOGY_HOME (default: $ANALOGY_HOME or ./.analogy)")
+    p.add_argument("--seed", type=int, default=0, help="the seed every method derives its seeds from (default: 0)")
     p.add_argument("--quiet", action="store_true", help="hide the per-triplet progress logs (warnings only)")
     p.set_defaults(func=run)
 
@@ -64,7 +65,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"Materialising triplets → generations → metrics → leaderboard, report for partition "
           f"{args.partition!r} (profile {args.profile}, methods {', '.join(methods)}) into {home}", flush=True)
     start = time.perf_counter()
-    result = materialize_partition(args.partition, str(home), methods=methods, profile=args.profile,
+    result = materialize_partition(args.partition, str(home), methods=methods, profile=args.profile, seed=args.seed,
                                    log_level="WARNING" if args.quiet else "INFO",
                                    instance=dg.DagsterInstance.get(), tags={"launched_by": "analogy demo"})
     seconds = time.perf_counter() - start
