@@ -1,5 +1,5 @@
 """Difference Inversion on the toy benchmark: DI vs no-edit vs the paper's ablations,
-and the `inversion_steps` sweep that settles SPEC §1.5's reading.
+and the `inversion_steps` sweep that settles which reading of "start step 45 out of 50" works.
 
     python benchmarks/di_toy.py --seed 0 --n 48 [--out benchmarks/DI_RESULTS.md] [--rows rows.parquet]
 

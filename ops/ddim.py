@@ -115,7 +115,7 @@ def ddim_sample(unet, z_start: torch.Tensor, start_level: int, cond: torch.Tenso
     μ = 1 − m), `keep_latents[i]` is the original's latent at level i: before each
     step after the first, pixels still to be kept (μ > fraction of steps done) are
     re-injected from it, so a pixel with change m evolves freely for the last
-    m·k steps only (SPEC §3)."""
+    m·k steps only (Differential Diffusion's future hinting)."""
     n = len(schedule)
     k = n - start_level
     keep_mu = None

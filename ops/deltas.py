@@ -1,4 +1,4 @@
-"""CLIP deltas and their spherical interpolation (SPEC §1.2)."""
+"""CLIP deltas and their spherical interpolation (Difference Inversion, step 2)."""
 
 from __future__ import annotations
 

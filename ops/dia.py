@@ -198,7 +198,7 @@ class NoiseEstimate:
 def estimate_noise(pipe, image: Image.Image, cond: torch.Tensor, config: DIAConfig = DIAConfig(),
                    seed: int = 0, progress=None) -> NoiseEstimate:
     """Step 2: εB such that the M-step sampling under `cond` (CFG `config.noise_guidance_scale`,
-    SPEC: 1) reproduces `image`."""
+    official: 1) reproduces `image`."""
     unet, vae = pipe.unet, pipe.vae
     device = unet.device
     size = unet.config.sample_size * pipe.vae_scale_factor

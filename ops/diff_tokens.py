@@ -1,4 +1,4 @@
-"""DIFF-token training (SPEC §1.4): learn D̃, n rows in the token table's space,
+"""DIFF-token training (Difference Inversion, step 4): learn D̃, n rows in the token table's space,
 holding only what changed from A to A′.
 
     before = [SOT, PEZ(A′), −D̃, EOT, pad…]  must reconstruct A

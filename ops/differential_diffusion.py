@@ -78,7 +78,7 @@ def differential_diffusion_latents(pipe, z0: torch.Tensor, change_map: torch.Ten
     # 1. one fixed noise → noised_i at every level (level N = z0 itself)
     noise = torch.randn(z0.shape, generator=generator).to(z0.device, z0.dtype)
     noised = NoisedLatents(pipe.scheduler, z0, noise, schedule)
-    # 2–3. denoise from noised_0, re-injecting kept pixels (ddim_sample implements SPEC §3 exactly)
+    # 2–3. denoise from noised_0, re-injecting kept pixels (ddim_sample implements step 3 exactly)
     uncond = uncond.expand(z0.shape[0], -1, -1)
     cond = cond.expand(z0.shape[0], -1, -1)
     return ddim_sample(pipe.unet, noised[0], 0, cond, schedule, uncond, config.guidance_scale,

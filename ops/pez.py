@@ -1,4 +1,4 @@
-"""PEZ hard prompts (Wen et al., "Hard Prompts Made Easy"), SPEC §1.3.
+"""PEZ hard prompts (Wen et al., "Hard Prompts Made Easy"), step 3 of Difference Inversion.
 
 Soft embeddings P are kept; every step projects each row to its cosine-nearest
 allowed vocabulary row, scores the projected (hard) prompt with the joint CLIP,
