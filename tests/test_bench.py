@@ -59,7 +59,9 @@ def test_bench_rows_are_per_triplet_and_add_up_to_the_summary(tmp_path, capsys):
     pq.write_table(pq.read_table(path).from_pylist(table, schema=BENCHMARK_SCHEMA), path)
     assert main(["bench", "--benchmark", str(path), "--methods", "no_edit", "--rows", str(tmp_path / "rows.parquet"),
                  "--json"]) == 0
-    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["no_edit"]
+    out = capsys.readouterr().out.strip().splitlines()
+    assert len(out) == 1  # --json: the JSON object and nothing else on stdout
+    summary = json.loads(out[-1])["no_edit"]
     rows = pq.read_table(tmp_path / "rows.parquet").to_pylist()
     assert [r["triplet_id"] for r in rows] == [table[i]["triplet_id"] for i in (0, 2, 3, 1)]
     scored, failed = rows[:3], rows[3]

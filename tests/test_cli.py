@@ -68,3 +68,22 @@ def test_change_map_and_instruction_are_used_and_recorded(inputs, capsys):
     code, _ = analogy_run(inputs, "a", "a2", "b", "--change-map", str(wide))
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and str(wide) in err[-1] and "aspect" in err[-1]
+
+
+def test_no_option_is_taken_for_a_longer_one_and_bad_names_stop_the_demo_first(tmp_path, capsys):
+    """`--method` is not `--methods` (no prefix matching); a wrong method or profile exits 2 with one
+    line before anything is materialised."""
+    with pytest.raises(SystemExit) as info:
+        main(["demo", "--method", "no_edit", "--home", str(tmp_path)])
+    assert info.value.code == 2 and "--method" in capsys.readouterr().err
+    for extra in (["--methods", "typo"], ["--methods", "no_edit", "--profile", "sd99"]):
+        assert main(["demo", "--home", str(tmp_path), *extra]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and ("typo" in err[0] or "sd99" in err[0]), err
+    assert not (tmp_path / "tables").exists()
+
+
+def test_run_with_an_unknown_profile_exits_2(inputs, capsys):
+    assert analogy_run(inputs, "a", "a2", "b", "--profile", "sd99")[0] == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "sd99" in err[0]

@@ -12,10 +12,18 @@ import sys
 COMMANDS = ["demo", "run", "sql", "bench", "toy", "eval"]
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse without prefix matching: `--method` is not silently taken for `--methods`."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="analogy", description="Image analogies A : A′ :: B : B′, as a Dagster "
-                                     "pipeline over Parquet tables.")
-    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    parser = Parser(prog="analogy", description="Image analogies A : A′ :: B : B′, as a Dagster pipeline over "
+                    "Parquet tables.")
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=Parser)
     for name in COMMANDS:
         importlib.import_module(f"orchestration.cli.{name}").add_parser(subparsers)
     return parser

@@ -17,7 +17,7 @@ def add_parser(subparsers) -> None:
     p.add_argument("--profile", default="toy")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--limit", type=int, help="score only the first N triplets")
-    p.add_argument("--json", action="store_true", help="last line: one JSON object {method: scores}")
+    p.add_argument("--json", action="store_true", help="print one JSON object {method: scores} instead of the table")
     p.add_argument("--rows", type=Path, help="also write one row per (method, triplet) to this Parquet file "
                                                "(method, triplet_id, changed, target, keep, joint, error)")
     p.set_defaults(func=run)
@@ -52,6 +52,7 @@ def run(args: argparse.Namespace) -> int:
         for spec, r in results.items():
             print(f"{spec:48s} {r['joint']:6.3f} {r['target']:6.3f} {r['keep']:6.3f} {r['n']:4d}  "
                   f"{r['seconds_per_triplet']:.2f}" + (f"  ({len(r['errors'])} errors)" if r["errors"] else ""))
-    print(json.dumps(results))
+    else:
+        print(json.dumps(results))
     return 0
 
