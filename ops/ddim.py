@@ -150,19 +150,28 @@ def decode_latents(vae, z: torch.Tensor) -> torch.Tensor:
     return vae.decode(z / vae.config.scaling_factor).sample.clamp(-1, 1)
 
 
+def pipeline_size(pipe) -> int:
+    """The pixel size the pipeline's UNet works at."""
+    return pipe.unet.config.sample_size * pipe.vae_scale_factor
+
+
+@torch.no_grad()
+def encode_images(pipe, images: list) -> torch.Tensor:
+    """E(x) of PIL images resized to the pipeline's size, scaled: (B, C, h, w)."""
+    return encode_latents(pipe.vae, to_pixels(images, pipeline_size(pipe)).to(pipe.device))
+
+
 @torch.no_grad()
 def vae_round_trip(pipe, images: list) -> list:
     """D(E(x)) of PIL images at the pipeline's size."""
-    size = pipe.unet.config.sample_size * pipe.vae_scale_factor
-    return to_pil(decode_latents(pipe.vae, encode_latents(pipe.vae, to_pixels(images, size).to(pipe.device))))
+    return to_pil(decode_latents(pipe.vae, encode_images(pipe, images)))
 
 
 @torch.no_grad()
 def ddim_reconstruct(pipe, images: list, prompts: list[str], steps: int = 50) -> tuple[list, float]:
     """Images DDIM-inverted through all `steps` with their prompts (CFG 1) and sampled back with the
     same prompts (CFG 1): (the rebuilt images, the latent RMSE against E(x))."""
-    size = pipe.unet.config.sample_size * pipe.vae_scale_factor
-    z0 = encode_latents(pipe.vae, to_pixels(images, size).to(pipe.device))
+    z0 = encode_images(pipe, images)
     cond = torch.cat([encode_prompt(pipe, p) for p in prompts])
     schedule = Schedule(pipe.scheduler, steps)
     z_t = ddim_invert(pipe.unet, z0, cond, schedule, steps)[-1]

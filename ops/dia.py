@@ -29,7 +29,15 @@ import torch.nn.functional as F
 from PIL import Image
 
 from ops.cache import Cache, config_hash, content_seed
-from ops.ddim import Schedule, ddim_move, ddim_sample, decode_latents, encode_latents, predict
+from ops.ddim import (
+    Schedule,
+    ddim_move,
+    ddim_sample,
+    decode_latents,
+    encode_latents,
+    pipeline_size,
+    predict,
+)
 from ops.diff_tokens import diffusion_target
 from ops.images import to_pil, to_pixels
 from ops.text import encode_diffusion_text, encode_prompt, pipeline_specials
@@ -129,7 +137,7 @@ def estimate_conditioning(pipe, image: Image.Image, config: DIAConfig = DIAConfi
     """Step 1 for one image: fit N input-token embeddings so Tsd(them) predicts the image's noise."""
     unet, text_encoder, scheduler = pipe.unet, pipe.text_encoder, pipe.scheduler
     device = unet.device
-    size = unet.config.sample_size * pipe.vae_scale_factor
+    size = pipeline_size(pipe)
     table = text_encoder.get_input_embeddings().weight.detach()
     specials = pipeline_specials(pipe)
     generator = torch.Generator().manual_seed(seed)
@@ -201,7 +209,7 @@ def estimate_noise(pipe, image: Image.Image, cond: torch.Tensor, config: DIAConf
     official: 1) reproduces `image`."""
     unet, vae = pipe.unet, pipe.vae
     device = unet.device
-    size = unet.config.sample_size * pipe.vae_scale_factor
+    size = pipeline_size(pipe)
     pixels = to_pixels([image], size).to(device, vae.dtype)
     z_b = encode_latents(vae, pixels)
     schedule = Schedule(pipe.scheduler, config.num_steps)

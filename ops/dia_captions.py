@@ -15,9 +15,9 @@ from PIL import Image
 
 from ops.cache import Cache
 from ops.captions import caption
-from ops.ddim import decode_latents, encode_latents
+from ops.ddim import decode_latents, encode_images
 from ops.dia import ANALOGY_STRENGTH
-from ops.images import to_pil, to_pixels
+from ops.images import to_pil
 from ops.sdedit import SDEditConfig, img2img
 from ops.text import encode_prompt
 
@@ -42,7 +42,6 @@ def dia_captions(models, a: Image.Image, a_prime: Image.Image, b: Image.Image,
                  change_map: torch.Tensor | None = None, instruction: str | None = None) -> Image.Image:
     """B′ from the captions of (A, A′, B): c = Tsd(capB) + st·(Tsd(capA′) − Tsd(capA)) → img2img on B."""
     pipe, cache = models.pipeline, cache or Cache()
-    size = pipe.unet.config.sample_size * pipe.vae_scale_factor
     # 1. captions
     cap_a, cap_a_prime, cap_b = (caption(models, image, cache) for image in (a, a_prime, b))
     # 2. text features and the analogy
@@ -50,7 +49,7 @@ def dia_captions(models, a: Image.Image, a_prime: Image.Image, b: Image.Image,
     cond = c_b + config.strength * (c_a_prime - c_a)
     # 3. img2img on B
     img2img_config = config.img2img()
-    z0 = encode_latents(pipe.vae, to_pixels([b], size).to(pipe.device))
+    z0 = encode_images(pipe, [b])
     z = img2img(pipe, z0, cond, encode_prompt(pipe, img2img_config.negative_prompt), img2img_config,
                 torch.Generator().manual_seed(seed), change_map)
     return to_pil(decode_latents(pipe.vae, z))[0]

@@ -23,10 +23,10 @@ from PIL import Image
 
 from ops.cache import Cache, config_hash, content_seed
 from ops.captions import caption
-from ops.ddim import Schedule, ddim_invert, ddim_sample, decode_latents, encode_latents
+from ops.ddim import Schedule, ddim_invert, ddim_sample, decode_latents, encode_images
 from ops.deltas import DELTA_KINDS, Deltas, clip_deltas
 from ops.diff_tokens import DiffTokens, train_diff_tokens
-from ops.images import to_pil, to_pixels
+from ops.images import to_pil
 from ops.pez import HardPrompt, pez_prompt
 from ops.text import encode_diffusion_text, encode_prompt, pipeline_specials, token_sequence
 
@@ -126,8 +126,7 @@ def diff_tokens(models, a: Image.Image, a_prime: Image.Image, prompt_a: list[int
 
     def train() -> DiffTokens:
         pipe = models.pipeline
-        size = pipe.unet.config.sample_size * pipe.vae_scale_factor
-        z = encode_latents(pipe.vae, to_pixels([a, a_prime], size).to(pipe.device))
+        z = encode_images(pipe, [a, a_prime])
         return train_diff_tokens(pipe, models.joint_clip, z[:1], z[1:], prompt_a, prompt_a_prime, target, config,
                                  content_seed(seed, a, a_prime))
 
@@ -147,10 +146,9 @@ def apply_difference(pipe, b: Image.Image, prompt_b: list[int], tokens: torch.Te
     table = pipe.text_encoder.get_input_embeddings().weight
     specials = pipeline_specials(pipe)
     ids_b = torch.tensor(prompt_b)
-    size = pipe.unet.config.sample_size * pipe.vae_scale_factor
 
     # 5a. E(B)
-    z0 = encode_latents(pipe.vae, to_pixels([b], size).to(device))
+    z0 = encode_images(pipe, [b])
     # 5b. conditionings: B's prompt alone (inversion), with D̃ (generation), and Tsd("") for CFG
     cond_b = encode_diffusion_text(pipe.text_encoder, *token_sequence(table, [ids_b], specials))
     cond_diff = encode_diffusion_text(pipe.text_encoder, *token_sequence(table, [ids_b, tokens.to(device)], specials))

@@ -31,8 +31,8 @@ from PIL import Image
 
 from ops.cache import Cache
 from ops.captions import check_text_source, edit_text
-from ops.ddim import NoisedLatents, Schedule, ddim_sample, decode_latents, encode_latents
-from ops.images import to_pil, to_pixels
+from ops.ddim import NoisedLatents, Schedule, ddim_sample, decode_latents, encode_images
+from ops.images import to_pil
 from ops.text import encode_prompt
 
 
@@ -90,9 +90,8 @@ def differential_diffusion_images(pipe, images: list[Image.Image], change_map, p
                            config: DDConfig = DDConfig(), seed: int = 0) -> list[Image.Image]:
     """Edit `images` toward `prompt` by `change_map` (1 = change fully, 0 = keep; one map
     for every image, or one per image as (B, 1, H, W))."""
-    size = pipe.unet.config.sample_size * pipe.vae_scale_factor
     # 1. E(x)
-    z0 = encode_latents(pipe.vae, to_pixels(images, size).to(pipe.device))
+    z0 = encode_images(pipe, images)
     # 2. texts
     cond, uncond = encode_prompt(pipe, prompt), encode_prompt(pipe, config.negative_prompt)
     # 3. the edit

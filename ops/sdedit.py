@@ -22,8 +22,8 @@ from PIL import Image
 
 from ops.cache import Cache
 from ops.captions import check_text_source, edit_text
-from ops.ddim import NoisedLatents, Schedule, ddim_sample, decode_latents, encode_latents
-from ops.images import to_pil, to_pixels
+from ops.ddim import NoisedLatents, Schedule, ddim_sample, decode_latents, encode_images
+from ops.images import to_pil
 from ops.text import encode_prompt
 
 
@@ -75,9 +75,8 @@ def img2img(pipe, z0: torch.Tensor, cond: torch.Tensor, uncond: torch.Tensor, co
 def sdedit_image(pipe, image: Image.Image, prompt: str, config: SDEditConfig = SDEditConfig(), seed: int = 0,
                  change_map: torch.Tensor | None = None) -> Image.Image:
     """Edit `image` toward `prompt` at `config.strength`. `change_map`: 1 = change fully, 0 = keep."""
-    size = pipe.unet.config.sample_size * pipe.vae_scale_factor
     # 1. E(B)
-    z0 = encode_latents(pipe.vae, to_pixels([image], size).to(pipe.device))
+    z0 = encode_images(pipe, [image])
     # 2. texts
     cond, uncond = encode_prompt(pipe, prompt), encode_prompt(pipe, config.negative_prompt)
     # 3. img2img

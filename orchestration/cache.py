@@ -27,17 +27,19 @@ from ops.cache import Cache
 from orchestration.storage import Store
 
 
+def split_fields(value: Any) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """A dataclass instance's tensor fields, and its other fields."""
+    items = {f.name: getattr(value, f.name) for f in dataclasses.fields(value)}
+    tensors = {k: v for k, v in items.items() if isinstance(v, torch.Tensor)}
+    return tensors, {k: v for k, v in items.items() if k not in tensors}
+
+
 def encode(value: Any) -> tuple[bytes, str]:
     """(bytes, extension) of a cacheable value: a dataclass defined in ops/, or plain JSON."""
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         cls = type(value)
-        tensors, rest = {}, {}
-        for f in dataclasses.fields(value):
-            item = getattr(value, f.name)
-            if isinstance(item, torch.Tensor):
-                tensors[f.name] = item.detach().cpu().contiguous()
-            else:
-                rest[f.name] = item
+        tensors, rest = split_fields(value)
+        tensors = {k: t.detach().cpu().contiguous() for k, t in tensors.items()}
         meta = {"type": f"{cls.__module__}:{cls.__qualname__}", "fields": json.dumps(rest)}
         return save_safetensors(tensors, metadata=meta), "safetensors"
     try:

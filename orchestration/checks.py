@@ -2,7 +2,6 @@
 constant images, NaN/inf values and tensors. Each runs per partition, after its asset."""
 
 
-import dataclasses
 import warnings
 
 import dagster as dg
@@ -11,7 +10,7 @@ import torch
 
 from evaluation.images import is_constant
 from orchestration.assets import generations, metrics, triplets
-from orchestration.cache import DiskCache
+from orchestration.cache import DiskCache, split_fields
 from orchestration.di_assets import clip_deltas, diff_tokens
 from orchestration.partitions import dataset_partitions
 from orchestration.resources import AnalogyStorage
@@ -136,9 +135,7 @@ def cached_tensors_finite_check(asset: dg.AssetsDefinition, table: str, column: 
             if value is None:
                 problems.append(f"{digest[:12]}: cache entry missing")
             else:
-                tensors = {f.name: getattr(value, f.name) for f in dataclasses.fields(value)
-                           if isinstance(getattr(value, f.name), torch.Tensor)}
-                problems += tensor_problems(tensors, digest[:12])
+                problems += tensor_problems(split_fields(value)[0], digest[:12])
         return _result(problems, len(digests))
 
     return _check
