@@ -11,6 +11,10 @@ import json
 import math
 from collections import defaultdict
 
+from evaluation.stats import estimate
+
+SCORES = ("joint", "target", "keep")
+
 
 def judge_triplet(read: dict[str, str], b_attrs: dict[str, str], b_prime_gt_attrs: dict[str, str],
                   changed: str) -> dict[str, float]:
@@ -21,13 +25,15 @@ def judge_triplet(read: dict[str, str], b_attrs: dict[str, str], b_prime_gt_attr
 
 def summarise(rows: list[dict]) -> dict:
     """rows: {'changed', 'target', 'keep', 'joint'} per triplet → the `analogy bench` summary
-    {joint, target, keep, n, by_attribute: {attr: {joint, target, keep, n}}}."""
-
-    def mean(values: list[float]) -> float:
-        return round(sum(values) / len(values), 4) if values else math.nan
+    {joint, target, keep, n, ci95: {score: [low, high]}, by_attribute: {attr: {…the same}}}, the
+    intervals Wilson's (evaluation.stats: these are 0/1 verdicts)."""
 
     def block(subset: list[dict]) -> dict:
-        return {key: mean([r[key] for r in subset]) for key in ("joint", "target", "keep")} | {"n": len(subset)}
+        if not subset:
+            return {key: math.nan for key in SCORES} | {"n": 0, "ci95": {}}
+        estimates = {key: estimate([r[key] for r in subset], binary=True) for key in SCORES}
+        return ({key: round(e.mean, 4) for key, e in estimates.items()} | {"n": len(subset)}
+                | {"ci95": {key: [round(e.ci95_low, 4), round(e.ci95_high, 4)] for key, e in estimates.items()}})
 
     by_attr = defaultdict(list)
     for row in rows:
@@ -47,5 +53,5 @@ def judge_rows(triplets: list[dict], generations: list[dict], judge, load) -> li
         scores = judge_triplet(read, extra["attrs"]["b"], extra["attrs"]["b_prime_gt"], extra["changed"])
         rows += [{"triplet_id": g["triplet_id"], "method": g["method"], "config_hash": g["config_hash"],
                   "metric": f"judge_{name}", "value": value, "model_id": judge.clip.model_id}
-                 for name, value in scores.items()]
+                 for name, value in scores.items()]  # names: evaluation.stats.BINARY_METRICS
     return rows

@@ -1,36 +1,82 @@
-"""Confidence intervals: mean ± t(0.975, n−1) · sd / √n."""
+"""95 % confidence intervals, in one place, on SciPy.
+
+- A 0/1 score (a judge's verdict: `judge_target`, `judge_keep`, `judge_joint`) is a proportion:
+  its interval is Wilson's score interval (`scipy.stats.binomtest(...).proportion_ci("wilson")`),
+  which stays inside [0, 1] and is defined at any n ≥ 1 (at n = 2 and 1 of 2, [0.095, 0.905]).
+- A continuous score (a cosine, a distance) gets Student's t interval, mean ± t(0.975, n−1)·sd/√n
+  (`scipy.stats.t`); none below n = 2.
+
+`summarise` is what the leaderboard (evaluation.views), the report (evaluation.report) and
+`analogy bench` (evaluation.judge_scores) all call, so a number means the same everywhere.
+"""
 
 from __future__ import annotations
 
 import math
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass
 
-# Student's t, two-sided 95% (the 0.975 quantile), for 1…30 degrees of freedom.
-_T975 = (
-    12.706205, 4.302653, 3.182446, 2.776445, 2.570582, 2.446912, 2.364624, 2.306004, 2.262157, 2.228139,
-    2.200985, 2.178813, 2.160369, 2.144787, 2.131450, 2.119905, 2.109816, 2.100922, 2.093024, 2.085963,
-    2.079614, 2.073873, 2.068658, 2.063899, 2.059539, 2.055529, 2.051831, 2.048407, 2.045230, 2.042272,
-)
-Z975 = 1.959964
+from scipy import stats as _stats
 
+BINARY_METRICS = frozenset({"judge_target", "judge_keep", "judge_joint"})
+"""The 0/1 metrics (one verdict per triplet): Wilson intervals. Every other metric is continuous."""
 
-def t975(df: int) -> float:
-    """0.975 quantile of Student's t; a Cornish–Fisher expansion past the table (error < 1e-5)."""
-    if df < 1:
-        raise ValueError("a t quantile needs at least 1 degree of freedom")
-    if df <= len(_T975):
-        return _T975[df - 1]
-    z, v = Z975, float(df)
-    return (z + (z**3 + z) / (4 * v) + (5 * z**5 + 16 * z**3 + 3 * z) / (96 * v**2)
-            + (3 * z**7 + 19 * z**5 + 17 * z**3 - 15 * z) / (384 * v**3))
+CONFIDENCE = 0.95
 
 
-def mean_ci95(values: list[float]) -> tuple[float, float | None]:
-    """(mean, half-width of the 95% CI); the half-width is None for fewer than 2 values."""
-    n = len(values)
+@dataclass(frozen=True)
+class Estimate:
+    """A mean with its 95 % interval (low/high None where there is none: n < 2 for a t interval)."""
+
+    n: int
+    mean: float
+    ci95_low: float | None
+    ci95_high: float | None
+    interval: str  # "wilson" | "t" | "none"
+
+    def text(self, digits: int = 3) -> str:
+        """'0.500 [0.095, 0.905] n=2' (what tables print)."""
+        if self.ci95_low is None:
+            return f"{self.mean:.{digits}f} n={self.n}"
+        return f"{self.mean:.{digits}f} [{self.ci95_low:.{digits}f}, {self.ci95_high:.{digits}f}] n={self.n}"
+
+
+def estimate(values: Iterable[float], *, binary: bool) -> Estimate:
+    """Mean and 95 % interval of `values` (NaN and ±inf dropped). `binary`: the values are 0/1
+    verdicts (Wilson); else continuous (Student's t)."""
+    finite = [float(v) for v in values if v is not None and math.isfinite(v)]
+    n = len(finite)
     if n == 0:
-        raise ValueError("no values")
-    mean = sum(values) / n
+        raise ValueError("no finite values to summarise")
+    mean = sum(finite) / n
+    if binary:
+        if any(v not in (0.0, 1.0) for v in finite):
+            raise ValueError(f"a 0/1 score has values other than 0 and 1: {sorted(set(finite))[:5]}")
+        ci = _stats.binomtest(round(mean * n), n).proportion_ci(confidence_level=CONFIDENCE, method="wilson")
+        return Estimate(n, mean, float(ci.low), float(ci.high), "wilson")
     if n < 2:
-        return mean, None
-    sd = math.sqrt(sum((x - mean) ** 2 for x in values) / (n - 1))
-    return mean, t975(n - 1) * sd / math.sqrt(n)
+        return Estimate(n, mean, None, None, "none")
+    sd = math.sqrt(sum((x - mean) ** 2 for x in finite) / (n - 1))
+    half = float(_stats.t.ppf(0.5 + CONFIDENCE / 2, n - 1)) * sd / math.sqrt(n)
+    return Estimate(n, mean, mean - half, mean + half, "t")
+
+
+def is_binary(metric: str) -> bool:
+    return metric in BINARY_METRICS
+
+
+def summarise(rows: Iterable[dict], by: tuple[str, ...] = ("method", "metric")) -> list[dict]:
+    """Group metric rows ({…by, 'metric', 'value'}) by `by` and estimate each group:
+    [{…by, n, mean, ci95_low, ci95_high, interval}], sorted by `by`. Groups whose values are all
+    missing or non-finite are left out."""
+    groups: dict[tuple, list[float]] = defaultdict(list)
+    for row in rows:
+        value = row["value"]
+        if value is not None and math.isfinite(value):
+            groups[tuple(row[k] for k in by)].append(value)
+    out = []
+    for key in sorted(groups, key=lambda k: tuple("" if v is None else str(v) for v in k)):
+        metric = dict(zip(by, key))["metric"]
+        out.append(dict(zip(by, key)) | asdict(estimate(groups[key], binary=is_binary(metric))))
+    return out

@@ -2,8 +2,9 @@
 
 Each table `t` becomes a view over `tables/t/*/*.parquet` (hive partitioning):
 its `shard` column is the partition key (`toy`, `ip2p.003`) and `dataset` the
-dataset's name (the key without its shard number). `leaderboard` is a view:
-mean ± 95% CI (Student's t) per method × dataset × metric.
+dataset's name (the key without its shard number). `leaderboard` is a table
+computed from `metrics` whenever the views are built: mean and 95 % interval (evaluation.stats:
+Wilson for 0/1 scores, Student's t otherwise) per dataset × method × config × metric.
 """
 
 from __future__ import annotations
@@ -15,25 +16,24 @@ import duckdb
 import pyarrow as pa
 
 from evaluation.files import remove_stale_temporaries
-from evaluation.stats import Z975, t975
+from evaluation.stats import summarise
 
-LEADERBOARD_SQL = f"""
-CREATE OR REPLACE VIEW leaderboard AS
-WITH per_group AS (
-    SELECT dataset, method, metric, config_hash,
-           count(*) AS n, avg(value) AS mean, stddev_samp(value) AS sd
-    FROM metrics
-    WHERE value IS NOT NULL AND isfinite(value)
-    GROUP BY dataset, method, metric, config_hash
-)
-SELECT g.dataset, g.method, g.metric, g.n, g.mean,
-       coalesce(t.t, {Z975}) * g.sd / sqrt(g.n) AS ci95,
-       g.mean - coalesce(t.t, {Z975}) * g.sd / sqrt(g.n) AS ci95_low,
-       g.mean + coalesce(t.t, {Z975}) * g.sd / sqrt(g.n) AS ci95_high,
-       g.config_hash
-FROM per_group g LEFT JOIN t975 t ON t.df = g.n - 1
-ORDER BY g.dataset, g.metric, g.mean DESC
-"""
+LEADERBOARD_COLUMNS = ("dataset", "method", "metric", "config_hash", "n", "mean", "ci95_low", "ci95_high",
+                       "interval")
+LEADERBOARD_TYPES = (pa.string(), pa.string(), pa.string(), pa.string(), pa.int64(), pa.float64(), pa.float64(),
+                     pa.float64(), pa.string())
+
+
+def leaderboard_table(con) -> pa.Table:
+    """Mean and 95 % interval (evaluation.stats: Wilson for 0/1 scores, t otherwise) per dataset ×
+    method × config × metric, over the `metrics` view on `con`, best mean first within a metric."""
+    cursor = con.execute("SELECT dataset, method, metric, config_hash, value FROM metrics")
+    names = [d[0] for d in cursor.description]
+    rows = summarise((dict(zip(names, r)) for r in cursor.fetchall()),
+                     by=("dataset", "method", "metric", "config_hash"))
+    rows.sort(key=lambda r: (r["dataset"], r["metric"], -r["mean"], r["method"]))
+    return pa.table({c: pa.array([r[c] for r in rows], t) for c, t in zip(LEADERBOARD_COLUMNS, LEADERBOARD_TYPES)})
+
 
 GENERATION_ERRORS_SQL = """
 CREATE OR REPLACE VIEW generation_summary AS
@@ -53,18 +53,15 @@ def table_view_sql(table: str, tables_root: Path) -> str:
 
 
 def _define_views(con, tables_root: Path, tables: list[str]) -> list[str]:
-    """A view per table that has files, the t-table and the leaderboard, on connection `con`."""
-    dfs = list(range(1, 10001))
-    t_table = pa.table({"df": pa.array(dfs, pa.int64()), "t": pa.array([t975(d) for d in dfs], pa.float64())})
-    con.register("t_values", t_table)
-    con.execute("CREATE TABLE t975 AS SELECT * FROM t_values")
-    con.unregister("t_values")
+    """A view per table that has files and the leaderboard, on connection `con`."""
     views = []
     for table in tables:
         con.execute(table_view_sql(table, tables_root))
         views.append(table)
-    if "metrics" in tables:
-        con.execute(LEADERBOARD_SQL)
+    if "metrics" in tables:  # a table computed when the views are (re)built, from the metrics view
+        con.register("leaderboard_rows", leaderboard_table(con))
+        con.execute("CREATE TABLE leaderboard AS SELECT * FROM leaderboard_rows")
+        con.unregister("leaderboard_rows")
         views.append("leaderboard")
     if "generations" in tables:
         con.execute(GENERATION_ERRORS_SQL)
@@ -101,10 +98,11 @@ def database_is_current(db_path: Path, tables_root: Path, tables: list[str]) -> 
     return root == [(str(tables_root.resolve()),)] and not set(tables) - {v for (v,) in views}
 
 
-def query(db_path: Path, sql: str) -> tuple[list[str], list[tuple]]:
-    """Run the project's own `sql` on a read-only connection to the file: (column names, rows)."""
+def query(db_path: Path, sql: str, params: list | None = None) -> tuple[list[str], list[tuple]]:
+    """Run the project's own `sql` (with `?` parameters) on a read-only connection to the file:
+    (column names, rows)."""
     with duckdb.connect(str(db_path), read_only=True) as con:
-        cursor = con.execute(sql)
+        cursor = con.execute(sql, params)
         columns = [d[0] for d in cursor.description] if cursor.description else []
         return columns, cursor.fetchall()
 

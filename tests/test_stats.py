@@ -1,46 +1,86 @@
-"""95% confidence intervals, in Python and in the leaderboard SQL view."""
+"""95 % intervals (evaluation.stats), and the leaderboard, the report and bench all using them."""
 
 import math
 
 import pytest
 
-from evaluation.stats import mean_ci95, t975
-from evaluation.views import build_database, query
+from evaluation.judge_scores import summarise as bench_summary
+from evaluation.stats import estimate, summarise
+from evaluation.views import build_database, query, user_query
 from orchestration.storage import Store
 
 
-def t_cdf(x: float, df: int, steps: int = 20000) -> float:
-    """Student's t CDF by Simpson integration of the density (independent of the table)."""
-    c = math.exp(math.lgamma((df + 1) / 2) - math.lgamma(df / 2)) / math.sqrt(df * math.pi)
-    pdf = lambda t: c * (1 + t * t / df) ** (-(df + 1) / 2)  # noqa: E731
-    h = x / steps
-    total = pdf(0) + pdf(x) + sum((4 if i % 2 else 2) * pdf(i * h) for i in range(1, steps))
-    return 0.5 + total * h / 3
+def wilson_by_hand(k: int, n: int, z: float = 1.959963984540054) -> tuple[float, float]:
+    p = k / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z / (1 + z * z / n) * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+    return centre - half, centre + half
 
 
-@pytest.mark.parametrize("df", [1, 2, 5, 15, 30, 31, 45, 100, 1000])
-def test_t_quantile_is_the_975th_percentile(df):
-    assert t_cdf(t975(df), df) == pytest.approx(0.975, abs=2e-5)
+@pytest.mark.parametrize("k,n", [(0, 2), (1, 2), (2, 2), (0, 1), (3, 8), (24, 48), (48, 48)])
+def test_binary_scores_get_wilson_intervals_inside_0_1(k, n):
+    e = estimate([1.0] * k + [0.0] * (n - k), binary=True)
+    low, high = wilson_by_hand(k, n)
+    assert (e.n, e.mean, e.interval) == (n, k / n, "wilson")
+    assert e.ci95_low == pytest.approx(low, abs=1e-9) and e.ci95_high == pytest.approx(high, abs=1e-9)
+    assert 0.0 <= e.ci95_low <= e.mean <= e.ci95_high <= 1.0
 
 
-def test_mean_ci95_by_hand():
-    mean, half = mean_ci95([1.0, 2.0, 3.0, 4.0])
-    # sd = 1.29099, se = 0.645497, t(3) = 3.182446
-    assert mean == 2.5 and half == pytest.approx(3.182446 * 1.2909944 / 2, rel=1e-6)
-    assert mean_ci95([0.3]) == (0.3, None)
+def test_the_broken_case_of_the_old_leaderboard():
+    """0.5 ± 6.35 was a t interval on a proportion at n = 2; Wilson gives [0.095, 0.905]."""
+    e = estimate([1.0, 0.0], binary=True)
+    assert (round(e.ci95_low, 3), round(e.ci95_high, 3)) == (0.095, 0.905)
 
 
-def test_leaderboard_view_matches_python(tmp_path):
+def test_continuous_scores_get_t_intervals():
+    e = estimate([1.0, 2.0, 3.0, 4.0], binary=False)
+    # sd = 1.2909944, se = 0.6454972, t(0.975, 3) = 3.1824463
+    assert e.interval == "t" and e.mean == 2.5
+    assert e.ci95_high - e.mean == pytest.approx(3.1824463 * 0.6454972, rel=1e-6)
+    assert estimate([0.3], binary=False).ci95_low is None  # no interval from one value
+    assert estimate([0.1, float("nan"), 0.3], binary=False).n == 2  # non-finite values are dropped
+
+
+def test_a_binary_metric_with_other_values_is_an_error():
+    with pytest.raises(ValueError, match="0/1"):
+        estimate([0.5, 1.0], binary=True)
+
+
+def _metric_rows(values: dict[str, list[float]], metric: str) -> list[dict]:
+    return [{"triplet_id": f"t{i}", "method": m, "config_hash": "h", "metric": metric, "value": v, "model_id": "x"}
+            for m, vs in values.items() for i, v in enumerate(vs)]
+
+
+def test_leaderboard_matches_python_and_keeps_its_columns(tmp_path):
     store = Store(tmp_path)
-    values = {"m1": [0.1, 0.4, 0.2, 0.5, 0.3], "m2": [1.0, 1.0]}
-    rows = [{"triplet_id": f"t{i}", "method": m, "config_hash": "h", "metric": "clip_direction", "value": v,
-             "model_id": "x"} for m, vs in values.items() for i, v in enumerate(vs)]
+    cosines = {"m1": [0.1, 0.4, 0.2, 0.5, 0.3], "m2": [1.0, 1.0]}
+    joint = {"m1": [1.0, 0.0], "m2": [1.0, 1.0]}
+    rows = _metric_rows(cosines, "clip_direction") + _metric_rows(joint, "judge_joint")
     rows.append({**rows[0], "triplet_id": "nan", "value": float("nan")})  # ignored, not poisoning the mean
     store.write_table("metrics", "toy.000", rows[:4])
     store.write_table("metrics", "toy.001", rows[4:])  # two shards of one dataset pool together
     build_database(store.duckdb_path, tmp_path / "tables", store.tables_with_files())
-    _, got = query(store.duckdb_path, "SELECT method, n, mean, ci95 FROM leaderboard ORDER BY method")
-    for (method, n, mean, ci), name in zip(got, ["m1", "m2"], strict=True):
-        want_mean, want_ci = mean_ci95(values[name])
-        assert (method, n) == (name, len(values[name]))
-        assert mean == pytest.approx(want_mean) and ci == pytest.approx(want_ci)
+    sql = "SELECT method, metric, n, mean, ci95_low, ci95_high FROM leaderboard ORDER BY metric, method"
+    _, got = query(store.duckdb_path, sql)
+    want = summarise(rows, by=("method", "metric"))
+    want.sort(key=lambda r: (r["metric"], r["method"]))
+    assert len(got) == len(want) == 4
+    for row, w in zip(got, want, strict=True):
+        assert row[:3] == (w["method"], w["metric"], w["n"])
+        for value, key in zip(row[3:], ("mean", "ci95_low", "ci95_high")):
+            assert value == pytest.approx(w[key])
+    # the 0/1 metric at n = 2 stays inside [0, 1]: the bar the old t interval failed
+    (low, high), = query(store.duckdb_path, "SELECT ci95_low, ci95_high FROM leaderboard "
+                                            "WHERE method = 'm1' AND metric = 'judge_joint'")[1]
+    assert 0 <= low < 0.5 < high <= 1
+    # a user's query sees the same table, computed from its own tables
+    _, again = user_query(tmp_path / "tables", store.tables_with_files(), sql)
+    assert again == got
+
+
+def test_bench_summary_uses_the_same_intervals():
+    rows = [{"changed": "colour", "joint": j, "target": 1.0, "keep": j} for j in (1.0, 0.0, 1.0)]
+    s = bench_summary(rows)
+    e = estimate([1.0, 0.0, 1.0], binary=True)
+    assert s["joint"] == round(e.mean, 4) and s["ci95"]["joint"] == [round(e.ci95_low, 4), round(e.ci95_high, 4)]
+    assert s["by_attribute"]["colour"]["n"] == 3

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from pathlib import Path
 
@@ -48,9 +49,11 @@ def run(args: argparse.Namespace) -> int:
     if args.rows:
         write_rows(rows, args.rows)
     if not args.json:
-        print(f"{'method':48s} {'joint':>6s} {'target':>6s} {'keep':>6s} {'n':>4s}  s/triplet")
+        print(f"{'method':48s} {'joint [95% CI]':>20s} {'target':>6s} {'keep':>6s} {'n':>4s}  s/triplet")
         for spec, r in results.items():
-            print(f"{spec:48s} {r['joint']:6.3f} {r['target']:6.3f} {r['keep']:6.3f} {r['n']:4d}  "
+            low, high = r["ci95"].get("joint", [math.nan, math.nan])
+            print(f"{spec:48s} {r['joint']:6.3f} [{low:.3f}, {high:.3f}] {r['target']:6.3f} {r['keep']:6.3f} "
+                  f"{r['n']:4d}  "
                   f"{r['seconds_per_triplet']:.2f}" + (f"  ({len(r['errors'])} errors)" if r["errors"] else ""))
     else:
         print(json.dumps(results))
