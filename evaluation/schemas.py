@@ -41,8 +41,11 @@ GENERATIONS = pa.schema(
         pa.field("config_hash", pa.string(), nullable=False),
         pa.field("config", pa.string(), nullable=False),  # JSON of the method's resolved config
         pa.field("seed", pa.int64(), nullable=False),
+        pa.field("profile", pa.string(), nullable=False),  # the model profile that generated B′
+        pa.field("inputs_key", pa.string(), nullable=False),  # digest of A, A′, B and instruction (reuse key)
         pa.field("b_prime_hash", pa.string()),
         pa.field("seconds", pa.float64()),
+        pa.field("run_id", pa.string()),  # the Dagster run that generated B′ (a reused B′ keeps its run)
         pa.field("error", pa.string()),
     ]
 )
@@ -75,8 +78,3 @@ DIFF_TOKENS = pa.schema([("a_hash", pa.string()), ("a_prime_hash", pa.string()),
 DI_TABLES = {"captions": CAPTIONS, "pez_prompts": PEZ_PROMPTS, "clip_deltas": CLIP_DELTAS, "diff_tokens": DIFF_TOKENS}
 
 TABLES: dict[str, pa.Schema] = {"triplets": TRIPLETS, "generations": GENERATIONS, "metrics": METRICS, **DI_TABLES}
-
-
-def describe(schema: pa.Schema) -> dict[str, str]:
-    """Column name → type, for asset metadata and docs."""
-    return {f.name: str(f.type) for f in schema}

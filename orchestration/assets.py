@@ -11,7 +11,6 @@ only need `ops.registry`.
 """
 
 
-import base64
 import json
 from functools import lru_cache
 from typing import Any
@@ -23,26 +22,20 @@ from evaluation.datasets import load_raw_triplets, resolve_partition
 from evaluation.files import atomic_write
 from evaluation.judge_scores import judge_rows
 from evaluation.metrics import items_from_tables, score_items
-from evaluation.schemas import TABLES, describe
 from evaluation.triplets import triplet_row
-from evaluation.views import build_database, query
+from evaluation.views import LEADERBOARD_COLUMNS, build_database, query
 from ops.registry import config_json
 from orchestration.cache import DiskCache
 from orchestration.di_assets import diff_tokens
 from orchestration.generate import generate_rows
+from orchestration.metadata import OWNERS, code_version, json_value, png_markdown, records_table, table_metadata
 from orchestration.partitions import dataset_partitions, datasets
 from orchestration.resources import AnalogyStorage, MethodsResource, ModelsResource
 
 GROUP = "analogy"
 
-
-def _table_metadata(path, rows: list[dict], table: str) -> dict[str, Any]:
-    errors = sum(1 for r in rows if r.get("error"))
-    return {"path": dg.MetadataValue.path(str(path)), "rows": len(rows), "errors": errors,
-            "schema": dg.MetadataValue.json(describe(TABLES[table]))}
-
-
-@dg.asset(partitions_def=dataset_partitions, group_name=GROUP, kinds={"parquet"})
+@dg.asset(partitions_def=dataset_partitions, group_name=GROUP, kinds={"parquet"}, owners=OWNERS,
+          code_version=code_version("triplets"), tags={"stage": "ingest"})
 def triplets(context: dg.AssetExecutionContext, storage: AnalogyStorage) -> dg.MaterializeResult:
     """A, A′, B (and B′gt) of every triplet in the partition, validated: repairs are
     noted, unusable triplets become error rows."""
@@ -56,28 +49,38 @@ def triplets(context: dg.AssetExecutionContext, storage: AnalogyStorage) -> dg.M
         elif row["notes"]:
             context.log.info(f"triplet {row['triplet_id']} repaired: {'; '.join(json.loads(row['notes']))}")
     path = store.write_table("triplets", context.partition_key, rows)
-    return dg.MaterializeResult(metadata={**_table_metadata(path, rows, "triplets"), "kind": spec.kind})
+    return dg.MaterializeResult(metadata={**table_metadata(path, rows, "triplets"), "kind": spec.kind})
 
 
 @dg.asset(partitions_def=dataset_partitions, group_name=GROUP, deps=[triplets, diff_tokens], pool="gpu",
-          kinds={"parquet"})
+          kinds={"parquet"}, owners=OWNERS, code_version=code_version("generations", runs_methods=True),
+          tags={"stage": "generate", "compute": "gpu"})
 def generations(context: dg.AssetExecutionContext, storage: AnalogyStorage, models: ModelsResource,
                 methods: MethodsResource) -> dg.MaterializeResult:
-    """B′ for every usable triplet × method of the run (the `methods` resource), as PNG blobs. Method
+    """B′ for every usable triplet × method of the run (the `methods` resource), as PNG blobs, added to
+    the partition's table: other methods' rows are kept and a B′ already made with the same inputs,
+    config, seed and profile is reused (orchestration.generate), so a new method runs alone. Method
     intermediates come from the on-disk cache the DI assets filled (D̃, prompts) or fill it (DIA)."""
     store = storage.store()
+    key = context.partition_key
     loaded = models.models()
     runs = methods.runs(loaded.profile)
     cache = DiskCache(store)
-    rows = generate_rows(store.read_table("triplets", context.partition_key), runs, store, loaded, cache,
-                         methods.seed, context.log)
-    path = store.write_table("generations", context.partition_key, rows)
-    context.log.info(f"generations: cache {json.dumps(cache.stats)}")
-    return dg.MaterializeResult(metadata={**_table_metadata(path, rows, "generations"),
+    triplet_rows = store.read_table("triplets", key)
+    rows, counts = generate_rows(triplet_rows, runs, store, loaded, cache, methods.seed, context.log,
+                                 previous=store.previous_rows("generations", key), run_id=context.run_id)
+    path = store.write_table("generations", key, rows)
+    context.log.info(f"generations: {json.dumps(counts)}; cache {json.dumps(cache.stats)}")
+    lookup = lru_cache(maxsize=1024)(store.get_png)
+    grid = report_lib.sample_grid(triplet_rows, [r for r in rows if r["b_prime_hash"]], lookup)
+    return dg.MaterializeResult(metadata={**table_metadata(path, rows, "generations"),
                                           "methods": ", ".join(r.label for r in runs), "profile": models.profile,
-                                          "configs": dg.MetadataValue.json({r.label: json.loads(config_json(r.config))
-                                                                            for r in runs}),
-                                          "cache": dg.MetadataValue.json(cache.stats)})
+                                          "computed": counts["computed"], "reused": counts["reused"],
+                                          "kept from earlier runs": counts["kept"],
+                                          "configs": json_value({r.label: json.loads(config_json(r.config))
+                                                                 for r in runs}),
+                                          "cache": json_value(cache.stats),
+                                          "samples": png_markdown(grid, "B′ samples")})
 
 
 class MetricsConfig(dg.Config):
@@ -85,7 +88,8 @@ class MetricsConfig(dg.Config):
     text_direction: bool = True  # caption-based CLIP direction where the dataset has captions
 
 
-@dg.asset(partitions_def=dataset_partitions, group_name=GROUP, deps=[generations], pool="gpu", kinds={"parquet"})
+@dg.asset(partitions_def=dataset_partitions, group_name=GROUP, deps=[generations], pool="gpu", kinds={"parquet"},
+          owners=OWNERS, code_version=code_version("metrics"), tags={"stage": "evaluate", "compute": "gpu"})
 def metrics(context: dg.AssetExecutionContext, config: MetricsConfig, storage: AnalogyStorage,
             models: ModelsResource) -> dg.MaterializeResult:
     """Directional, caption-direction and ground-truth scores of every B′ (long format)."""
@@ -105,57 +109,59 @@ def metrics(context: dg.AssetExecutionContext, config: MetricsConfig, storage: A
     if models.get_profile().judge is not None:  # toy ground truth: attributes read off B′ by the judge CLIP
         rows += judge_rows(triplets_rows, generation_rows, models.judge(), load)
     path = store.write_table("metrics", key, rows)
-    return dg.MaterializeResult(metadata={**_table_metadata(path, rows, "metrics"),
+    return dg.MaterializeResult(metadata={**table_metadata(path, rows, "metrics"),
                                           "encoders": ", ".join(f"{k}={e.model_id}" for k, e in encoders.items()),
                                           "metric_names": ", ".join(sorted({r["metric"] for r in rows}))})
 
 
-@dg.asset(group_name=GROUP, deps=[metrics], kinds={"duckdb"})
+@dg.asset(group_name=GROUP, deps=[metrics], kinds={"duckdb"}, owners=OWNERS, code_version=code_version(None),
+          tags={"stage": "evaluate"})
 def leaderboard(context: dg.AssetExecutionContext, storage: AnalogyStorage) -> dg.MaterializeResult:
-    """Refreshes analogy.duckdb (a view per table, over every partition of every dataset) whose
-    `leaderboard` view is mean ± 95% CI per method × dataset × metric."""
+    """Refreshes analogy.duckdb (a view per table, over every partition of every dataset) and its
+    `leaderboard` table: mean and 95 % interval (Wilson for 0/1 scores, t otherwise) per dataset ×
+    method × config × metric."""
     store = storage.store()
     views = build_database(store.duckdb_path, store.home / "tables", store.tables_with_files())
     metadata: dict[str, Any] = {"path": dg.MetadataValue.path(str(store.duckdb_path)), "views": ", ".join(views)}
     if "leaderboard" in views:
-        columns, rows = query(store.duckdb_path, "SELECT dataset, method, metric, n, mean, ci95 FROM leaderboard")
-        metadata["leaderboard"] = dg.MetadataValue.md(_markdown(columns, rows))
-        metadata["rows"] = len(rows)
+        columns, rows = query(store.duckdb_path, f"SELECT {', '.join(LEADERBOARD_COLUMNS)} FROM leaderboard")
+        metadata["leaderboard"] = records_table(columns, rows, NUMBER_TYPES)
+        metadata["dagster/row_count"] = len(rows)
         context.log.info(f"leaderboard: {len(rows)} rows over views {', '.join(views)}")
     return dg.MaterializeResult(metadata=metadata)
 
 
-@dg.asset(partitions_def=dataset_partitions, group_name=GROUP, deps=[metrics], kinds={"html"})
+NUMBER_TYPES = {"n": "int", "mean": "float", "ci95_low": "float", "ci95_high": "float"}
+RUN_URL = "http://localhost:3000/runs/{run_id}"  # the UI `dagster dev` serves (README: The UI)
+
+
+@dg.asset(partitions_def=dataset_partitions, group_name=GROUP, deps=[metrics], kinds={"html"}, owners=OWNERS,
+          code_version=code_version(None, extra="report"), tags={"stage": "report"})
 def report(context: dg.AssetExecutionContext, storage: AnalogyStorage) -> dg.MaterializeResult:
-    """HTML gallery (A | A′ | B | B′ per method, with scores) and a scores plot."""
+    """One self-contained HTML page: a sortable method × metric table (mean, 95 % interval, n),
+    one row per triplet with every method's B′ beside A, A′, B, B′gt (each linked to its config
+    and run), and a scores plot with one panel per metric family."""
     store = storage.store()
     key = context.partition_key
     out_dir = store.report_dir(key)
     href = lambda h: f"../../blobs/png/{h}.png" if h else None  # noqa: E731 (report → blobs, relative)
     metric_rows = store.read_table("metrics", key)
-    gallery = report_lib.build_gallery(store.read_table("triplets", key), store.read_table("generations", key),
-                                       metric_rows, href)
-    summary = report_lib.summarise(metric_rows)
-    summary_md = report_lib.summary_markdown(summary)
-    plot = report_lib.scores_plot(summary)
-    plot_path = out_dir / "scores.png"
+    generation_rows = store.read_table("generations", key)
+    gallery = report_lib.build_gallery(store.read_table("triplets", key), generation_rows, metric_rows, href)
+    estimates = report_lib.summary(metric_rows)
+    plot = report_lib.scores_plot(estimates)
+    configs = {g["config_hash"]: json.dumps({"method": g["method"], "config": json.loads(g["config"])})
+               for g in generation_rows}
+    page = report_lib.gallery_html(f"Image analogies — {key}", gallery, estimates, plot, configs,
+                                   lambda run_id: RUN_URL.format(run_id=run_id))
     html_path = out_dir / "index.html"
-    atomic_write(plot_path, plot)
-    page = report_lib.gallery_html(f"Image analogies — {key}", gallery, summary_md, "scores.png")
+    atomic_write(out_dir / "scores.png", plot)
     atomic_write(html_path, page.encode())
     context.log.info(f"report: {html_path}")
-    plot_md = f"![scores](data:image/png;base64,{base64.b64encode(plot).decode()})"
-    return dg.MaterializeResult(metadata={
-        "html": dg.MetadataValue.path(str(html_path)),
-        "plot": dg.MetadataValue.path(str(plot_path)),
-        "summary": dg.MetadataValue.md(summary_md + "\n\n" + plot_md),
-    })
-
-
-def _markdown(columns: list[str], rows: list[tuple]) -> str:
-    fmt = lambda v: f"{v:.4f}" if isinstance(v, float) else ("" if v is None else str(v))  # noqa: E731
-    lines = ["| " + " | ".join(columns) + " |", "|" + " --- |" * len(columns)]
-    return "\n".join(lines + ["| " + " | ".join(fmt(v) for v in row) + " |" for row in rows])
+    columns = ["method", "metric", "n", "mean", "ci95_low", "ci95_high"]
+    table = records_table(columns, [tuple(e[c] for c in columns) for e in estimates], NUMBER_TYPES)
+    return dg.MaterializeResult(metadata={"html": dg.MetadataValue.path(str(html_path)), "summary": table,
+                                          "plot": png_markdown(plot, "scores")})
 
 
 ASSETS = [triplets, generations, metrics, leaderboard, report]

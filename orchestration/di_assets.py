@@ -23,10 +23,12 @@ from ops import difference_inversion as di
 from ops.cache import key_digest
 from ops.captions import caption
 from orchestration.cache import DiskCache
+from orchestration.metadata import OWNERS, code_version, json_value, png_markdown, table_metadata
 from orchestration.partitions import dataset_partitions
 from orchestration.resources import AnalogyStorage, MethodsResource, ModelsResource
 
 GROUP = "difference_inversion"
+TAGS = {"stage": "prepare", "compute": "gpu", "method": "difference_inversion"}
 
 
 def _inputs(context, storage: AnalogyStorage, models: ModelsResource, methods: MethodsResource):
@@ -51,18 +53,27 @@ def _attempt(row: dict, fn) -> dict:
     return row
 
 
-def _write(store, context, cache: DiskCache, table: str, rows: list[dict], **metadata) -> dg.MaterializeResult:
-    path = store.write_table(table, context.partition_key, rows)
-    errors = sum(1 for r in rows if r.get("error"))
+def _write(store, context, cache: DiskCache, table: str, rows: list[dict], usable: list[dict],
+           key: tuple[str, ...], **metadata) -> dg.MaterializeResult:
+    """Write `rows` beside the rows of earlier runs that this run did not recompute (same `key`
+    columns) and whose images are still in the partition: a run without a DI method, or with
+    another DI variant, keeps what earlier runs made."""
+    hashes = {t[f"{role}_hash"] for t in usable for role in ("a", "a_prime", "b")}
+    redone = {tuple(r[k] for k in key) for r in rows}
+    kept = [r for r in store.previous_rows(table, context.partition_key)
+            if tuple(r[k] for k in key) not in redone and all(r[k] in hashes for k in key if k.endswith("_hash"))]
+    path = store.write_table(table, context.partition_key, kept + rows)
     for r in rows:
         if r.get("error"):
             context.log.warning(f"{table}: {r['error']}")
     context.log.info(f"{table}: cache {json.dumps(cache.stats)}")
-    return dg.MaterializeResult(metadata={"path": dg.MetadataValue.path(str(path)), "rows": len(rows),
-                                          "errors": errors, "cache": dg.MetadataValue.json(cache.stats), **metadata})
+    return dg.MaterializeResult(metadata={**table_metadata(path, kept + rows, table), "computed": len(rows),
+                                          "kept from earlier runs": len(kept), "cache": json_value(cache.stats),
+                                          **metadata})
 
 
-@dg.asset(partitions_def=dataset_partitions, group_name=GROUP, deps=["triplets"], pool="gpu", kinds={"parquet"})
+@dg.asset(partitions_def=dataset_partitions, group_name=GROUP, deps=["triplets"], pool="gpu", kinds={"parquet"},
+          owners=OWNERS, code_version=code_version("captions", runs_methods=True), tags=TAGS)
 def captions(context: dg.AssetExecutionContext, storage: AnalogyStorage, models: ModelsResource,
              methods: MethodsResource) -> dg.MaterializeResult:
     """A caption for every distinct A, A′ and B (BLIP-2, or retrieval in the toy world), when a
@@ -72,10 +83,11 @@ def captions(context: dg.AssetExecutionContext, storage: AnalogyStorage, models:
     rows = [_attempt({"image_hash": h, "captioner": None, "caption": None, "error": None},
                      lambda h=h: {"caption": caption(loaded, store.get_png(h), cache),
                                   "captioner": loaded.captioner.model_id}) for h in hashes]
-    return _write(store, context, cache, "captions", rows)
+    return _write(store, context, cache, "captions", rows, usable, ("image_hash",))
 
 
-@dg.asset(partitions_def=dataset_partitions, group_name=GROUP, deps=[captions], pool="gpu", kinds={"parquet"})
+@dg.asset(partitions_def=dataset_partitions, group_name=GROUP, deps=[captions], pool="gpu", kinds={"parquet"},
+          owners=OWNERS, code_version=code_version("pez_prompts", runs_methods=True), tags=TAGS)
 def pez_prompts(context: dg.AssetExecutionContext, storage: AnalogyStorage, models: ModelsResource,
                 methods: MethodsResource) -> dg.MaterializeResult:
     """Hard prompts (token ids, text, cosine) of every distinct image, per DI method's prompt settings."""
@@ -93,10 +105,11 @@ def pez_prompts(context: dg.AssetExecutionContext, storage: AnalogyStorage, mode
                                   "prompt_source": config.prompt_source, "token_ids": None, "text": None,
                                   "cosine": None, "error": None}, compute))
             context.log.info(f"[{variant} {len(rows)}/{len(hashes)}] prompt of {h[:8]}: {rows[-1]['text']!r}")
-    return _write(store, context, cache, "pez_prompts", rows)
+    return _write(store, context, cache, "pez_prompts", rows, usable, ("image_hash", "variant"))
 
 
-@dg.asset(partitions_def=dataset_partitions, group_name=GROUP, deps=[captions], pool="gpu", kinds={"parquet"})
+@dg.asset(partitions_def=dataset_partitions, group_name=GROUP, deps=[captions], pool="gpu", kinds={"parquet"},
+          owners=OWNERS, code_version=code_version("clip_deltas", runs_methods=True), tags=TAGS)
 def clip_deltas(context: dg.AssetExecutionContext, storage: AnalogyStorage, models: ModelsResource,
                 methods: MethodsResource) -> dg.MaterializeResult:
     """Dimg, Dtxt and their slerp Dinter for every distinct (A, A′) and α of the run's DI methods."""
@@ -112,11 +125,12 @@ def clip_deltas(context: dg.AssetExecutionContext, storage: AnalogyStorage, mode
 
             rows.append(_attempt({"a_hash": a_hash, "a_prime_hash": ap_hash, "alpha": config.alpha,
                                   "deltas_key": None, "cos_image_text": None, "error": None}, compute))
-    return _write(store, context, cache, "clip_deltas", rows)
+    return _write(store, context, cache, "clip_deltas", rows, usable, ("a_hash", "a_prime_hash", "alpha"))
 
 
 @dg.asset(partitions_def=dataset_partitions, group_name=GROUP, deps=[pez_prompts, clip_deltas], pool="gpu",
-          kinds={"parquet", "safetensors"})
+          kinds={"parquet", "safetensors"}, owners=OWNERS, code_version=code_version("diff_tokens", runs_methods=True),
+          tags=TAGS)
 def diff_tokens(context: dg.AssetExecutionContext, storage: AnalogyStorage, models: ModelsResource,
                 methods: MethodsResource) -> dg.MaterializeResult:
     """D̃ for every distinct (A, A′) × DI method (in the cache, safetensors) with its loss curve."""
@@ -143,12 +157,11 @@ def diff_tokens(context: dg.AssetExecutionContext, storage: AnalogyStorage, mode
             context.log.info(f"[{variant} {i}/{len(pairs)}] D̃ for pair {a_hash[:8]}/{ap_hash[:8]}")
     metadata = {}
     if curves:
-        metadata["loss_curve"] = dg.MetadataValue.md(f"![loss curve](data:image/png;base64,{_curve_png(curves)})")
-    return _write(store, context, cache, "diff_tokens", rows, **metadata)
-def _curve_png(curves: list[dict]) -> str:
-    """Mean DIFF-token loss curves (Ltc, Lclip, total) as a base64 PNG."""
-    import base64
-
+        metadata["loss_curve"] = png_markdown(_curve_png(curves), "loss curve")
+    return _write(store, context, cache, "diff_tokens", rows, usable, ("a_hash", "a_prime_hash", "variant"),
+                  **metadata)
+def _curve_png(curves: list[dict]) -> bytes:
+    """Mean DIFF-token loss curves (Ltc, Lclip, total) as PNG bytes."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -167,7 +180,7 @@ def _curve_png(curves: list[dict]) -> str:
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=80)
     plt.close(fig)
-    return base64.b64encode(buffer.getvalue()).decode()
+    return buffer.getvalue()
 
 
 DI_ASSETS = [captions, pez_prompts, clip_deltas, diff_tokens]

@@ -1,29 +1,68 @@
-"""Materialise every asset and check of the code location for one partition, in
-process (what `analogy demo` and the pipeline tests do; the UI does the same
-through `analogy_job`)."""
+"""Materialise every asset and check of the code location for one partition, in process, as a
+run of `analogy_job` (what `analogy demo` and the pipeline tests do; the UI and the schedule
+launch the same job)."""
 
 from __future__ import annotations
+
+import logging
+from pathlib import Path
 
 import dagster as dg
 
 from orchestration.definitions import ALL_ASSETS, ALL_CHECKS
 from orchestration.resources import AnalogyStorage, MethodsResource, ModelsResource
+from orchestration.schedules import analogy_job
+
+INSTANCE_CONFIG = Path(__file__).with_name("dagster.yaml")
+"""The instance config the project ships (`analogy demo` puts it in its DAGSTER_HOME): sqlite
+storage, no telemetry, and a limit of one step at a time in the `gpu` pool."""
+
+INTERRUPTED = "DagsterExecutionInterruptedError"
+
+
+class _NotInterrupts(logging.Filter):
+    """Drops the log records of an interrupted run (a traceback of Dagster's own per Ctrl-C):
+    the caller reports an interrupt in one line and the run is recorded as canceled."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return INTERRUPTED not in record.getMessage()
+
+
+@dg.logger(dg.colored_console_logger.config_schema, description="Dagster's console logger, minus interrupt tracebacks")
+def console(init_context: dg.InitLoggerContext) -> logging.Logger:
+    log = dg.colored_console_logger.logger_fn(init_context)
+    for handler in log.handlers:
+        handler.addFilter(_NotInterrupts())
+    return log
+
+
+def was_interrupted(result: dg.ExecuteInProcessResult) -> bool:
+    """The run stopped because of Ctrl-C (SIGINT), not because a step failed on its own."""
+    return any(INTERRUPTED in str(e.event_specific_data) or "interrupted" in (e.message or "")
+               for e in result.all_events if e.is_run_failure or e.is_step_failure)
 
 
 def materialize_partition(partition: str, home: str, *, methods: list[str] | None = None, profile: str = "toy",
                           seed: int = 0, log_level: str = "WARNING", instance: dg.DagsterInstance | None = None,
                           tags: dict[str, str] | None = None, selection=None) -> dg.ExecuteInProcessResult:
-    """Run the whole graph (or `selection`) for `partition` into `home`. `methods` (specs, as
-    `analogy bench` takes them; None = the registered defaults) and `seed` are the run's
-    `methods` resource, which every asset that prepares or runs a method reads."""
-    return dg.materialize(
-        [*ALL_ASSETS, *ALL_CHECKS],
+    """Run the whole graph (or `selection`, an AssetSelection or asset keys) for `partition` into
+    `home`. `methods` (specs, as `analogy bench` takes them; None = the registered defaults) and
+    `seed` are the run's `methods` resource, which every asset that prepares or runs a method reads."""
+    resources = {"storage": AnalogyStorage(home=home), "models": ModelsResource(profile=profile),
+                 "methods": MethodsResource(methods=methods or [], seed=seed)}
+    defs = dg.Definitions(assets=ALL_ASSETS, asset_checks=ALL_CHECKS, jobs=[analogy_job], resources=resources,
+                          loggers={"console": console})
+    job = defs.resolve_job_def(analogy_job.name)
+    asset_selection = None
+    if selection is not None:
+        graph = defs.resolve_asset_graph()
+        chosen = selection if isinstance(selection, dg.AssetSelection) else dg.AssetSelection.assets(*selection)
+        asset_selection = sorted(chosen.resolve(graph))
+    return job.execute_in_process(
         partition_key=partition,
         instance=instance,
-        resources={"storage": AnalogyStorage(home=home), "models": ModelsResource(profile=profile),
-                   "methods": MethodsResource(methods=methods or [], seed=seed)},
         run_config={"loggers": {"console": {"config": {"log_level": log_level}}}},
         tags=tags,
         raise_on_error=False,
-        selection=selection,
+        asset_selection=asset_selection,
     )

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 import dagster as dg
-from pydantic import field_validator
+from pydantic import Field, field_validator
 
 from models.context import ModelContext
+from models.profiles import PROFILES
 from ops.registry import MethodRun, default_methods, resolve_specs
 from orchestration.storage import Store
 
@@ -13,7 +16,8 @@ from orchestration.storage import Store
 class AnalogyStorage(dg.ConfigurableResource):
     """The `$ANALOGY_HOME` tree of Parquet tables, blobs and the DuckDB file."""
 
-    home: str | None = None  # None → $ANALOGY_HOME, else ./.analogy (resolved when used)
+    home: str | None = Field(default=None, description="the folder of tables, blobs, reports and analogy.duckdb; "
+                             "unset: $ANALOGY_HOME, else ./.analogy")
 
     def store(self) -> Store:
         return Store(self.home)
@@ -22,8 +26,9 @@ class AnalogyStorage(dg.ConfigurableResource):
 class ModelsResource(dg.ConfigurableResource):
     """A model profile (toy, sd21-base, …); models load lazily and are cached per process."""
 
-    profile: str = "toy"
-    device: str | None = None  # None → cuda if available, else cpu
+    profile: Literal[tuple(PROFILES)] = Field(  # type: ignore[valid-type]  (one choice per profile)
+        default="toy", description="the model profile: which diffusion model, CLIPs, captioner and judge load")
+    device: str | None = Field(default=None, description="torch device; unset: cuda if available, else cpu")
 
     def get_profile(self):
         from models.profiles import get_profile
@@ -58,8 +63,9 @@ class MethodsResource(dg.ConfigurableResource):
     (empty → every method registered with default=True); `seed`: the user's seed, from which
     every method derives its seeds with the content (ops.cache.content_seed)."""
 
-    methods: list[str] = []
-    seed: int = 0
+    methods: list[str] = Field(default=[], description="method specs, 'name' or 'name[key=value;…]' "
+                               "(see `analogy bench --help`); empty: every method registered with default=True")
+    seed: int = Field(default=0, description="the seed every method derives its seeds from, with the content")
 
     @field_validator("methods")
     @classmethod

@@ -69,6 +69,14 @@ class Store:
             raise FileNotFoundError(f"no {table} for partition {partition!r} at {path}; materialise {table} first")
         return pq.read_table(path, schema=TABLES[table]).to_pylist()
 
+    def previous_rows(self, table: str, partition: str) -> list[dict]:
+        """The partition's rows from an earlier run, or [] where there is none or it was written
+        with other columns (an older version: its rows are recomputed, not misread)."""
+        path = self.table_path(table, partition)
+        if not path.exists() or pq.read_schema(path).remove_metadata() != TABLES[table].remove_metadata():
+            return []
+        return self.read_table(table, partition)
+
     def tables_with_files(self) -> list[str]:
         root = self.home / "tables"
         return sorted(p.name for p in root.iterdir() if any(p.glob("*/*.parquet"))) if root.exists() else []

@@ -20,8 +20,10 @@ class Empty:
 
 def triplets(store: Store, n: int) -> list[dict]:
     h = store.put_png(scene_image("red", "circle"))
-    rows = [{"triplet_id": f"t{i}", "a_hash": h, "a_prime_hash": h, "b_hash": h, "error": None} for i in range(n)]
-    return rows + [{"triplet_id": "bad", "a_hash": None, "a_prime_hash": None, "b_hash": None, "error": "x"}]
+    rows = [{"triplet_id": f"t{i}", "a_hash": h, "a_prime_hash": h, "b_hash": h, "instruction": f"edit {i}",
+             "error": None} for i in range(n)]
+    return rows + [{"triplet_id": "bad", "a_hash": None, "a_prime_hash": None, "b_hash": None, "instruction": None,
+                    "error": "x"}]
 
 
 def test_errors_stay_per_triplet_and_a_missing_model_is_tried_once(tmp_path):
@@ -41,7 +43,8 @@ def test_errors_stay_per_triplet_and_a_missing_model_is_tried_once(tmp_path):
     register("test_needs_weights", needs_weights, Empty)
     try:
         runs = resolve_specs(["test_flaky", "test_needs_weights"])
-        rows = generate_rows(triplets(store, 3), runs, store, ModelContext(), Cache(), 7, logging.getLogger("test"))
+        rows, counts = generate_rows(triplets(store, 3), runs, store, ModelContext(), Cache(), 7,
+                                     logging.getLogger("test"))
     finally:
         METHODS.pop("test_flaky")
         METHODS.pop("test_needs_weights")
@@ -50,3 +53,5 @@ def test_errors_stay_per_triplet_and_a_missing_model_is_tried_once(tmp_path):
         ("test_needs_weights", "t0", True), ("test_needs_weights", "t1", True), ("test_needs_weights", "t2", True)]
     assert calls.count("needs_weights") == 1 and "not found" in rows[-1]["error"]
     assert {r["seed"] for r in rows} == {7}  # the user's seed; methods derive theirs from content
+    assert counts == {"computed": 6, "reused": 0, "kept": 0}
+    assert len({r["inputs_key"] for r in rows}) == 3  # the instruction is part of what B′ depends on

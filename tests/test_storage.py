@@ -11,7 +11,8 @@ from orchestration.storage import Store
 
 def generation(triplet_id: str, **extra) -> dict:
     return {"triplet_id": triplet_id, "method": "no_edit", "config_hash": "abc", "config": "{}", "seed": 1,
-            "b_prime_hash": None, "seconds": 0.1, "error": None, **extra}
+            "profile": "toy", "inputs_key": "k", "b_prime_hash": None, "seconds": 0.1, "run_id": None, "error": None,
+            **extra}
 
 
 def test_writing_a_partition_twice_replaces_it(tmp_path):
@@ -68,3 +69,16 @@ def test_files_get_the_users_umask_and_dead_writers_temporaries_go(tmp_path):
         assert (tmp_path / "x.bin").stat().st_mode & 0o777 == 0o644
     finally:
         os.umask(old)
+
+
+def test_previous_rows_are_empty_for_a_table_written_with_other_columns(tmp_path):
+    """A partition written by an older version (other columns) is recomputed, not misread."""
+    import pyarrow as pa
+
+    store = Store(tmp_path)
+    assert store.previous_rows("generations", "toy") == []  # nothing yet
+    store.write_table("generations", "toy", [generation("t1")])
+    assert [r["triplet_id"] for r in store.previous_rows("generations", "toy")] == ["t1"]
+    old = pa.table({"triplet_id": ["t1"], "method": ["no_edit"]})
+    pq.write_table(old, store.table_path("generations", "toy"))
+    assert store.previous_rows("generations", "toy") == []
