@@ -224,6 +224,15 @@ def load_pipeline(profile: Profile, device: str | None = None):
     kwargs = {"safety_checker": None, "requires_safety_checker": False} if is_sd else {}
     if profile.is_toy and not (Path(profile.diffusion) / "model_index.json").exists():
         raise _missing(profile.diffusion, "toy diffusion pipeline")
+    from importlib.util import find_spec
+
+    import transformers
+
+    # loading bars off (the CLI's own bars and logs report progress); without accelerate, say so
+    # to diffusers rather than have it warn on every load
+    diffusers.utils.logging.disable_progress_bar()
+    transformers.utils.logging.disable_progress_bar()
+    kwargs["low_cpu_mem_usage"] = find_spec("accelerate") is not None
     try:
         pipe = cls.from_pretrained(profile.diffusion, dtype=default_dtype(device), local_files_only=True, **kwargs)
     except OSError as exc:

@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from ops.images import to_pil, to_pixels
+from ops.progress import reporter
 from ops.text import encode_prompt
 
 
@@ -116,6 +117,7 @@ def ddim_sample(unet, z_start: torch.Tensor, start_level: int, cond: torch.Tenso
     step after the first, pixels still to be kept (μ > fraction of steps done) are
     re-injected from it, so a pixel with change m evolves freely for the last
     m·k steps only (Differential Diffusion's future hinting)."""
+    progress = reporter(progress, "DDIM sampling")
     n = len(schedule)
     k = n - start_level
     keep_mu = None
@@ -131,8 +133,7 @@ def ddim_sample(unet, z_start: torch.Tensor, start_level: int, cond: torch.Tenso
         eps, x0 = predict(unet, z, schedule.timesteps[level], cond, schedule.alpha[level],
                           schedule.prediction_type, uncond, guidance)
         z = ddim_move(x0, eps, schedule.alpha[level + 1])
-        if progress is not None:
-            progress(step + 1, k)
+        progress(step + 1, k)
     return z
 
 

@@ -40,6 +40,7 @@ from ops.ddim import (
 )
 from ops.diff_tokens import diffusion_target
 from ops.images import to_pil, to_pixels
+from ops.progress import reporter
 from ops.text import encode_diffusion_text, encode_prompt, pipeline_specials
 
 # st: the official notebook's linspace(0, 1.5, 20)[3]
@@ -156,6 +157,7 @@ def estimate_conditioning(pipe, image: Image.Image, config: DIAConfig = DIAConfi
     tokens = torch.nn.Parameter(init.clone())
     optimizer = torch.optim.AdamW([tokens], lr=config.cond_lr)
     curve = []
+    progress = reporter(progress, "DIA conditioning")
     for step in range(config.cond_steps):
         # 1c. fresh noise every step; noise-prediction (or velocity) MSE over the views
         noise = torch.randn(z.shape, generator=generator).to(device, z.dtype)
@@ -166,8 +168,7 @@ def estimate_conditioning(pipe, image: Image.Image, config: DIAConfig = DIAConfi
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
-        if progress is not None:
-            progress(step + 1, config.cond_steps)
+        progress(step + 1, config.cond_steps)
     with torch.no_grad():
         cond = encode_diffusion_text(text_encoder, *dia_sequence(table, tokens.detach(), specials))
     return Conditioning(tokens.detach(), cond, curve, init, z, t)
@@ -238,14 +239,14 @@ def estimate_noise(pipe, image: Image.Image, cond: torch.Tensor, config: DIAConf
         return loss
 
     curve = []
+    progress = reporter(progress, "DIA noise (L-BFGS)")
     for it in range(config.lbfgs_iterations + 1):
         with torch.no_grad():
             curve.append(loss_fn().item())  # the loss at the start of this iteration
         if it == config.lbfgs_iterations or curve[-1] < config.early_stop_loss:
             break
         optimizer.step(closure)
-        if progress is not None:
-            progress(it + 1, config.lbfgs_iterations)
+        progress(min(it + 1, config.lbfgs_iterations), config.lbfgs_iterations)
     return NoiseEstimate(noise.detach(), curve)
 
 

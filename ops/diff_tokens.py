@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 import torch
 import torch.nn.functional as F
 
+from ops.progress import reporter
 from ops.text import clip_specials, encode_diffusion_text, pipeline_specials, token_sequence
 
 if TYPE_CHECKING:
@@ -56,6 +57,7 @@ def train_diff_tokens(pipe, clip, z_a: torch.Tensor, z_a_prime: torch.Tensor, pr
     """Train D̃ for one pair. `z_a`, `z_a_prime`: E(A), E(A′) scaled latents (1, C, h, w);
     `prompt_*`: PEZ (or caption) token ids; `delta`: the target CLIP delta (E,); `config`: the
     DIFF-token fields of a DIConfig (n_tokens, steps, lr, weight_decay, λ's, switches)."""
+    progress = reporter(progress, "DIFF tokens")
     unet, text_encoder, scheduler = pipe.unet, pipe.text_encoder, pipe.scheduler
     table = text_encoder.get_input_embeddings().weight.detach()
     if clip.token_table.shape != table.shape:
@@ -104,6 +106,5 @@ def train_diff_tokens(pipe, clip, z_a: torch.Tensor, z_a_prime: torch.Tensor, pr
         loss.backward()
         optimizer.step()
         curve["total"].append(loss.item())
-        if progress is not None:
-            progress(step + 1, config.steps)
+        progress(step + 1, config.steps)
     return DiffTokens(tokens.detach().clone(), curve)

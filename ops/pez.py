@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from ops.progress import Progress, reporter
 from ops.text import clip_specials, token_sequence
 
 
@@ -37,8 +38,9 @@ def nearest_tokens(soft: torch.Tensor, table_normed: torch.Tensor, allowed: torc
 
 
 def pez_prompt(clip, images: list[Image.Image], n_tokens: int = 10, steps: int = 3000, lr: float = 0.1,
-               weight_decay: float = 0.1, seed: int = 0) -> HardPrompt:
+               weight_decay: float = 0.1, seed: int = 0, progress: Progress | None = None) -> HardPrompt:
     """Optimise an `n_tokens` hard prompt whose CLIP text feature matches the images'."""
+    progress = reporter(progress, "PEZ prompt")
     generator = torch.Generator().manual_seed(seed)
     table = clip.token_table.detach()
     table_normed = F.normalize(table, dim=-1)
@@ -52,7 +54,7 @@ def pez_prompt(clip, images: list[Image.Image], n_tokens: int = 10, steps: int =
     optimizer = torch.optim.AdamW([soft], lr=lr, weight_decay=weight_decay)
 
     best_ids, best_cos, curve = init, -2.0, []
-    for _ in range(steps):
+    for step in range(steps):
         with torch.no_grad():
             ids = nearest_tokens(soft, table_normed, allowed)
         projected = table[ids].clone().requires_grad_(True)
@@ -67,5 +69,6 @@ def pez_prompt(clip, images: list[Image.Image], n_tokens: int = 10, steps: int =
         curve.append(value)
         if value > best_cos:
             best_cos, best_ids = value, ids.clone()
+        progress(step + 1, steps)
     token_ids = best_ids.tolist()
     return HardPrompt(token_ids, clip.tokenizer.decode(token_ids).strip(), best_cos, curve)

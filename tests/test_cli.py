@@ -1,6 +1,8 @@
 """`analogy run` on good, repairable and unusable inputs."""
 
 import json
+import os
+from pathlib import Path
 
 import pytest
 from makers import awkward_images, encode, scene_image, unusable_images
@@ -87,3 +89,37 @@ def test_run_with_an_unknown_profile_exits_2(inputs, capsys):
     assert analogy_run(inputs, "a", "a2", "b", "--profile", "sd99")[0] == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "sd99" in err[0]
+
+
+def test_ctrl_c_on_the_demo_ends_with_one_line_and_a_canceled_run(tmp_path):
+    """SIGINT while a step runs: exit 130, one line on stderr (no Dagster tracebacks), the run
+    recorded as canceled in the demo's instance, and the assets that finished kept."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import dagster as dg
+
+    env = {k: v for k, v in os.environ.items() if k != "DAGSTER_HOME"}
+    demo = subprocess.Popen([sys.executable, "-m", "orchestration.cli", "demo", "--partition", "toyshard.001",
+                             "--methods", "no_edit,difference_inversion[steps=5000]", "--home", str(tmp_path),
+                             "--quiet"], cwd=Path(__file__).resolve().parents[1], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    triplets = tmp_path / "tables" / "triplets" / "dataset=toyshard.001" / "part-0.parquet"
+    deadline = time.time() + 300
+    while not triplets.exists():  # the run is under way: DIFF-token training comes next
+        assert demo.poll() is None and time.time() < deadline, demo.communicate()
+        time.sleep(0.5)
+    time.sleep(3)
+    demo.send_signal(signal.SIGINT)
+    out, err = demo.communicate(timeout=120)
+    assert demo.returncode == 130, err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("analogy demo: interrupted"), err
+    assert "Traceback" not in out + err
+    instance = dg.DagsterInstance.from_config(str(tmp_path / "dagster"))
+    (run,) = instance.get_runs()
+    assert run.status == dg.DagsterRunStatus.CANCELED and run.job_name == "analogy_job"
+    assert triplets.exists()  # finished assets are kept
+    instance.dispose()

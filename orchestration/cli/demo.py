@@ -36,11 +36,15 @@ def run(args: argparse.Namespace) -> int:
 
     home = analogy_home(args.home)
     os.environ["ANALOGY_HOME"] = str(home)
+    own_instance = "DAGSTER_HOME" not in os.environ
     os.environ.setdefault("DAGSTER_HOME", str(home / "dagster"))
+    from orchestration.materialize import INSTANCE_CONFIG
+
     dagster_yaml = Path(os.environ["DAGSTER_HOME"]) / "dagster.yaml"
-    if not dagster_yaml.exists():  # an instance of our own: sqlite storage, no telemetry, no banner
+    if own_instance or not dagster_yaml.exists():  # the project's instance config (a user's own is left alone)
         dagster_yaml.parent.mkdir(parents=True, exist_ok=True)
-        dagster_yaml.write_text("telemetry:\n  enabled: false\n")
+        if not dagster_yaml.exists() or dagster_yaml.read_text() != INSTANCE_CONFIG.read_text():
+            dagster_yaml.write_text(INSTANCE_CONFIG.read_text())
 
     import dagster as dg
 
@@ -48,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
     from models.profiles import get_profile
     from ops.registry import default_methods, resolve_specs
     from orchestration.cli.bench import split_specs
-    from orchestration.materialize import materialize_partition
+    from orchestration.materialize import materialize_partition, was_interrupted
     from orchestration.partitions import dataset_partitions
     from orchestration.storage import Store
 
@@ -65,10 +69,20 @@ def run(args: argparse.Namespace) -> int:
     print(f"Materialising triplets → generations → metrics → leaderboard, report for partition "
           f"{args.partition!r} (profile {args.profile}, methods {', '.join(methods)}) into {home}", flush=True)
     start = time.perf_counter()
-    result = materialize_partition(args.partition, str(home), methods=methods, profile=args.profile, seed=args.seed,
-                                   log_level="WARNING" if args.quiet else "INFO",
-                                   instance=dg.DagsterInstance.get(), tags={"launched_by": "analogy demo"})
+    instance = dg.DagsterInstance.get()
+    try:
+        result = materialize_partition(args.partition, str(home), methods=methods, profile=args.profile,
+                                       seed=args.seed, log_level="WARNING" if args.quiet else "INFO",
+                                       instance=instance, tags={"launched_by": "analogy demo"})
+    except KeyboardInterrupt:  # outside a step (loading, between steps): nothing half-written
+        print("analogy demo: interrupted", file=sys.stderr)
+        return 130
     seconds = time.perf_counter() - start
+    if was_interrupted(result):
+        instance.report_run_canceled(result.dagster_run, message="interrupted (Ctrl-C) in analogy demo")
+        print(f"analogy demo: interrupted after {seconds:.0f} s; run {result.run_id} recorded as canceled "
+              "(finished assets are kept: run the demo again to go on)", file=sys.stderr)
+        return 130
     if not result.success:
         failed = [e.step_key for e in result.all_events if e.is_step_failure]
         print(f"analogy demo: the run failed at {', '.join(failed) or 'an unknown step'} "
@@ -76,13 +90,15 @@ def run(args: argparse.Namespace) -> int:
         return 1
     failed_checks = [e for e in result.get_asset_check_evaluations() if not e.passed]
     store = Store(home)
-    columns, rows = query(store.duckdb_path, "SELECT method, metric, n, mean, ci95 FROM leaderboard "
-                          f"WHERE dataset = '{args.partition.split('.')[0]}' ORDER BY metric, mean DESC")
-    print(f"\nLeaderboard ({args.partition}, mean ± 95% CI over triplets):\n")
+    columns, rows = query(store.duckdb_path, "SELECT method, metric, n, mean, ci95_low, ci95_high FROM leaderboard "
+                          "WHERE dataset = ? ORDER BY metric, mean DESC", [args.partition.split(".")[0]])
+    print(f"\nLeaderboard ({args.partition}: mean over triplets, 95% interval: Wilson for 0/1 judge scores, "
+          "Student's t otherwise):\n")
     print(format_table(columns, rows))
     print(f"\nReport:  {store.report_dir(args.partition) / 'index.html'}")
     print(f"Tables:  {home / 'tables'}   (query: analogy sql \"SELECT * FROM leaderboard\")")
-    print(f"UI:      DAGSTER_HOME={os.environ['DAGSTER_HOME']} dagster dev -w workspace.yaml")
+    print(f"UI:      ANALOGY_HOME={home} DAGSTER_HOME={os.environ['DAGSTER_HOME']} .venv/bin/dagster dev "
+          "-w workspace.yaml")
     print(f"Done in {seconds:.0f} s.")
     for check in failed_checks:
         print(f"CHECK FAILED ({check.severity.value}): {check.asset_key.to_user_string()}.{check.check_name}: "

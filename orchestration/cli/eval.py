@@ -4,7 +4,7 @@
 Images: with `--images DIR` a folder of photos (the paper: ImageNet validation, resized to the
 model's size); otherwise seeded toy renders, textured for the default profile `toy-textured`
 (content in every column, as a photo has) and plain for `--profile toy`, whose one-colour
-backgrounds cannot change part-way (benchmarks/RESULTS.md, session 5)."""
+backgrounds cannot change part-way (benchmarks/RESULTS.md, "why the plain world caps R")."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from pathlib import Path
 def add_parser(subparsers) -> None:
     p = subparsers.add_parser("eval", help="evaluation protocols that run a method (reliability score)")
     sub = p.add_subparsers(dest="eval_command", required=True, metavar="EVAL_COMMAND")
-    rel = sub.add_parser("reliability", help="Differential Diffusion's reliability score R (limit 1)")
+    rel = sub.add_parser("reliability", help="Differential Diffusion's reliability score R (1 = perfect)")
     rel.add_argument("--n", type=int, default=32, help="number of images")
     rel.add_argument("--images", type=Path, help="a folder of photos (default: seeded toy renders)")
     rel.add_argument("--profile", default="toy-textured",
@@ -58,7 +58,7 @@ def run_reliability(args: argparse.Namespace) -> int:
     if not args.json:
         r, ceiling = (f"{v:.3f}" if v is not None else "undefined" for v in
                       (summary["reliability"], summary["proportional_ceiling"]))
-        print(f"reliability R = {r} over {summary['n']} images (paper: 0.974; limit 1); an editor changing "
+        print(f"reliability R = {r} over {summary['n']} images (paper: 0.974; 1 = perfect); an editor changing "
               f"each column exactly m × the all-change edit would score {ceiling} on these images")
     print(json.dumps(summary))
     return 0

@@ -1,4 +1,4 @@
-"""`analogy toy check|benchmark`: the toy world's models and benchmark files."""
+"""`analogy toy check|benchmark|triplet`: the toy world's models, benchmark files and example images."""
 
 from __future__ import annotations
 
@@ -19,6 +19,12 @@ def add_parser(subparsers) -> None:
     bench.add_argument("--n", type=int, required=True, help="number of triplets")
     bench.add_argument("--out", required=True, help="FILE.parquet")
     bench.set_defaults(func=run_benchmark)
+    triplet = sub.add_parser("triplet", help="write one toy triplet as PNGs (A.png, A2.png, B.png, B_gt.png), "
+                                             "the inputs `analogy run` takes")
+    triplet.add_argument("--seed", type=int, default=0, help="benchmark seed (default: 0)")
+    triplet.add_argument("--index", type=int, default=1, help="which triplet of that seed (default: 1)")
+    triplet.add_argument("--out", required=True, help="folder to write into (created)")
+    triplet.set_defaults(func=run_triplet)
 
 
 def run_check(args: argparse.Namespace) -> int:
@@ -43,4 +49,23 @@ def run_benchmark(args: argparse.Namespace) -> int:
         print(f"analogy toy benchmark: {exc}", file=sys.stderr)
         return 2
     print(f"wrote {args.n} triplets (seed {args.seed}) to {path}")
+    return 0
+
+
+def run_triplet(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from models.toy.world import make_triplets
+
+    if args.index < 0:
+        print("analogy toy triplet: --index must be ≥ 0", file=sys.stderr)
+        return 2
+    t = make_triplets(args.seed, args.index + 1)[args.index]
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    names = {"a": "A.png", "a_prime": "A2.png", "b": "B.png", "b_prime_gt": "B_gt.png"}
+    for role, image in t.images().items():
+        image.save(out / names[role])
+    (out / "instruction.txt").write_text(t.instruction + "\n")
+    print(f"wrote {t.triplet_id} ({t.changed}: {t.instruction!r}) to {out}: {', '.join(names.values())}")
     return 0
