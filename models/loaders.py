@@ -173,6 +173,9 @@ class TextEncoder:
     model_id: str
 
 
+IMAGE_ENCODER_KINDS = ("clip", "dinov2")
+
+
 @cache
 def load_image_encoder(profile: Profile, kind: str = "clip") -> ImageEncoder:
     """Evaluation image encoder: 'clip' (the profile's eval CLIP) or 'dinov2' (CLS token)."""

@@ -16,6 +16,7 @@ from functools import lru_cache
 from typing import Any
 
 import dagster as dg
+from pydantic import Field, field_validator
 
 from evaluation import report as report_lib
 from evaluation.datasets import load_raw_triplets, resolve_partition
@@ -24,18 +25,18 @@ from evaluation.judge_scores import judge_rows
 from evaluation.metrics import items_from_tables, score_items
 from evaluation.triplets import triplet_row
 from evaluation.views import LEADERBOARD_COLUMNS, build_database, query
+from models.loaders import IMAGE_ENCODER_KINDS
 from ops.registry import config_json
 from orchestration.cache import DiskCache
 from orchestration.di_assets import diff_tokens
 from orchestration.generate import generate_rows
-from orchestration.metadata import OWNERS, code_version, json_value, png_markdown, records_table, table_metadata
-from orchestration.partitions import dataset_partitions, datasets
+from orchestration.metadata import asset_args, json_value, png_markdown, records_table, table_metadata
+from orchestration.partitions import datasets
 from orchestration.resources import AnalogyStorage, MethodsResource, ModelsResource
 
 GROUP = "analogy"
 
-@dg.asset(partitions_def=dataset_partitions, group_name=GROUP, kinds={"parquet"}, owners=OWNERS,
-          code_version=code_version("triplets"), tags={"stage": "ingest"})
+@dg.asset(group_name=GROUP, kinds={"parquet"}, **asset_args("triplets", "ingest"))
 def triplets(context: dg.AssetExecutionContext, storage: AnalogyStorage) -> dg.MaterializeResult:
     """A, A′, B (and B′gt) of every triplet in the partition, validated: repairs are
     noted, unusable triplets become error rows."""
@@ -52,9 +53,8 @@ def triplets(context: dg.AssetExecutionContext, storage: AnalogyStorage) -> dg.M
     return dg.MaterializeResult(metadata={**table_metadata(path, rows, "triplets"), "kind": spec.kind})
 
 
-@dg.asset(partitions_def=dataset_partitions, group_name=GROUP, deps=[triplets, diff_tokens], pool="gpu",
-          kinds={"parquet"}, owners=OWNERS, code_version=code_version("generations", runs_methods=True),
-          tags={"stage": "generate", "compute": "gpu"})
+@dg.asset(group_name=GROUP, deps=[triplets, diff_tokens], kinds={"parquet"},
+          **asset_args("generations", "generate", runs_methods=True, gpu=True))
 def generations(context: dg.AssetExecutionContext, storage: AnalogyStorage, models: ModelsResource,
                 methods: MethodsResource) -> dg.MaterializeResult:
     """B′ for every usable triplet × method of the run (the `methods` resource), as PNG blobs, added to
@@ -84,12 +84,22 @@ def generations(context: dg.AssetExecutionContext, storage: AnalogyStorage, mode
 
 
 class MetricsConfig(dg.Config):
-    encoders: list[str] = ["clip", "dinov2"]  # image encoders for directional scores; absent ones are skipped
-    text_direction: bool = True  # caption-based CLIP direction where the dataset has captions
+    encoders: list[str] = Field(default=list(IMAGE_ENCODER_KINDS),
+                                description="image encoders for the directional scores (clip, dinov2); one the "
+                                            "profile lacks (no DINOv2 in the toy world) is skipped")
+    text_direction: bool = Field(default=True, description="the caption-based CLIP direction, where the dataset "
+                                                            "has captions")
+
+    @field_validator("encoders")
+    @classmethod
+    def _known(cls, encoders: list[str]) -> list[str]:
+        unknown = sorted(set(encoders) - set(IMAGE_ENCODER_KINDS))
+        if unknown:  # a typo fails before any work, not as a silently skipped encoder
+            raise ValueError(f"unknown image encoder {unknown[0]!r}; choose from {', '.join(IMAGE_ENCODER_KINDS)}")
+        return encoders
 
 
-@dg.asset(partitions_def=dataset_partitions, group_name=GROUP, deps=[generations], pool="gpu", kinds={"parquet"},
-          owners=OWNERS, code_version=code_version("metrics"), tags={"stage": "evaluate", "compute": "gpu"})
+@dg.asset(group_name=GROUP, deps=[generations], kinds={"parquet"}, **asset_args("metrics", "evaluate", gpu=True))
 def metrics(context: dg.AssetExecutionContext, config: MetricsConfig, storage: AnalogyStorage,
             models: ModelsResource) -> dg.MaterializeResult:
     """Directional, caption-direction and ground-truth scores of every B′ (long format)."""
@@ -114,8 +124,7 @@ def metrics(context: dg.AssetExecutionContext, config: MetricsConfig, storage: A
                                           "metric_names": ", ".join(sorted({r["metric"] for r in rows}))})
 
 
-@dg.asset(group_name=GROUP, deps=[metrics], kinds={"duckdb"}, owners=OWNERS, code_version=code_version(None),
-          tags={"stage": "evaluate"})
+@dg.asset(group_name=GROUP, deps=[metrics], kinds={"duckdb"}, **asset_args(None, "evaluate", partitioned=False))
 def leaderboard(context: dg.AssetExecutionContext, storage: AnalogyStorage) -> dg.MaterializeResult:
     """Refreshes analogy.duckdb (a view per table, over every partition of every dataset) and its
     `leaderboard` table: mean and 95 % interval (Wilson for 0/1 scores, t otherwise) per dataset ×
@@ -135,8 +144,7 @@ NUMBER_TYPES = {"n": "int", "mean": "float", "ci95_low": "float", "ci95_high": "
 RUN_URL = "http://localhost:3000/runs/{run_id}"  # the UI `dagster dev` serves (README: The UI)
 
 
-@dg.asset(partitions_def=dataset_partitions, group_name=GROUP, deps=[metrics], kinds={"html"}, owners=OWNERS,
-          code_version=code_version(None, extra="report"), tags={"stage": "report"})
+@dg.asset(group_name=GROUP, deps=[metrics], kinds={"html"}, **asset_args(None, "report", extra="report"))
 def report(context: dg.AssetExecutionContext, storage: AnalogyStorage) -> dg.MaterializeResult:
     """One self-contained HTML page: a sortable method × metric table (mean, 95 % interval, n),
     one row per triplet with every method's B′ beside A, A′, B, B′gt (each linked to its config

@@ -23,12 +23,14 @@ from ops import difference_inversion as di
 from ops.cache import key_digest
 from ops.captions import caption
 from orchestration.cache import DiskCache
-from orchestration.metadata import OWNERS, code_version, json_value, png_markdown, table_metadata
-from orchestration.partitions import dataset_partitions
+from orchestration.metadata import asset_args, json_value, png_markdown, table_metadata
 from orchestration.resources import AnalogyStorage, MethodsResource, ModelsResource
 
 GROUP = "difference_inversion"
-TAGS = {"stage": "prepare", "compute": "gpu", "method": "difference_inversion"}
+
+
+def _args(table: str) -> dict:
+    return asset_args(table, "prepare", runs_methods=True, gpu=True)
 
 
 def _inputs(context, storage: AnalogyStorage, models: ModelsResource, methods: MethodsResource):
@@ -72,8 +74,7 @@ def _write(store, context, cache: DiskCache, table: str, rows: list[dict], usabl
                                           **metadata})
 
 
-@dg.asset(partitions_def=dataset_partitions, group_name=GROUP, deps=["triplets"], pool="gpu", kinds={"parquet"},
-          owners=OWNERS, code_version=code_version("captions", runs_methods=True), tags=TAGS)
+@dg.asset(group_name=GROUP, deps=["triplets"], kinds={"parquet"}, **_args("captions"))
 def captions(context: dg.AssetExecutionContext, storage: AnalogyStorage, models: ModelsResource,
              methods: MethodsResource) -> dg.MaterializeResult:
     """A caption for every distinct A, A′ and B (BLIP-2, or retrieval in the toy world), when a
@@ -86,8 +87,7 @@ def captions(context: dg.AssetExecutionContext, storage: AnalogyStorage, models:
     return _write(store, context, cache, "captions", rows, usable, ("image_hash",))
 
 
-@dg.asset(partitions_def=dataset_partitions, group_name=GROUP, deps=[captions], pool="gpu", kinds={"parquet"},
-          owners=OWNERS, code_version=code_version("pez_prompts", runs_methods=True), tags=TAGS)
+@dg.asset(group_name=GROUP, deps=[captions], kinds={"parquet"}, **_args("pez_prompts"))
 def pez_prompts(context: dg.AssetExecutionContext, storage: AnalogyStorage, models: ModelsResource,
                 methods: MethodsResource) -> dg.MaterializeResult:
     """Hard prompts (token ids, text, cosine) of every distinct image, per DI method's prompt settings."""
@@ -108,8 +108,7 @@ def pez_prompts(context: dg.AssetExecutionContext, storage: AnalogyStorage, mode
     return _write(store, context, cache, "pez_prompts", rows, usable, ("image_hash", "variant"))
 
 
-@dg.asset(partitions_def=dataset_partitions, group_name=GROUP, deps=[captions], pool="gpu", kinds={"parquet"},
-          owners=OWNERS, code_version=code_version("clip_deltas", runs_methods=True), tags=TAGS)
+@dg.asset(group_name=GROUP, deps=[captions], kinds={"parquet"}, **_args("clip_deltas"))
 def clip_deltas(context: dg.AssetExecutionContext, storage: AnalogyStorage, models: ModelsResource,
                 methods: MethodsResource) -> dg.MaterializeResult:
     """Dimg, Dtxt and their slerp Dinter for every distinct (A, A′) and α of the run's DI methods."""
@@ -128,9 +127,7 @@ def clip_deltas(context: dg.AssetExecutionContext, storage: AnalogyStorage, mode
     return _write(store, context, cache, "clip_deltas", rows, usable, ("a_hash", "a_prime_hash", "alpha"))
 
 
-@dg.asset(partitions_def=dataset_partitions, group_name=GROUP, deps=[pez_prompts, clip_deltas], pool="gpu",
-          kinds={"parquet", "safetensors"}, owners=OWNERS, code_version=code_version("diff_tokens", runs_methods=True),
-          tags=TAGS)
+@dg.asset(group_name=GROUP, deps=[pez_prompts, clip_deltas], kinds={"parquet", "safetensors"}, **_args("diff_tokens"))
 def diff_tokens(context: dg.AssetExecutionContext, storage: AnalogyStorage, models: ModelsResource,
                 methods: MethodsResource) -> dg.MaterializeResult:
     """D̃ for every distinct (A, A′) × DI method (in the cache, safetensors) with its loss curve."""

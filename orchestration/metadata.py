@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import dataclasses
 import json
+import warnings
 from typing import Any
 
 import dagster as dg
@@ -21,6 +22,27 @@ from evaluation.schemas import TABLES
 from ops.cache import config_hash
 
 OWNERS = ["team:analogy"]
+
+BACKFILL = dg.BackfillPolicy.multi_run(max_partitions_per_run=1)
+# `backfill_policy` is a beta parameter of @dg.asset in Dagster 1.13; the policy used here (one
+# partition per run, Dagster's own default for a backfill) is the stable part of it.
+warnings.filterwarnings("ignore", message="Parameter `backfill_policy`", category=dg.BetaWarning)
+
+
+def asset_args(table: str | None, stage: str, *, runs_methods: bool = False, gpu: bool = False,
+               partitioned: bool = True, extra: Any = None) -> dict[str, Any]:
+    """The arguments every asset of the project gives `@dg.asset`: owners, tags, the code version;
+    for a per-dataset asset its partitions and backfill policy (a backfill runs one partition per
+    run: each asset reads one `partition_key`); for one that loads a model, the `gpu` pool."""
+    from orchestration.partitions import dataset_partitions
+
+    args: dict[str, Any] = {"owners": OWNERS, "tags": {"stage": stage, **({"compute": "gpu"} if gpu else {})},
+                            "code_version": code_version(table, runs_methods=runs_methods, extra=extra)}
+    if partitioned:
+        args |= {"partitions_def": dataset_partitions, "backfill_policy": BACKFILL}
+    if gpu:
+        args["pool"] = "gpu"
+    return args
 
 
 def method_defaults() -> dict[str, Any]:

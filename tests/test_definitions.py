@@ -77,3 +77,18 @@ def test_importing_the_code_location_reads_no_datasets_file(tmp_path):
     done = subprocess.run([sys.executable, "-c", code], env=env, cwd=ROOT, capture_output=True, text=True)
     assert done.stdout.strip() == "imported"
     assert "missing.yaml does not exist" in done.stderr.strip().splitlines()[-1]
+
+
+def test_a_wrong_encoder_or_profile_in_run_config_fails_before_any_work():
+    """A typo in the launchpad is a config error naming the choices, not a silently skipped encoder."""
+    import pydantic
+    import pytest
+
+    from orchestration.assets import MetricsConfig
+    from orchestration.resources import ModelsResource
+
+    with pytest.raises(pydantic.ValidationError, match="clip, dinov2"):
+        MetricsConfig(encoders=["clip", "clpi"])
+    with pytest.raises(pydantic.ValidationError, match="toy"):
+        ModelsResource(profile="sd99")
+    assert MetricsConfig().encoders == ["clip", "dinov2"]
