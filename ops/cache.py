@@ -72,19 +72,30 @@ class Cache:
         self.reused: Counter[str] = Counter()
 
     def __call__(self, kind: str, key: tuple, compute: Callable[[], T]) -> T:
+        value = self.get(kind, key)
+        if value is None:
+            value = compute()
+            self.put(kind, key, value)
+        return value
+
+    def get(self, kind: str, key: tuple) -> Any | None:
+        """The cached value (counted as reused), or None where there is none yet."""
         digest = key_digest(kind, key)
-        if (kind, digest) not in self._memory:
+        value = self._memory.get((kind, digest))
+        if value is None:
             value = self.load(kind, digest)
             if value is None:
-                value = compute()
-                self.save(kind, digest, value)
-                self.computed[kind] += 1
-            else:
-                self.reused[kind] += 1
+                return None
             self._memory[kind, digest] = value
-        else:
-            self.reused[kind] += 1
-        return self._memory[kind, digest]
+        self.reused[kind] += 1
+        return value
+
+    def put(self, kind: str, key: tuple, value: Any) -> None:
+        """Store a value computed outside `__call__` (counted as computed): a batch of several."""
+        digest = key_digest(kind, key)
+        self.save(kind, digest, value)
+        self.computed[kind] += 1
+        self._memory[kind, digest] = value
 
     def load(self, kind: str, digest: str) -> Any | None:
         return None

@@ -51,60 +51,113 @@ def pair_sequences(table: torch.Tensor, prompt_a: torch.Tensor, prompt_a_prime: 
     return torch.stack([before[0], after[0]]), torch.stack([before[1], after[1]])
 
 
+@dataclass
+class PairInputs:
+    """One (A, A′) pair to train D̃ for: E(A), E(A′) scaled latents (1, C, h, w), the PEZ (or
+    caption) token ids of A and A′, the target CLIP delta (E,) and the pair's own seed."""
+
+    z_a: torch.Tensor
+    z_a_prime: torch.Tensor
+    prompt_a: list[int]
+    prompt_a_prime: list[int]
+    delta: torch.Tensor
+    seed: int
+
+
 def train_diff_tokens(pipe, clip, z_a: torch.Tensor, z_a_prime: torch.Tensor, prompt_a: list[int],
                       prompt_a_prime: list[int], delta: torch.Tensor, config: DIConfig, seed: int = 0,
                       progress=None) -> DiffTokens:
-    """Train D̃ for one pair. `z_a`, `z_a_prime`: E(A), E(A′) scaled latents (1, C, h, w);
-    `prompt_*`: PEZ (or caption) token ids; `delta`: the target CLIP delta (E,); `config`: the
-    DIFF-token fields of a DIConfig (n_tokens, steps, lr, weight_decay, λ's, switches)."""
-    progress = reporter(progress, "DIFF tokens")
+    """Train D̃ for one pair (a batch of one; a NaN or inf loss raises TrainingDivergedError)."""
+    (result,) = train_diff_tokens_batch(pipe, clip, [PairInputs(z_a, z_a_prime, prompt_a, prompt_a_prime, delta,
+                                                                seed)], config, progress)
+    if isinstance(result, Exception):
+        raise result
+    return result
+
+
+def train_diff_tokens_batch(pipe, clip, pairs: list[PairInputs], config: DIConfig,
+                            progress=None) -> list[DiffTokens | TrainingDivergedError]:
+    """Train one D̃ per pair, k pairs at once: their `before`/`after` sequences go through the
+    text encoder and the UNet as one batch of 2k, their CLIP terms as one batch of k. Each pair
+    keeps its own D̃, its own AdamW state and its own random stream (timesteps and noise drawn
+    from its own seed, in the order a pair trained alone draws them), so a pair's D̃ is the one it
+    gets alone up to the float rounding of batched kernels (tests/test_diff_tokens.py measures
+    it). Nothing mixes pairs: the frozen models have no batch statistics, and the loss is a sum
+    of per-pair losses, so each D̃'s gradient is its own pair's. A pair whose loss becomes NaN or
+    inf stops with its TrainingDivergedError in its place in the result; the others go on.
+    `config`: the DIFF-token fields of a DIConfig (n_tokens, steps, lr, weight_decay, λ's, switches)."""
+    progress = reporter(progress, "DIFF tokens" + (f" ({len(pairs)} pairs)" if len(pairs) > 1 else ""))
     unet, text_encoder, scheduler = pipe.unet, pipe.text_encoder, pipe.scheduler
     table = text_encoder.get_input_embeddings().weight.detach()
     if clip.token_table.shape != table.shape:
         raise ValueError(f"the joint CLIP's token table {tuple(clip.token_table.shape)} is not the diffusion text "
                          f"encoder's {tuple(table.shape)}: DIFF tokens need a CLIP that shares V with Tsd")
     sd_specials, clip_specials_ = pipeline_specials(pipe), clip_specials(clip)
-    device = z_a.device
-    generator = torch.Generator().manual_seed(seed)
-
-    if config.init == "zero":
-        init = torch.zeros(config.n_tokens, table.shape[1])
-    else:
-        init = table.cpu()[torch.randint(table.shape[0] - 2, (config.n_tokens,), generator=generator)].clone()
-    tokens = torch.nn.Parameter(init.to(device, table.dtype))
-    optimizer = torch.optim.AdamW([tokens], lr=config.lr, weight_decay=config.weight_decay)
-    ids_a, ids_a_prime = torch.tensor(prompt_a), torch.tensor(prompt_a_prime)
-    target_delta = F.normalize(delta.to(device).float(), dim=-1)
-    z_pair = torch.cat([z_a, z_a_prime])
+    device = pairs[0].z_a.device
     n_train = scheduler.config.num_train_timesteps
-    curve: dict[str, list[float]] = {"tc": [], "clip": [], "total": []}
+
+    # per pair: its random stream, D̃ (zero or random vocabulary rows) and optimiser
+    generators = [torch.Generator().manual_seed(p.seed) for p in pairs]
+    tokens, optimizers = [], []
+    for generator in generators:
+        if config.init == "zero":
+            init = torch.zeros(config.n_tokens, table.shape[1])
+        else:
+            init = table.cpu()[torch.randint(table.shape[0] - 2, (config.n_tokens,), generator=generator)].clone()
+        tokens.append(torch.nn.Parameter(init.to(device, table.dtype)))
+        optimizers.append(torch.optim.AdamW([tokens[-1]], lr=config.lr, weight_decay=config.weight_decay))
+    ids_a = [torch.tensor(p.prompt_a) for p in pairs]
+    ids_a_prime = [torch.tensor(p.prompt_a_prime) for p in pairs]
+    target_delta = torch.stack([F.normalize(p.delta.to(device).float(), dim=-1) for p in pairs])
+    z_pairs = [torch.cat([p.z_a, p.z_a_prime]) for p in pairs]  # (2, C, h, w) each
+    curves: list[dict[str, list[float]]] = [{"tc": [], "clip": [], "total": []} for _ in pairs]
+    results: list[DiffTokens | TrainingDivergedError | None] = [None] * len(pairs)
+    active = list(range(len(pairs)))
 
     for step in range(config.steps):
-        loss = torch.zeros((), device=device)
+        losses = torch.zeros(len(active), device=device)
         if config.token_consistency:
-            embeds, ids = pair_sequences(table, ids_a, ids_a_prime, tokens, sd_specials, config.negation)
-            cond = encode_diffusion_text(text_encoder, embeds, ids)
-            t = torch.randint(0, n_train, (2,), generator=generator).to(device)
-            noise = torch.randn(z_pair.shape, generator=generator).to(device, z_pair.dtype)
-            z_t = scheduler.add_noise(z_pair, noise, t)
-            pred = unet(z_t, t, cond).sample
-            target = diffusion_target(scheduler, z_pair, noise, t)
-            # Ltc = MSE(before → A) + MSE(after → A′)
-            tc = F.mse_loss(pred[0].float(), target[0].float()) + F.mse_loss(pred[1].float(), target[1].float())
-            loss = loss + config.lambda_tc * tc
-            curve["tc"].append(tc.item())
+            # Ltc = MSE(before → A) + MSE(after → A′), per pair, one UNet batch of 2·|active|
+            sequences = [pair_sequences(table, ids_a[i], ids_a_prime[i], tokens[i], sd_specials, config.negation)
+                         for i in active]
+            cond = encode_diffusion_text(text_encoder, torch.cat([e for e, _ in sequences]),
+                                         torch.cat([i for _, i in sequences]))
+            t = torch.cat([torch.randint(0, n_train, (2,), generator=generators[i]) for i in active]).to(device)
+            noise = torch.cat([torch.randn(z_pairs[i].shape, generator=generators[i]) for i in active])
+            z0 = torch.cat([z_pairs[i] for i in active])
+            noise = noise.to(device, z0.dtype)
+            pred = unet(scheduler.add_noise(z0, noise, t), t, cond).sample
+            target = diffusion_target(scheduler, z0, noise, t)
+            per_image = (pred.float() - target.float()).pow(2).flatten(1).mean(1)
+            tc = per_image.view(len(active), 2).sum(1)
+            losses = losses + config.lambda_tc * tc
+            for j, i in enumerate(active):
+                curves[i]["tc"].append(tc[j].item())
         if config.clip_loss:
-            embeds, ids = token_sequence(clip.token_table, [tokens], clip_specials_)
-            text = clip.encode_token_embeddings(embeds[None], ids[None])[0]
-            clip_term = 1 - F.cosine_similarity(text.float(), target_delta, dim=-1)
-            loss = loss + config.lambda_clip * clip_term
-            curve["clip"].append(clip_term.item())
-        if not torch.isfinite(loss):
-            raise TrainingDivergedError(f"DIFF-token loss became {loss.item()} at step {step}; "
-                                        f"lower lr (now {config.lr}) or check the inputs for NaN")
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        curve["total"].append(loss.item())
+            # Lclip = 1 − cos(ET([SOT, D̃, EOT]), Dinter), per pair, one text-tower batch
+            sequences = [token_sequence(clip.token_table, [tokens[i]], clip_specials_) for i in active]
+            text = clip.encode_token_embeddings(torch.stack([e for e, _ in sequences]),
+                                                torch.stack([i for _, i in sequences]))
+            clip_term = 1 - F.cosine_similarity(text.float(), target_delta[active], dim=-1)
+            losses = losses + config.lambda_clip * clip_term
+            for j, i in enumerate(active):
+                curves[i]["clip"].append(clip_term[j].item())
+        finite = torch.isfinite(losses).tolist()
+        for j, i in enumerate(active):
+            if not finite[j]:
+                results[i] = TrainingDivergedError(f"DIFF-token loss became {losses[j].item()} at step {step}; "
+                                                   f"lower lr (now {config.lr}) or check the inputs for NaN")
+        kept = [j for j, ok in enumerate(finite) if ok]
+        active = [active[j] for j in kept]
+        if not active:
+            break
+        for i in active:
+            optimizers[i].zero_grad(set_to_none=True)
+        losses[kept].sum().backward()  # pairs share no parameter: each D̃ gets its own pair's gradient
+        for j, i in zip(kept, active):
+            optimizers[i].step()
+            curves[i]["total"].append(losses[j].item())
         progress(step + 1, config.steps)
-    return DiffTokens(tokens.detach().clone(), curve)
+    for i in active:
+        results[i] = DiffTokens(tokens[i].detach().clone(), curves[i])
+    return results

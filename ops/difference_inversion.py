@@ -25,7 +25,7 @@ from ops.cache import Cache, config_hash, content_seed
 from ops.captions import caption
 from ops.ddim import Schedule, ddim_invert, ddim_sample, decode_latents, encode_images
 from ops.deltas import DELTA_KINDS, Deltas, clip_deltas
-from ops.diff_tokens import DiffTokens, train_diff_tokens
+from ops.diff_tokens import DiffTokens, PairInputs, train_diff_tokens_batch
 from ops.images import to_pil
 from ops.pez import HardPrompt, pez_prompt
 from ops.text import encode_diffusion_text, encode_prompt, pipeline_specials, token_sequence
@@ -123,14 +123,54 @@ def diff_tokens(models, a: Image.Image, a_prime: Image.Image, prompt_a: list[int
                 target: torch.Tensor, config: DIConfig, seed: int, cache: Cache) -> DiffTokens:
     """Step 4: D̃ of (A, A′) from the prompt ids of A and A′ and the target delta. Cached by
     (A, A′) and the training settings (which determine the prompts and the delta)."""
+    (result,) = diff_tokens_batch(models, [(a, a_prime, prompt_a, prompt_a_prime, target)], config, seed, cache)
+    if isinstance(result, Exception):
+        raise result
+    return result
 
-    def train() -> DiffTokens:
+
+def diff_tokens_batch(models, pairs: list[tuple], config: DIConfig, seed: int, cache: Cache,
+                      batch_size: int = 1) -> list[DiffTokens | Exception]:
+    """Step 4 for many pairs: `pairs` = [(A, A′, prompt ids of A, of A′, target delta)]. Those not
+    in the cache train `batch_size` at a time (ops.diff_tokens.train_diff_tokens_batch: each D̃ as
+    if trained alone, to float rounding); a pair that diverges gets its error in its place."""
+    keys = [diff_tokens_key(models, a, a_prime, config, seed) for a, a_prime, *_ in pairs]
+    results: list[DiffTokens | Exception | None] = [cache.get("diff_tokens", key) for key in keys]
+    todo = [i for i, r in enumerate(results) if r is None]
+    for start in range(0, len(todo), max(1, batch_size)):
+        chunk = todo[start:start + max(1, batch_size)]
         pipe = models.pipeline
-        z = encode_images(pipe, [a, a_prime])
-        return train_diff_tokens(pipe, models.joint_clip, z[:1], z[1:], prompt_a, prompt_a_prime, target, config,
-                                 content_seed(seed, a, a_prime))
+        inputs = []
+        for i in chunk:
+            a, a_prime, prompt_a, prompt_a_prime, target = pairs[i]
+            z = encode_images(pipe, [a, a_prime])
+            inputs.append(PairInputs(z[:1], z[1:], prompt_a, prompt_a_prime, target, content_seed(seed, a, a_prime)))
+        for i, result in zip(chunk, train_diff_tokens_batch(pipe, models.joint_clip, inputs, config)):
+            if not isinstance(result, Exception):
+                cache.put("diff_tokens", keys[i], result)
+            results[i] = result
+    return results
 
-    return cache("diff_tokens", diff_tokens_key(models, a, a_prime, config, seed), train)
+
+def prepare_diff_tokens(models, pairs: list[tuple[Image.Image, Image.Image]], config: DIConfig, *, seed: int,
+                        cache: Cache, batch_size: int = 8) -> list[DiffTokens | Exception]:
+    """Steps 1–4 for many (A, A′) at once, D̃ trained `batch_size` pairs at a time, into `cache`:
+    what `difference_inversion` then finds for every triplet (a benchmark's `prepare` hook).
+    A pair that fails gets its error in its place; the method raises it for that triplet."""
+    results: list[DiffTokens | Exception | None] = [None] * len(pairs)
+    jobs, ready = [], []
+    for i, (a, a_prime) in enumerate(pairs):
+        try:
+            target = deltas(models, a, a_prime, config, cache).pick(config.delta)
+            prompts = [prompt(models, image, config, seed, cache).token_ids for image in (a, a_prime)]
+        except Exception as exc:  # one bad pair fails alone
+            results[i] = exc
+            continue
+        jobs.append((a, a_prime, *prompts, target))
+        ready.append(i)
+    for i, result in zip(ready, diff_tokens_batch(models, jobs, config, seed, cache, batch_size)):
+        results[i] = result
+    return results
 
 
 @torch.no_grad()

@@ -27,7 +27,7 @@ from PIL import Image
 from ops.cache import Cache, config_hash
 from ops.dia import DIAConfig, dia
 from ops.dia_captions import DIACaptionConfig, dia_captions
-from ops.difference_inversion import ABLATIONS, DIConfig, difference_inversion
+from ops.difference_inversion import ABLATIONS, DIConfig, difference_inversion, prepare_diff_tokens
 from ops.differential_diffusion import DDConfig, as_change_map, differential_diffusion
 from ops.no_edit import NoEditConfig, no_edit
 from ops.sdedit import SDEditConfig, sdedit
@@ -43,6 +43,9 @@ class Method:
     default: bool = False  # part of a run when no method list is given
     description: str = ""
     preset: Mapping[str, Any] = field(default_factory=dict)  # fields this preset changes (ablations)
+    # optional: prepare(models, pairs [(A, A′)], config, *, seed, cache, batch_size) fills the cache
+    # with what the method's per-pair work needs for many triplets at once (DI: D̃ trained in batches)
+    prepare: Callable | None = None
 
     def config(self, overrides: Mapping[str, Any] | None = None, profile=None):
         """The config of one run: the class defaults, then the profile's defaults for this config
@@ -86,11 +89,11 @@ METHODS: dict[str, Method] = {}
 
 
 def register(name: str, fn: MethodFn, config_class: type, *, default: bool = False, description: str = "",
-             preset: Mapping[str, Any] | None = None) -> Method:
+             preset: Mapping[str, Any] | None = None, prepare: Callable | None = None) -> Method:
     if name in METHODS:
         raise ValueError(f"method {name!r} is registered twice")
     method = Method(name, fn, config_class, default, description or (fn.__doc__ or "").strip().split("\n")[0],
-                    dict(preset or {}))
+                    dict(preset or {}), prepare)
     method.config(method.preset)  # a preset naming an unknown field fails at import, not in a run
     METHODS[name] = method
     return method
@@ -184,10 +187,10 @@ def run_method(run: MethodRun, models, a: Image.Image, a_prime: Image.Image, b: 
 # --------------------------------------------------------------------------- the methods
 
 register("no_edit", no_edit, NoEditConfig, default=True)
-register("difference_inversion", difference_inversion, DIConfig, default=True,
+register("difference_inversion", difference_inversion, DIConfig, default=True, prepare=prepare_diff_tokens,
          description="Difference Inversion (Kim et al.): DIFF tokens from (A, A′) applied to B")
 for _name, _preset in ABLATIONS.items():
-    register(_name, difference_inversion, DIConfig, preset=_preset,
+    register(_name, difference_inversion, DIConfig, preset=_preset, prepare=prepare_diff_tokens,
              description=f"Difference Inversion ablation: {_preset}")
 register("dia", dia, DIAConfig,
          description="Diffusion Image Analogies (Šubrtová et al.): cB + st·(cA′ − cA) from B's estimated noise")

@@ -35,10 +35,11 @@ def read_benchmark(path: Path, limit: int | None = None) -> list[dict]:
 
 
 def run_bench(benchmark: Path, specs: list[str], profile_name: str = "toy", seed: int = 0,
-              limit: int | None = None, rows_out: list | None = None) -> dict:
+              limit: int | None = None, rows_out: list | None = None, batch_size: int = 8) -> dict:
     """{spec: {joint, target, keep, n, by_attribute, errors, seconds_per_triplet}}. With `rows_out`,
     also appends one row per (spec, triplet): {method, triplet_id, changed, target, keep, joint,
-    error}, so that two methods can be compared triplet by triplet (paired)."""
+    error}, so that two methods can be compared triplet by triplet (paired). A method with a
+    `prepare` hook (Difference Inversion) first prepares every triplet's pair, `batch_size` at a time."""
     models = ModelContext(profile_name)
     runs = resolve_specs(specs, models.profile)  # fail fast on unknown methods or settings
     rows = read_benchmark(Path(benchmark), limit)
@@ -48,6 +49,14 @@ def run_bench(benchmark: Path, specs: list[str], profile_name: str = "toy", seed
     for run in runs:
         spec = run.label
         outputs, errors, start = [], [], time.perf_counter()
+        if run.method.prepare is not None:  # e.g. every D̃ of the file, trained `batch_size` pairs at a time
+            pairs = []
+            for row in rows:
+                try:
+                    pairs.append(tuple(decode_image(row[f"{k}_png"]).image for k in ("a", "a_prime")))
+                except Exception:  # noqa: BLE001 (the triplet's own loop below records why)
+                    continue
+            run.method.prepare(models, pairs, run.config, seed=seed, cache=cache, batch_size=batch_size)
         for row in tqdm(rows, desc=spec, unit="triplet", disable=None):
             try:  # the project's one image loader: checks, RGB conversion; a bad image fails its triplet alone
                 a, a_prime, b = (decode_image(row[f"{k}_png"]).image for k in ("a", "a_prime", "b"))

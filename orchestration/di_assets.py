@@ -130,33 +130,51 @@ def clip_deltas(context: dg.AssetExecutionContext, storage: AnalogyStorage, mode
 @dg.asset(group_name=GROUP, deps=[pez_prompts, clip_deltas], kinds={"parquet", "safetensors"}, **_args("diff_tokens"))
 def diff_tokens(context: dg.AssetExecutionContext, storage: AnalogyStorage, models: ModelsResource,
                 methods: MethodsResource) -> dg.MaterializeResult:
-    """D̃ for every distinct (A, A′) × DI method (in the cache, safetensors) with its loss curve."""
+    """D̃ for every distinct (A, A′) × DI method (in the cache, safetensors) with its loss curve,
+    the partition's pairs trained `methods.batch_size` at a time."""
     store, loaded, cache, usable, variants = _inputs(context, storage, models, methods)
     pairs = _distinct(usable, "a", "a_prime")
     rows, curves, seed = [], [], methods.seed
-    for variant, config in variants.items():
-        for i, (a_hash, ap_hash) in enumerate(pairs, start=1):
-            def compute(a_hash=a_hash, ap_hash=ap_hash, config=config):
-                start = time.perf_counter()
-                a, a_prime = store.get_png(a_hash), store.get_png(ap_hash)
-                target = di.deltas(loaded, a, a_prime, config, cache).pick(config.delta)
-                prompts = [di.prompt(loaded, image, config, seed, cache).token_ids for image in (a, a_prime)]
-                d = di.diff_tokens(loaded, a, a_prime, *prompts, target, config, seed, cache)
-                curves.append(d.curve)
-                return {"tokens_key": key_digest("diff_tokens", di.diff_tokens_key(loaded, a, a_prime, config, seed)),
-                        "final_tc": d.curve["tc"][-1] if d.curve["tc"] else None,
-                        "final_clip": d.curve["clip"][-1] if d.curve["clip"] else None,
-                        "curve": json.dumps(d.curve), "seconds": time.perf_counter() - start}
+    for variant, di_config in variants.items():
+        rows_of_variant, jobs = [], []
+        for a_hash, ap_hash in pairs:
+            row = {"a_hash": a_hash, "a_prime_hash": ap_hash, "variant": variant,
+                   "config": json.dumps(asdict(di_config)), "tokens_key": None, "final_tc": None,
+                   "final_clip": None, "curve": None, "seconds": None, "error": None}
 
-            rows.append(_attempt({"a_hash": a_hash, "a_prime_hash": ap_hash, "variant": variant,
-                                  "config": json.dumps(asdict(config)), "tokens_key": None, "final_tc": None,
-                                  "final_clip": None, "curve": None, "seconds": None, "error": None}, compute))
-            context.log.info(f"[{variant} {i}/{len(pairs)}] D̃ for pair {a_hash[:8]}/{ap_hash[:8]}")
-    metadata = {}
+            def inputs(a_hash=a_hash, ap_hash=ap_hash, di_config=di_config):
+                a, a_prime = store.get_png(a_hash), store.get_png(ap_hash)
+                target = di.deltas(loaded, a, a_prime, di_config, cache).pick(di_config.delta)
+                prompts = [di.prompt(loaded, image, di_config, seed, cache).token_ids for image in (a, a_prime)]
+                return {"job": (a, a_prime, *prompts, target)}
+
+            rows_of_variant.append(_attempt(row, inputs))  # a pair whose inputs fail is an error row
+            jobs.append(row.pop("job", None))
+        ready = [i for i, job in enumerate(jobs) if job is not None]
+        start = time.perf_counter()
+        results = di.diff_tokens_batch(loaded, [jobs[i] for i in ready], di_config, seed, cache, methods.batch_size)
+        seconds = (time.perf_counter() - start) / max(1, len(ready))
+        for i, result in zip(ready, results):
+            row, (a, a_prime, *_) = rows_of_variant[i], jobs[i]
+            if isinstance(result, Exception):
+                row["error"] = f"{type(result).__name__}: {result}"
+                continue
+            curves.append(result.curve)
+            key = di.diff_tokens_key(loaded, a, a_prime, di_config, seed)
+            row.update({"tokens_key": key_digest("diff_tokens", key),
+                        "final_tc": result.curve["tc"][-1] if result.curve["tc"] else None,
+                        "final_clip": result.curve["clip"][-1] if result.curve["clip"] else None,
+                        "curve": json.dumps(result.curve), "seconds": seconds})
+        rows += rows_of_variant
+        context.log.info(f"[{variant}] D̃ for {len(ready)} pair(s), batches of {methods.batch_size}, "
+                         f"{seconds:.1f} s per pair")
+    metadata = {"batch_size": methods.batch_size}
     if curves:
         metadata["loss_curve"] = png_markdown(_curve_png(curves), "loss curve")
     return _write(store, context, cache, "diff_tokens", rows, usable, ("a_hash", "a_prime_hash", "variant"),
                   **metadata)
+
+
 def _curve_png(curves: list[dict]) -> bytes:
     """Mean DIFF-token loss curves (Ltc, Lclip, total) as PNG bytes."""
     import matplotlib

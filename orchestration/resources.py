@@ -66,6 +66,8 @@ class MethodsResource(dg.ConfigurableResource):
     methods: list[str] = Field(default=[], description="method specs, 'name' or 'name[key=value;…]' "
                                "(see `analogy bench --help`); empty: every method registered with default=True")
     seed: int = Field(default=0, description="the seed every method derives its seeds from, with the content")
+    batch_size: int = Field(default=8, ge=1, description="Difference Inversion: (A, A′) pairs whose D̃ train "
+                            "together in one UNet batch (memory grows with it; D̃ changes only by float rounding)")
 
     @field_validator("methods")
     @classmethod

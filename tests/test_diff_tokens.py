@@ -124,3 +124,61 @@ def test_zero_tokens_and_zero_change_map_keep_b(pipe, joint_clip, pair):
     # the last DDIM step from t=1 adds a little error on top of the VAE; 0.02 in [−1, 1] is ~2.5 grey levels
     assert err_kept < 0.02
     assert err_free > 3 * err_kept
+
+
+@pytest.fixture(scope="module")
+def four_pairs(pipe, joint_clip):
+    """Four (A, A′) pairs of different changes, captions as prompts (the toy profile's setting)."""
+    from models.toy.world import caption
+    from ops.diff_tokens import PairInputs
+
+    out = []
+    for i, t in enumerate(make_triplets(23, 4)):
+        im = t.images()
+        z = encode_latents(pipe.vae, to_pixels([im["a"], im["a_prime"]], 32))
+        ids = [pipe.tokenizer(caption(s), add_special_tokens=False).input_ids for s in (t.a, t.a_prime)]
+        delta = clip_deltas(joint_clip, im["a"], im["a_prime"], caption(t.a), caption(t.a_prime)).interpolated
+        out.append(PairInputs(z[:1], z[1:], ids[0], ids[1], delta, seed=100 + i))
+    return out
+
+
+BATCH_CONFIG = DIConfig(steps=40, lambda_tc=100.0, init="random")  # random init: the seed matters from step 0
+
+
+def test_pairs_trained_together_equal_each_trained_alone(pipe, joint_clip, four_pairs):
+    """k = 4 pairs in one batch give each pair the D̃ it gets alone (same seeds) to float rounding.
+
+    Tolerance: batched float32 kernels sum in another order, ≈1e-7 relative per operation; AdamW
+    normalises every step, so 40 steps leave a few 1e-6 (measured: max 6e-5 absolute, 5e-6 relative
+    at k = 8, 30 steps). 1e-4 relative is 100× the rounding seen and 1,000× below what a different
+    seed changes (asserted below), so it tells "the same D̃" from "another D̃"."""
+    from ops.diff_tokens import train_diff_tokens_batch
+
+    together = train_diff_tokens_batch(pipe, joint_clip, four_pairs, BATCH_CONFIG)
+    for p, batched in zip(four_pairs, together, strict=True):
+        alone = train_diff_tokens(pipe, joint_clip, p.z_a, p.z_a_prime, p.prompt_a, p.prompt_a_prime, p.delta,
+                                  BATCH_CONFIG, seed=p.seed)
+        relative = ((batched.tokens - alone.tokens).norm() / alone.tokens.norm()).item()
+        assert relative < 1e-4, relative
+        assert batched.curve["total"] == pytest.approx(alone.curve["total"], rel=1e-4)
+    other_seed = train_diff_tokens(pipe, joint_clip, four_pairs[0].z_a, four_pairs[0].z_a_prime,
+                                   four_pairs[0].prompt_a, four_pairs[0].prompt_a_prime, four_pairs[0].delta,
+                                   BATCH_CONFIG, seed=999)
+    assert ((other_seed.tokens - together[0].tokens).norm() / together[0].tokens.norm()).item() > 0.1
+
+
+def test_a_pair_that_diverges_fails_alone_in_its_batch(pipe, joint_clip, four_pairs):
+    from dataclasses import replace as with_fields
+
+    from ops.diff_tokens import train_diff_tokens_batch
+
+    pairs = list(four_pairs[:3])
+    pairs[1] = with_fields(pairs[1], delta=torch.full_like(pairs[1].delta, float("nan")))
+    config = replace(BATCH_CONFIG, steps=5)
+    results = train_diff_tokens_batch(pipe, joint_clip, pairs, config)
+    assert isinstance(results[1], TrainingDivergedError) and "step 0" in str(results[1])
+    for i in (0, 2):
+        alone = train_diff_tokens(pipe, joint_clip, pairs[i].z_a, pairs[i].z_a_prime, pairs[i].prompt_a,
+                                  pairs[i].prompt_a_prime, pairs[i].delta, config, seed=pairs[i].seed)
+        assert torch.isfinite(results[i].tokens).all()
+        assert ((results[i].tokens - alone.tokens).norm() / alone.tokens.norm()).item() < 1e-4

@@ -18,6 +18,8 @@ def add_parser(subparsers) -> None:
     p.add_argument("--profile", default="toy")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--limit", type=int, help="score only the first N triplets")
+    p.add_argument("--batch-size", type=int, default=8, help="Difference Inversion: pairs whose D̃ train together "
+                   "(default 8; 1 = one after another; the scores do not depend on it beyond float rounding)")
     p.add_argument("--json", action="store_true", help="print one JSON object {method: scores} instead of the table")
     p.add_argument("--rows", type=Path, help="also write one row per (method, triplet) to this Parquet file "
                                                "(method, triplet_id, changed, target, keep, joint, error)")
@@ -42,7 +44,10 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         rows = [] if args.rows else None
-        results = run_bench(args.benchmark, split_specs(args.methods), args.profile, args.seed, args.limit, rows)
+        if args.batch_size < 1:
+            raise ValueError(f"--batch-size must be ≥ 1, got {args.batch_size}")
+        results = run_bench(args.benchmark, split_specs(args.methods), args.profile, args.seed, args.limit, rows,
+                            batch_size=args.batch_size)
     except (ValueError, KeyError, FileNotFoundError) as exc:
         print(f"analogy bench: {exc}", file=sys.stderr)
         return 2
