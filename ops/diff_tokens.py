@@ -113,6 +113,7 @@ def train_diff_tokens_batch(pipe, clip, pairs: list[PairInputs], config: DIConfi
     curves: list[dict[str, list[float]]] = [{"tc": [], "clip": [], "total": []} for _ in pairs]
     results: list[DiffTokens | TrainingDivergedError | None] = [None] * len(pairs)
     active = list(range(len(pairs)))
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=config.precision == "bf16")
 
     for step in range(config.steps):
         losses = torch.zeros(len(active), device=device)
@@ -120,13 +121,15 @@ def train_diff_tokens_batch(pipe, clip, pairs: list[PairInputs], config: DIConfi
             # Ltc = MSE(before → A) + MSE(after → A′), per pair, one UNet batch of 2·|active|
             sequences = [pair_sequences(table, ids_a[i], ids_a_prime[i], tokens[i], sd_specials, config.negation)
                          for i in active]
-            cond = encode_diffusion_text(text_encoder, torch.cat([e for e, _ in sequences]),
-                                         torch.cat([i for _, i in sequences]))
+            with autocast:
+                cond = encode_diffusion_text(text_encoder, torch.cat([e for e, _ in sequences]),
+                                             torch.cat([i for _, i in sequences]))
             t = torch.cat([torch.randint(0, n_train, (2,), generator=generators[i]) for i in active]).to(device)
             noise = torch.cat([torch.randn(z_pairs[i].shape, generator=generators[i]) for i in active])
             z0 = torch.cat([z_pairs[i] for i in active])
             noise = noise.to(device, z0.dtype)
-            pred = unet(scheduler.add_noise(z0, noise, t), t, cond).sample
+            with autocast:
+                pred = unet(scheduler.add_noise(z0, noise, t), t, cond).sample
             target = diffusion_target(scheduler, z0, noise, t)
             per_image = (pred.float() - target.float()).pow(2).flatten(1).mean(1)
             tc = per_image.view(len(active), 2).sum(1)
@@ -136,8 +139,9 @@ def train_diff_tokens_batch(pipe, clip, pairs: list[PairInputs], config: DIConfi
         if config.clip_loss:
             # Lclip = 1 − cos(ET([SOT, D̃, EOT]), Dinter), per pair, one text-tower batch
             sequences = [token_sequence(clip.token_table, [tokens[i]], clip_specials_) for i in active]
-            text = clip.encode_token_embeddings(torch.stack([e for e, _ in sequences]),
-                                                torch.stack([i for _, i in sequences]))
+            with autocast:
+                text = clip.encode_token_embeddings(torch.stack([e for e, _ in sequences]),
+                                                    torch.stack([i for _, i in sequences]))
             clip_term = 1 - F.cosine_similarity(text.float(), target_delta[active], dim=-1)
             losses = losses + config.lambda_clip * clip_term
             for j, i in enumerate(active):

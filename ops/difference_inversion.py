@@ -51,6 +51,9 @@ class DIConfig:
     steps: int = 3000
     lr: float = 0.1
     weight_decay: float = 0.1
+    # the frozen models' forward passes in DIFF training: "fp32" (the paper's code path, and every
+    # CPU result here) | "bf16" (torch.autocast; D̃ and AdamW stay fp32), for GPUs
+    precision: str = "fp32"
     lambda_tc: float = 0.01
     lambda_clip: float = 6.0
     token_consistency: bool = True
@@ -65,7 +68,7 @@ class DIConfig:
 
     def __post_init__(self):
         choices = {"delta": DELTA_KINDS, "prompt_source": ("pez", "caption"), "init": ("zero", "random"),
-                   "negation": ("negate", "remove")}
+                   "negation": ("negate", "remove"), "precision": ("fp32", "bf16")}
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
