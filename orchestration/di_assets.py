@@ -136,37 +136,26 @@ def diff_tokens(context: dg.AssetExecutionContext, storage: AnalogyStorage, mode
     pairs = _distinct(usable, "a", "a_prime")
     rows, curves, seed = [], [], methods.seed
     for variant, di_config in variants.items():
-        rows_of_variant, jobs = [], []
-        for a_hash, ap_hash in pairs:
+        images = [(store.get_png(a_hash), store.get_png(ap_hash)) for a_hash, ap_hash in pairs]
+        start = time.perf_counter()  # steps 1–4 for every pair, D̃ trained `batch_size` at a time
+        results = di.prepare_diff_tokens(loaded, images, di_config, seed=seed, cache=cache,
+                                         batch_size=methods.batch_size)
+        seconds = (time.perf_counter() - start) / max(1, len(pairs))
+        for (a_hash, ap_hash), (a, a_prime), result in zip(pairs, images, results):
             row = {"a_hash": a_hash, "a_prime_hash": ap_hash, "variant": variant,
                    "config": json.dumps(asdict(di_config)), "tokens_key": None, "final_tc": None,
                    "final_clip": None, "curve": None, "seconds": None, "error": None}
-
-            def inputs(a_hash=a_hash, ap_hash=ap_hash, di_config=di_config):
-                a, a_prime = store.get_png(a_hash), store.get_png(ap_hash)
-                target = di.deltas(loaded, a, a_prime, di_config, cache).pick(di_config.delta)
-                prompts = [di.prompt(loaded, image, di_config, seed, cache).token_ids for image in (a, a_prime)]
-                return {"job": (a, a_prime, *prompts, target)}
-
-            rows_of_variant.append(_attempt(row, inputs))  # a pair whose inputs fail is an error row
-            jobs.append(row.pop("job", None))
-        ready = [i for i, job in enumerate(jobs) if job is not None]
-        start = time.perf_counter()
-        results = di.diff_tokens_batch(loaded, [jobs[i] for i in ready], di_config, seed, cache, methods.batch_size)
-        seconds = (time.perf_counter() - start) / max(1, len(ready))
-        for i, result in zip(ready, results):
-            row, (a, a_prime, *_) = rows_of_variant[i], jobs[i]
-            if isinstance(result, Exception):
+            if isinstance(result, Exception):  # a pair whose inputs or training fail is an error row
                 row["error"] = f"{type(result).__name__}: {result}"
-                continue
-            curves.append(result.curve)
-            key = di.diff_tokens_key(loaded, a, a_prime, di_config, seed)
-            row.update({"tokens_key": key_digest("diff_tokens", key),
-                        "final_tc": result.curve["tc"][-1] if result.curve["tc"] else None,
-                        "final_clip": result.curve["clip"][-1] if result.curve["clip"] else None,
-                        "curve": json.dumps(result.curve), "seconds": seconds})
-        rows += rows_of_variant
-        context.log.info(f"[{variant}] D̃ for {len(ready)} pair(s), batches of {methods.batch_size}, "
+            else:
+                curves.append(result.curve)
+                key = di.diff_tokens_key(loaded, a, a_prime, di_config, seed)
+                row.update({"tokens_key": key_digest("diff_tokens", key),
+                            "final_tc": result.curve["tc"][-1] if result.curve["tc"] else None,
+                            "final_clip": result.curve["clip"][-1] if result.curve["clip"] else None,
+                            "curve": json.dumps(result.curve), "seconds": seconds})
+            rows.append(row)
+        context.log.info(f"[{variant}] D̃ for {len(pairs)} pair(s), batches of {methods.batch_size}, "
                          f"{seconds:.1f} s per pair")
     metadata = {"batch_size": methods.batch_size}
     if curves:
