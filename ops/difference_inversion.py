@@ -21,13 +21,13 @@ from dataclasses import asdict, dataclass
 import torch
 from PIL import Image
 
-from ops.cache import Cache, config_hash, content_seed
+from ops.cache import Cache, config_hash, content_seed, key_digest
 from ops.captions import caption
 from ops.ddim import Schedule, ddim_invert, ddim_sample, decode_latents, encode_images
 from ops.deltas import DELTA_KINDS, Deltas, clip_deltas
 from ops.diff_tokens import DiffTokens, PairInputs, train_diff_tokens_batch
 from ops.images import to_pil
-from ops.pez import HardPrompt, pez_prompt
+from ops.pez import HardPrompt, pez_prompts
 from ops.text import encode_diffusion_text, encode_prompt, pipeline_specials, token_sequence
 
 # Settings that change only step 5 (generation); every other field changes D̃.
@@ -102,10 +102,53 @@ def prompt(models, image: Image.Image, config: DIConfig, seed: int, cache: Cache
     if config.prompt_source == "caption":
         text = caption(models, image, cache)
         return HardPrompt(models.pipeline.tokenizer(text, add_special_tokens=False).input_ids, text, float("nan"))
-    clip = models.joint_clip
-    return cache("pez_prompt", (clip.model_id, config.pez_tokens, config.pez_steps, seed, image),
-                 lambda: pez_prompt(clip, [image], n_tokens=config.pez_tokens, steps=config.pez_steps,
-                                    seed=content_seed(seed, image)))
+    (result,) = prompts(models, [image], config, seed, cache)
+    if isinstance(result, Exception):
+        raise result
+    return result
+
+
+def _pez_key(models, image: Image.Image, config: DIConfig, seed: int) -> tuple:
+    return (models.joint_clip.model_id, config.pez_tokens, config.pez_steps, seed, image)
+
+
+def prompts(models, images: list[Image.Image], config: DIConfig, seed: int, cache: Cache,
+            batch_size: int = 1) -> list[HardPrompt | Exception]:
+    """Step 3 for many images: PEZ prompts not in the cache are optimised `batch_size` at a time
+    (ops.pez.pez_prompts: each as if alone, to float rounding); an image that fails gets its
+    error in its place."""
+    if config.prompt_source == "caption":
+        out: list[HardPrompt | Exception] = []
+        for image in images:
+            try:
+                text = caption(models, image, cache)
+                out.append(HardPrompt(models.pipeline.tokenizer(text, add_special_tokens=False).input_ids, text,
+                                      float("nan")))
+            except Exception as exc:  # one bad image fails alone
+                out.append(exc)
+        return out
+    keys = [_pez_key(models, image, config, seed) for image in images]
+    results: list[HardPrompt | Exception | None] = [cache.get("pez_prompt", key) for key in keys]
+    first: dict[str, int] = {}  # one optimisation per distinct image (A of one pair is often A′ of none)
+    for i, r in enumerate(results):
+        if r is None:
+            first.setdefault(key_digest("pez_prompt", keys[i]), i)
+    todo = sorted(first.values())
+    for start in range(0, len(todo), max(1, batch_size)):
+        chunk = todo[start:start + max(1, batch_size)]
+        try:
+            found = pez_prompts(models.joint_clip, [[images[i]] for i in chunk], n_tokens=config.pez_tokens,
+                                steps=config.pez_steps, seeds=[content_seed(seed, images[i]) for i in chunk])
+        except Exception as exc:  # the batch failed: each of its images carries the reason
+            found = [exc] * len(chunk)
+        for i, result in zip(chunk, found):
+            if not isinstance(result, Exception):
+                cache.put("pez_prompt", keys[i], result)
+            results[i] = result
+    for i, r in enumerate(results):
+        if r is None:  # a repeat of an image optimised above
+            results[i] = results[first[key_digest("pez_prompt", keys[i])]]
+    return results
 
 
 def deltas_key(models, a: Image.Image, a_prime: Image.Image, config: DIConfig) -> tuple:
@@ -161,15 +204,18 @@ def prepare_diff_tokens(models, pairs: list[tuple[Image.Image, Image.Image]], co
     what `difference_inversion` then finds for every triplet (a benchmark's `prepare` hook).
     A pair that fails gets its error in its place; the method raises it for that triplet."""
     results: list[DiffTokens | Exception | None] = [None] * len(pairs)
+    found = prompts(models, [image for pair in pairs for image in pair], config, seed, cache, batch_size)
     jobs, ready = [], []
     for i, (a, a_prime) in enumerate(pairs):
         try:
             target = deltas(models, a, a_prime, config, cache).pick(config.delta)
-            prompts = [prompt(models, image, config, seed, cache).token_ids for image in (a, a_prime)]
+            for p in found[2 * i: 2 * i + 2]:
+                if isinstance(p, Exception):
+                    raise p
         except Exception as exc:  # one bad pair fails alone
             results[i] = exc
             continue
-        jobs.append((a, a_prime, *prompts, target))
+        jobs.append((a, a_prime, found[2 * i].token_ids, found[2 * i + 1].token_ids, target))
         ready.append(i)
     for i, result in zip(ready, diff_tokens_batch(models, jobs, config, seed, cache, batch_size)):
         results[i] = result

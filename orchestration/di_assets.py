@@ -94,17 +94,19 @@ def pez_prompts(context: dg.AssetExecutionContext, storage: AnalogyStorage, mode
     store, loaded, cache, usable, variants = _inputs(context, storage, models, methods)
     hashes = sorted({h for t in usable for h in (t["a_hash"], t["a_prime_hash"], t["b_hash"])})
     rows = []
-    for variant, config in variants.items():
-        for h in hashes:
-            def compute(h=h, config=config):
-                p = di.prompt(loaded, store.get_png(h), config, methods.seed, cache)
-                return {"token_ids": p.token_ids, "text": p.text, "cosine": p.cosine,
-                        "clip": loaded.joint_clip.model_id}
-
-            rows.append(_attempt({"image_hash": h, "variant": variant, "clip": None,
-                                  "prompt_source": config.prompt_source, "token_ids": None, "text": None,
-                                  "cosine": None, "error": None}, compute))
-            context.log.info(f"[{variant} {len(rows)}/{len(hashes)}] prompt of {h[:8]}: {rows[-1]['text']!r}")
+    for variant, config in variants.items():  # PEZ prompts optimised `batch_size` images at a time
+        found = di.prompts(loaded, [store.get_png(h) for h in hashes], config, methods.seed, cache,
+                           methods.batch_size)
+        for h, p in zip(hashes, found):
+            row = {"image_hash": h, "variant": variant, "clip": None, "prompt_source": config.prompt_source,
+                   "token_ids": None, "text": None, "cosine": None, "error": None}
+            if isinstance(p, Exception):
+                row["error"] = f"{type(p).__name__}: {p}"
+            else:
+                row.update({"token_ids": p.token_ids, "text": p.text, "cosine": p.cosine,
+                            "clip": loaded.joint_clip.model_id})
+            rows.append(row)
+        context.log.info(f"[{variant}] prompts of {len(hashes)} image(s) ({config.prompt_source})")
     return _write(store, context, cache, "pez_prompts", rows, usable, ("image_hash", "variant"))
 
 

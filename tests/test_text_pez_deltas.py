@@ -108,3 +108,18 @@ def test_clip_deltas_point_from_a_to_a_prime(joint_clip):
     assert F.cosine_similarity(d.interpolated, d_b.interpolated, dim=0) > 0.5
     with pytest.raises(ValueError, match="identical"):
         clip_deltas(joint_clip, im["a"], im["a"], caption(t.a), caption(t.a))
+
+
+def test_pez_prompts_batched_equal_each_alone(joint_clip):
+    """Four images' prompts optimised in one text-tower batch are each the prompt it gets alone
+    (same seed): the same token ids, and its best cosine to float rounding."""
+    from ops.pez import pez_prompts
+
+    images = [t.images()["a"] for t in make_triplets(31, 4)]
+    together = pez_prompts(joint_clip, [[im] for im in images], steps=40, seeds=[3, 4, 5, 6])
+    for image, seed, batched in zip(images, [3, 4, 5, 6], together, strict=True):
+        alone = pez_prompt(joint_clip, [image], steps=40, seed=seed)
+        assert batched.token_ids == alone.token_ids
+        assert batched.cosine == pytest.approx(alone.cosine, abs=1e-5)
+        assert batched.curve == pytest.approx(alone.curve, abs=1e-5)
+    assert len({tuple(p.token_ids) for p in together}) == 4  # four images, four prompts
