@@ -24,6 +24,10 @@ from PIL import Image
 
 T = TypeVar("T")
 
+PREPARE_BATCH_SIZE = 8
+"""How many items (DI: (A, A′) pairs) a method's `prepare` hook computes in one batch unless told
+otherwise (`Cache.many`): the `methods` resource's and `analogy bench --batch-size`'s default."""
+
 
 def image_hash(image: Image.Image) -> str:
     """SHA-256 (hex) of an image's pixels, mode and size: the same pixels give the same hash
@@ -97,6 +101,29 @@ class Cache:
         self.computed[kind] += 1
         self._memory[kind, digest] = value
 
+    def many(self, kind: str, keys: list[tuple], compute: Callable[[list[int]], list[Any]],
+             batch_size: int = 1) -> list[Any]:
+        """Values for many keys: the cached ones, and the rest computed `batch_size` at a time by
+        `compute(indices) -> [value or Exception]`, once per distinct key (a repeat gets the first's
+        value). An Exception in a slot is that item's failure: returned in its place, not stored."""
+        results: list[Any] = [self.get(kind, key) for key in keys]
+        first: dict[str, int] = {}
+        for i, value in enumerate(results):
+            if value is None:
+                first.setdefault(key_digest(kind, keys[i]), i)
+        todo = sorted(first.values())
+        step = max(1, batch_size)
+        for start in range(0, len(todo), step):
+            chunk = todo[start:start + step]
+            for i, value in zip(chunk, compute(chunk), strict=True):
+                if not isinstance(value, Exception):
+                    self.put(kind, keys[i], value)
+                results[i] = value
+        for i, value in enumerate(results):
+            if value is None:  # a repeat of a key computed above
+                results[i] = results[first[key_digest(kind, keys[i])]]
+        return results
+
     def load(self, kind: str, digest: str) -> Any | None:
         return None
 
@@ -107,3 +134,11 @@ class Cache:
     def stats(self) -> dict[str, dict[str, int]]:
         kinds = sorted(set(self.computed) | set(self.reused))
         return {k: {"computed": self.computed[k], "reused": self.reused[k]} for k in kinds}
+
+
+def single(results: list[Any]) -> Any:
+    """The one value of a batch of one, raising it if it is the item's Exception."""
+    (value,) = results
+    if isinstance(value, Exception):
+        raise value
+    return value

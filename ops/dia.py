@@ -246,7 +246,7 @@ def estimate_noise(pipe, image: Image.Image, cond: torch.Tensor, config: DIAConf
         if it == config.lbfgs_iterations or curve[-1] < config.early_stop_loss:
             break
         optimizer.step(closure)
-        progress(min(it + 1, config.lbfgs_iterations), config.lbfgs_iterations)
+        progress(it + 1, config.lbfgs_iterations)
     return NoiseEstimate(noise.detach(), curve)
 
 

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 import torch
 import torch.nn.functional as F
 
+from ops.cache import single
 from ops.progress import reporter
 from ops.text import clip_specials, encode_diffusion_text, pipeline_specials, token_sequence
 
@@ -68,11 +69,8 @@ def train_diff_tokens(pipe, clip, z_a: torch.Tensor, z_a_prime: torch.Tensor, pr
                       prompt_a_prime: list[int], delta: torch.Tensor, config: DIConfig, seed: int = 0,
                       progress=None) -> DiffTokens:
     """Train D̃ for one pair (a batch of one; a NaN or inf loss raises TrainingDivergedError)."""
-    (result,) = train_diff_tokens_batch(pipe, clip, [PairInputs(z_a, z_a_prime, prompt_a, prompt_a_prime, delta,
-                                                                seed)], config, progress)
-    if isinstance(result, Exception):
-        raise result
-    return result
+    return single(train_diff_tokens_batch(pipe, clip, [PairInputs(z_a, z_a_prime, prompt_a, prompt_a_prime, delta,
+                                                                   seed)], config, progress))
 
 
 def train_diff_tokens_batch(pipe, clip, pairs: list[PairInputs], config: DIConfig,

@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass
 import torch
 from PIL import Image
 
-from ops.cache import Cache, config_hash, content_seed, key_digest
+from ops.cache import Cache, config_hash, content_seed, single
 from ops.captions import caption
 from ops.ddim import Schedule, ddim_invert, ddim_sample, decode_latents, encode_images
 from ops.deltas import DELTA_KINDS, Deltas, clip_deltas
@@ -99,13 +99,7 @@ ABLATIONS = {
 
 def prompt(models, image: Image.Image, config: DIConfig, seed: int, cache: Cache) -> HardPrompt:
     """Step 3 for one image: its PEZ hard prompt, or (prompt_source='caption') its caption's token ids."""
-    if config.prompt_source == "caption":
-        text = caption(models, image, cache)
-        return HardPrompt(models.pipeline.tokenizer(text, add_special_tokens=False).input_ids, text, float("nan"))
-    (result,) = prompts(models, [image], config, seed, cache)
-    if isinstance(result, Exception):
-        raise result
-    return result
+    return single(prompts(models, [image], config, seed, cache))
 
 
 def _pez_key(models, image: Image.Image, config: DIConfig, seed: int) -> tuple:
@@ -115,40 +109,27 @@ def _pez_key(models, image: Image.Image, config: DIConfig, seed: int) -> tuple:
 def prompts(models, images: list[Image.Image], config: DIConfig, seed: int, cache: Cache,
             batch_size: int = 1) -> list[HardPrompt | Exception]:
     """Step 3 for many images: PEZ prompts not in the cache are optimised `batch_size` at a time
-    (ops.pez.pez_prompts: each as if alone, to float rounding); an image that fails gets its
-    error in its place."""
+    (ops.pez.pez_prompts: each as if alone, to float rounding), once per distinct image; an image
+    that fails gets its error in its place."""
     if config.prompt_source == "caption":
-        out: list[HardPrompt | Exception] = []
-        for image in images:
+        def from_caption(image: Image.Image) -> HardPrompt | Exception:
             try:
                 text = caption(models, image, cache)
-                out.append(HardPrompt(models.pipeline.tokenizer(text, add_special_tokens=False).input_ids, text,
-                                      float("nan")))
             except Exception as exc:  # one bad image fails alone
-                out.append(exc)
-        return out
-    keys = [_pez_key(models, image, config, seed) for image in images]
-    results: list[HardPrompt | Exception | None] = [cache.get("pez_prompt", key) for key in keys]
-    first: dict[str, int] = {}  # one optimisation per distinct image (A of one pair is often A′ of none)
-    for i, r in enumerate(results):
-        if r is None:
-            first.setdefault(key_digest("pez_prompt", keys[i]), i)
-    todo = sorted(first.values())
-    for start in range(0, len(todo), max(1, batch_size)):
-        chunk = todo[start:start + max(1, batch_size)]
+                return exc
+            return HardPrompt(models.pipeline.tokenizer(text, add_special_tokens=False).input_ids, text, float("nan"))
+
+        return [from_caption(image) for image in images]
+
+    def optimise(chunk: list[int]) -> list[HardPrompt | Exception]:
         try:
-            found = pez_prompts(models.joint_clip, [[images[i]] for i in chunk], n_tokens=config.pez_tokens,
-                                steps=config.pez_steps, seeds=[content_seed(seed, images[i]) for i in chunk])
+            return pez_prompts(models.joint_clip, [[images[i]] for i in chunk], n_tokens=config.pez_tokens,
+                               steps=config.pez_steps, seeds=[content_seed(seed, images[i]) for i in chunk])
         except Exception as exc:  # the batch failed: each of its images carries the reason
-            found = [exc] * len(chunk)
-        for i, result in zip(chunk, found):
-            if not isinstance(result, Exception):
-                cache.put("pez_prompt", keys[i], result)
-            results[i] = result
-    for i, r in enumerate(results):
-        if r is None:  # a repeat of an image optimised above
-            results[i] = results[first[key_digest("pez_prompt", keys[i])]]
-    return results
+            return [exc] * len(chunk)
+
+    return cache.many("pez_prompt", [_pez_key(models, image, config, seed) for image in images], optimise,
+                      batch_size)
 
 
 def deltas_key(models, a: Image.Image, a_prime: Image.Image, config: DIConfig) -> tuple:
@@ -169,37 +150,30 @@ def diff_tokens(models, a: Image.Image, a_prime: Image.Image, prompt_a: list[int
                 target: torch.Tensor, config: DIConfig, seed: int, cache: Cache) -> DiffTokens:
     """Step 4: D̃ of (A, A′) from the prompt ids of A and A′ and the target delta. Cached by
     (A, A′) and the training settings (which determine the prompts and the delta)."""
-    (result,) = diff_tokens_batch(models, [(a, a_prime, prompt_a, prompt_a_prime, target)], config, seed, cache)
-    if isinstance(result, Exception):
-        raise result
-    return result
+    return single(diff_tokens_batch(models, [(a, a_prime, prompt_a, prompt_a_prime, target)], config, seed, cache))
 
 
 def diff_tokens_batch(models, pairs: list[tuple], config: DIConfig, seed: int, cache: Cache,
                       batch_size: int = 1) -> list[DiffTokens | Exception]:
     """Step 4 for many pairs: `pairs` = [(A, A′, prompt ids of A, of A′, target delta)]. Those not
     in the cache train `batch_size` at a time (ops.diff_tokens.train_diff_tokens_batch: each D̃ as
-    if trained alone, to float rounding); a pair that diverges gets its error in its place."""
-    keys = [diff_tokens_key(models, a, a_prime, config, seed) for a, a_prime, *_ in pairs]
-    results: list[DiffTokens | Exception | None] = [cache.get("diff_tokens", key) for key in keys]
-    todo = [i for i, r in enumerate(results) if r is None]
-    for start in range(0, len(todo), max(1, batch_size)):
-        chunk = todo[start:start + max(1, batch_size)]
-        pipe = models.pipeline
-        inputs = []
+    if trained alone, to float rounding), once per distinct pair; a pair that diverges gets its
+    error in its place."""
+
+    def train(chunk: list[int]) -> list[DiffTokens | Exception]:
+        pipe, inputs = models.pipeline, []
         for i in chunk:
             a, a_prime, prompt_a, prompt_a_prime, target = pairs[i]
             z = encode_images(pipe, [a, a_prime])
             inputs.append(PairInputs(z[:1], z[1:], prompt_a, prompt_a_prime, target, content_seed(seed, a, a_prime)))
-        for i, result in zip(chunk, train_diff_tokens_batch(pipe, models.joint_clip, inputs, config)):
-            if not isinstance(result, Exception):
-                cache.put("diff_tokens", keys[i], result)
-            results[i] = result
-    return results
+        return train_diff_tokens_batch(pipe, models.joint_clip, inputs, config)
+
+    keys = [diff_tokens_key(models, a, a_prime, config, seed) for a, a_prime, *_ in pairs]
+    return cache.many("diff_tokens", keys, train, batch_size)
 
 
 def prepare_diff_tokens(models, pairs: list[tuple[Image.Image, Image.Image]], config: DIConfig, *, seed: int,
-                        cache: Cache, batch_size: int = 8) -> list[DiffTokens | Exception]:
+                        cache: Cache, batch_size: int) -> list[DiffTokens | Exception]:
     """Steps 1–4 for many (A, A′) at once, D̃ trained `batch_size` pairs at a time, into `cache`:
     what `difference_inversion` then finds for every triplet (a benchmark's `prepare` hook).
     A pair that fails gets its error in its place; the method raises it for that triplet."""

@@ -19,7 +19,7 @@ from evaluation.images import decode_image
 from evaluation.judge_scores import judge_triplet, summarise
 from models.context import ModelContext
 from models.loaders import load_judge
-from ops.cache import Cache
+from ops.cache import PREPARE_BATCH_SIZE, Cache
 from ops.registry import resolve_specs, run_method
 
 
@@ -35,7 +35,8 @@ def read_benchmark(path: Path, limit: int | None = None) -> list[dict]:
 
 
 def run_bench(benchmark: Path, specs: list[str], profile_name: str = "toy", seed: int = 0,
-              limit: int | None = None, rows_out: list | None = None, batch_size: int = 8) -> dict:
+              limit: int | None = None, rows_out: list | None = None,
+              batch_size: int = PREPARE_BATCH_SIZE) -> dict:
     """{spec: {joint, target, keep, n, by_attribute, errors, seconds_per_triplet}}. With `rows_out`,
     also appends one row per (spec, triplet): {method, triplet_id, changed, target, keep, joint,
     error}, so that two methods can be compared triplet by triplet (paired). A method with a

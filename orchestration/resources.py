@@ -9,6 +9,7 @@ from pydantic import Field, field_validator
 
 from models.context import ModelContext
 from models.profiles import PROFILES
+from ops.cache import PREPARE_BATCH_SIZE
 from ops.registry import MethodRun, default_methods, resolve_specs
 from orchestration.storage import Store
 
@@ -66,8 +67,9 @@ class MethodsResource(dg.ConfigurableResource):
     methods: list[str] = Field(default=[], description="method specs, 'name' or 'name[key=value;…]' "
                                "(see `analogy bench --help`); empty: every method registered with default=True")
     seed: int = Field(default=0, description="the seed every method derives its seeds from, with the content")
-    batch_size: int = Field(default=8, ge=1, description="Difference Inversion: (A, A′) pairs whose D̃ train "
-                            "together in one UNet batch (memory grows with it; D̃ changes only by float rounding)")
+    batch_size: int = Field(default=PREPARE_BATCH_SIZE, ge=1,
+                            description="Difference Inversion: (A, A′) pairs whose D̃ train together in one UNet "
+                                        "batch (memory grows with it; D̃ changes only by float rounding)")
 
     @field_validator("methods")
     @classmethod

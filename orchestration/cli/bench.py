@@ -8,6 +8,8 @@ import math
 import sys
 from pathlib import Path
 
+from ops.cache import PREPARE_BATCH_SIZE
+
 
 def add_parser(subparsers) -> None:
     p = subparsers.add_parser("bench", help="score methods on a toy benchmark file with the judge CLIP",
@@ -18,8 +20,9 @@ def add_parser(subparsers) -> None:
     p.add_argument("--profile", default="toy")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--limit", type=int, help="score only the first N triplets")
-    p.add_argument("--batch-size", type=int, default=8, help="Difference Inversion: pairs whose D̃ train together "
-                   "(default 8; 1 = one after another; the scores do not depend on it beyond float rounding)")
+    p.add_argument("--batch-size", type=int, default=PREPARE_BATCH_SIZE,
+                   help=f"Difference Inversion: pairs whose D̃ train together (default {PREPARE_BATCH_SIZE}; "
+                        "1 = one after another; the scores do not depend on it beyond float rounding)")
     p.add_argument("--json", action="store_true", help="print one JSON object {method: scores} instead of the table")
     p.add_argument("--rows", type=Path, help="also write one row per (method, triplet) to this Parquet file "
                                                "(method, triplet_id, changed, target, keep, joint, error)")

@@ -41,10 +41,10 @@ def run(args: argparse.Namespace) -> int:
     from orchestration.materialize import INSTANCE_CONFIG
 
     dagster_yaml = Path(os.environ["DAGSTER_HOME"]) / "dagster.yaml"
-    if own_instance or not dagster_yaml.exists():  # the project's instance config (a user's own is left alone)
+    # the project's instance config, kept current in the demo's own instance (a user's own is left alone)
+    if not dagster_yaml.exists() or (own_instance and dagster_yaml.read_text() != INSTANCE_CONFIG.read_text()):
         dagster_yaml.parent.mkdir(parents=True, exist_ok=True)
-        if not dagster_yaml.exists() or dagster_yaml.read_text() != INSTANCE_CONFIG.read_text():
-            dagster_yaml.write_text(INSTANCE_CONFIG.read_text())
+        dagster_yaml.write_text(INSTANCE_CONFIG.read_text())
 
     import dagster as dg
 
