@@ -1,5 +1,6 @@
 """Turn an open_clip text tower into the transformers `CLIPTextModel` that a
-Stable Diffusion 2.x pipeline uses as its text encoder.
+Stable Diffusion 2.x pipeline uses as its text encoder (or, with its projection, the
+`CLIPTextModelWithProjection` that is SDXL's second text encoder).
 
 SD 2.x does exactly this with OpenCLIP ViT-H-14: its `text_encoder` is the
 OpenCLIP text transformer without the last residual block (the "penultimate
@@ -10,7 +11,7 @@ is the same tensor. `drop_last_layers=1` reproduces that.
 from __future__ import annotations
 
 import torch
-from transformers import CLIPTextConfig, CLIPTextModel
+from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
 
 def open_clip_text_config(model, drop_last_layers: int = 1, sot_id: int | None = None,
@@ -34,10 +35,15 @@ def open_clip_text_config(model, drop_last_layers: int = 1, sot_id: int | None =
     )
 
 
-def open_clip_text_to_hf(model, drop_last_layers: int = 1) -> CLIPTextModel:
-    """Copy an open_clip CLIP's text tower into a `CLIPTextModel` (weights copied, not shared)."""
+def open_clip_text_to_hf(model, drop_last_layers: int = 1,
+                         with_projection: bool = False) -> CLIPTextModel | CLIPTextModelWithProjection:
+    """Copy an open_clip CLIP's text tower into a `CLIPTextModel` (weights copied, not shared).
+
+    `with_projection=True`: a `CLIPTextModelWithProjection` with the tower's text projection, as
+    SDXL's second text encoder is OpenCLIP ViT-bigG-14's whole tower (`drop_last_layers=0`; the
+    pipeline reads its penultimate hidden states and its projected EOT feature)."""
     config = open_clip_text_config(model, drop_last_layers)
-    hf = CLIPTextModel(config)
+    hf = (CLIPTextModelWithProjection if with_projection else CLIPTextModel)(config)
     state = {
         "embeddings.token_embedding.weight": model.token_embedding.weight,
         "embeddings.position_embedding.weight": model.positional_embedding,
@@ -59,8 +65,12 @@ def open_clip_text_to_hf(model, drop_last_layers: int = 1) -> CLIPTextModel:
             prefix + "mlp.fc1.weight": block.mlp.c_fc.weight, prefix + "mlp.fc1.bias": block.mlp.c_fc.bias,
             prefix + "mlp.fc2.weight": block.mlp.c_proj.weight, prefix + "mlp.fc2.bias": block.mlp.c_proj.bias,
         })
-    state = {k: v.detach().clone() for k, v in state.items()}
     own = hf.state_dict()
+    if with_projection:
+        state = {f"text_model.{k}": v for k, v in state.items()}
+        proj = model.text_projection
+        state["text_projection.weight"] = proj.weight if isinstance(proj, torch.nn.Linear) else proj.T
+    state = {k: v.detach().clone() for k, v in state.items()}
     missing = set(own) - set(state) - {k for k in own if k.endswith("position_ids")}
     if missing:
         raise RuntimeError(f"open_clip → CLIPTextModel conversion left weights unset: {sorted(missing)}")

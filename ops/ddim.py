@@ -148,7 +148,8 @@ def encode_latents(vae, pixels: torch.Tensor) -> torch.Tensor:
 
 @torch.no_grad()
 def decode_latents(vae, z: torch.Tensor) -> torch.Tensor:
-    return vae.decode(z / vae.config.scaling_factor).sample.clamp(-1, 1)
+    """D(z) of scaled latents, in the VAE's dtype (SDXL's runs in fp32 beside an fp16 UNet)."""
+    return vae.decode(z.to(vae.dtype) / vae.config.scaling_factor).sample.clamp(-1, 1)
 
 
 def pipeline_size(pipe) -> int:
@@ -158,8 +159,8 @@ def pipeline_size(pipe) -> int:
 
 @torch.no_grad()
 def encode_images(pipe, images: list) -> torch.Tensor:
-    """E(x) of PIL images resized to the pipeline's size, scaled: (B, C, h, w)."""
-    return encode_latents(pipe.vae, to_pixels(images, pipeline_size(pipe)).to(pipe.device))
+    """E(x) of PIL images resized to the pipeline's size, scaled, in the UNet's dtype: (B, C, h, w)."""
+    return encode_latents(pipe.vae, to_pixels(images, pipeline_size(pipe)).to(pipe.device)).to(pipe.unet.dtype)
 
 
 @torch.no_grad()

@@ -6,6 +6,11 @@ holding only what changed from A to A′.
     L = λtc·Ltc + λclip·(1 − cos(ET([SOT, D̃, EOT, pad…]), Dinter))
 
 Only D̃ has gradients; every model is frozen and in eval mode.
+
+On SDXL (two text encoders, `ops.text.DiffusionText`) a row of D̃ is a row of each encoder's
+token table side by side: both halves enter `before`/`after` (each encoder reads its own), and
+the CLIP loss reads the second half, the one the joint CLIP (ViT-bigG-14, SDXL's second
+encoder) shares. The first half learns from token consistency alone.
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ import torch.nn.functional as F
 
 from ops.cache import single
 from ops.progress import reporter
-from ops.text import clip_specials, encode_diffusion_text, pipeline_specials, token_sequence
+from ops.text import DiffusionText, clip_specials, token_sequence
 
 if TYPE_CHECKING:
     from ops.difference_inversion import DIConfig
@@ -43,12 +48,18 @@ def diffusion_target(scheduler, z0: torch.Tensor, noise: torch.Tensor, t: torch.
     raise ValueError(f"unsupported prediction type {scheduler.config.prediction_type!r}")
 
 
+def pair_parts(prompt_a: torch.Tensor, prompt_a_prime: torch.Tensor, tokens: torch.Tensor,
+               negation: str = "negate") -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """The parts of `before` = [PEZ(A′), −D̃] and `after` = [PEZ(A), +D̃] (negation='remove':
+    D̃ absent from `before`), between SOT and EOT."""
+    return [prompt_a_prime] + ([-tokens] if negation == "negate" else []), [prompt_a, tokens]
+
+
 def pair_sequences(table: torch.Tensor, prompt_a: torch.Tensor, prompt_a_prime: torch.Tensor,
                    tokens: torch.Tensor, specials, negation: str = "negate"):
-    """(embeds (2, L, D), ids (2, L)) for `before` = [SOT, PEZ(A′), −D̃, EOT] and
-    `after` = [SOT, PEZ(A), +D̃, EOT] (negation='remove': D̃ absent from `before`)."""
-    before = token_sequence(table, [prompt_a_prime] + ([-tokens] if negation == "negate" else []), specials)
-    after = token_sequence(table, [prompt_a, tokens], specials)
+    """(embeds (2, L, D), ids (2, L)) of `before` and `after` (`pair_parts`) in one token table."""
+    before, after = (token_sequence(table, parts, specials)
+                     for parts in pair_parts(prompt_a, prompt_a_prime, tokens, negation))
     return torch.stack([before[0], after[0]]), torch.stack([before[1], after[1]])
 
 
@@ -85,12 +96,12 @@ def train_diff_tokens_batch(pipe, clip, pairs: list[PairInputs], config: DIConfi
     inf stops with its TrainingDivergedError in its place in the result; the others go on.
     `config`: the DIFF-token fields of a DIConfig (n_tokens, steps, lr, weight_decay, λ's, switches)."""
     progress = reporter(progress, "DIFF tokens" + (f" ({len(pairs)} pairs)" if len(pairs) > 1 else ""))
-    unet, text_encoder, scheduler = pipe.unet, pipe.text_encoder, pipe.scheduler
-    table = text_encoder.get_input_embeddings().weight.detach()
-    if clip.token_table.shape != table.shape:
+    tsd, scheduler = DiffusionText(pipe), pipe.scheduler
+    shared = tsd.tables[-1]  # the table the joint CLIP shares (SDXL: the second encoder's)
+    if clip.token_table.shape != shared.shape:
         raise ValueError(f"the joint CLIP's token table {tuple(clip.token_table.shape)} is not the diffusion text "
-                         f"encoder's {tuple(table.shape)}: DIFF tokens need a CLIP that shares V with Tsd")
-    sd_specials, clip_specials_ = pipeline_specials(pipe), clip_specials(clip)
+                         f"encoder's {tuple(shared.shape)}: DIFF tokens need a CLIP that shares V with Tsd")
+    clip_specials_ = clip_specials(clip)
     device = pairs[0].z_a.device
     n_train = scheduler.config.num_train_timesteps
 
@@ -99,10 +110,10 @@ def train_diff_tokens_batch(pipe, clip, pairs: list[PairInputs], config: DIConfi
     tokens, optimizers = [], []
     for generator in generators:
         if config.init == "zero":
-            init = torch.zeros(config.n_tokens, table.shape[1])
+            init = torch.zeros(config.n_tokens, tsd.width)
         else:
-            init = table.cpu()[torch.randint(table.shape[0] - 2, (config.n_tokens,), generator=generator)].clone()
-        tokens.append(torch.nn.Parameter(init.to(device, table.dtype)))
+            init = tsd.rows(torch.randint(tsd.vocab_size - 2, (config.n_tokens,), generator=generator)).cpu()
+        tokens.append(torch.nn.Parameter(init.to(device, shared.dtype)))
         optimizers.append(torch.optim.AdamW([tokens[-1]], lr=config.lr, weight_decay=config.weight_decay))
     ids_a = [torch.tensor(p.prompt_a) for p in pairs]
     ids_a_prime = [torch.tensor(p.prompt_a_prime) for p in pairs]
@@ -117,17 +128,16 @@ def train_diff_tokens_batch(pipe, clip, pairs: list[PairInputs], config: DIConfi
         losses = torch.zeros(len(active), device=device)
         if config.token_consistency:
             # Ltc = MSE(before → A) + MSE(after → A′), per pair, one UNet batch of 2·|active|
-            sequences = [pair_sequences(table, ids_a[i], ids_a_prime[i], tokens[i], sd_specials, config.negation)
-                         for i in active]
+            sequences = [parts for i in active
+                         for parts in pair_parts(ids_a[i], ids_a_prime[i], tokens[i], config.negation)]
             with autocast:
-                cond = encode_diffusion_text(text_encoder, torch.cat([e for e, _ in sequences]),
-                                             torch.cat([i for _, i in sequences]))
+                cond = tsd.encode(sequences)
             t = torch.cat([torch.randint(0, n_train, (2,), generator=generators[i]) for i in active]).to(device)
             noise = torch.cat([torch.randn(z_pairs[i].shape, generator=generators[i]) for i in active])
             z0 = torch.cat([z_pairs[i] for i in active])
             noise = noise.to(device, z0.dtype)
             with autocast:
-                pred = unet(scheduler.add_noise(z0, noise, t), t, cond).sample
+                pred = tsd.unet(scheduler.add_noise(z0, noise, t), t, cond).sample
             target = diffusion_target(scheduler, z0, noise, t)
             per_image = (pred.float() - target.float()).pow(2).flatten(1).mean(1)
             tc = per_image.view(len(active), 2).sum(1)
@@ -136,7 +146,8 @@ def train_diff_tokens_batch(pipe, clip, pairs: list[PairInputs], config: DIConfi
                 curves[i]["tc"].append(tc[j].item())
         if config.clip_loss:
             # Lclip = 1 − cos(ET([SOT, D̃, EOT]), Dinter), per pair, one text-tower batch
-            sequences = [token_sequence(clip.token_table, [tokens[i]], clip_specials_) for i in active]
+            sequences = [token_sequence(clip.token_table, [tokens[i][:, tsd.clip_columns]], clip_specials_)
+                         for i in active]
             with autocast:
                 text = clip.encode_token_embeddings(torch.stack([e for e, _ in sequences]),
                                                     torch.stack([i for _, i in sequences]))

@@ -28,7 +28,7 @@ from ops.deltas import DELTA_KINDS, Deltas, clip_deltas
 from ops.diff_tokens import DiffTokens, PairInputs, train_diff_tokens_batch
 from ops.images import to_pil
 from ops.pez import HardPrompt, pez_prompts
-from ops.text import encode_diffusion_text, encode_prompt, pipeline_specials, token_sequence
+from ops.text import DiffusionText
 
 # Settings that change only step 5 (generation); every other field changes D̃.
 GENERATION_FIELDS = ("num_steps", "guidance_scale", "inversion_steps")
@@ -205,26 +205,24 @@ def apply_difference(pipe, b: Image.Image, prompt_b: list[int], tokens: torch.Te
     With `change_map` (1 = change fully, 0 = keep) the difference is applied
     only there, Differential-Diffusion style, re-injecting B's own inversion
     trajectory where it must be kept."""
-    device = pipe.unet.device
-    table = pipe.text_encoder.get_input_embeddings().weight
-    specials = pipeline_specials(pipe)
+    text = DiffusionText(pipe)  # one text encoder, or SDXL's two
     ids_b = torch.tensor(prompt_b)
 
     # 5a. E(B)
     z0 = encode_images(pipe, [b])
     # 5b. conditionings: B's prompt alone (inversion), with D̃ (generation), and Tsd("") for CFG
-    cond_b = encode_diffusion_text(pipe.text_encoder, *token_sequence(table, [ids_b], specials))
-    cond_diff = encode_diffusion_text(pipe.text_encoder, *token_sequence(table, [ids_b, tokens.to(device)], specials))
-    uncond = encode_prompt(pipe, "")
+    cond_b = text.encode([[ids_b]])
+    cond_diff = text.encode([[ids_b, tokens.to(text.device)]])
+    uncond = text.unconditional()
     # 5c. DDIM-invert B through `inversion_steps` levels (CFG 1)
     schedule = Schedule(pipe.scheduler, config.num_steps)
-    trajectory = ddim_invert(pipe.unet, z0, cond_b, schedule, config.inversion_steps)
+    trajectory = ddim_invert(text.unet, z0, cond_b, schedule, config.inversion_steps)
     start = config.num_steps - config.inversion_steps
     # 5d. denoise with the DIFF conditioning and CFG
     keep = None
     if change_map is not None:
         keep = {config.num_steps - i: z for i, z in enumerate(trajectory)}  # level → latent
-    z = ddim_sample(pipe.unet, trajectory[-1], start, cond_diff, schedule, uncond, config.guidance_scale,
+    z = ddim_sample(text.unet, trajectory[-1], start, cond_diff, schedule, uncond, config.guidance_scale,
                     change_map=change_map, keep_latents=keep, progress=progress)
     # 5e. decode
     return to_pil(decode_latents(pipe.vae, z))[0]
@@ -238,9 +236,6 @@ def difference_inversion(models, a: Image.Image, a_prime: Image.Image, b: Image.
                          change_map: torch.Tensor | None = None, instruction: str | None = None) -> Image.Image:
     """Difference Inversion: B′ from (A, A′, B). `seed` seeds PEZ and D̃ (with the images' content)."""
     pipe, cache = models.pipeline, cache or Cache()
-    if getattr(pipe, "text_encoder_2", None) is not None:
-        raise NotImplementedError(f"Difference Inversion with two text encoders (profile {models.profile.name!r}, "
-                                  "SDXL) is not implemented yet; use sd21-base, sd21, sd15 or toy")
     # 1–2. captions of A and A′ → the CLIP deltas → the target of the CLIP loss
     target = deltas(models, a, a_prime, config, cache).pick(config.delta)
     # 3. hard prompts of A, A′ and B
