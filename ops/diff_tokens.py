@@ -48,11 +48,19 @@ def diffusion_target(scheduler, z0: torch.Tensor, noise: torch.Tensor, t: torch.
     raise ValueError(f"unsupported prediction type {scheduler.config.prediction_type!r}")
 
 
+def with_tokens(prompt: torch.Tensor, tokens: torch.Tensor | None, placement: str = "append") -> list[torch.Tensor]:
+    """The parts [prompt, D̃] (placement='append', the paper's) or [D̃, prompt] ('prepend')."""
+    if tokens is None:
+        return [prompt]
+    return [prompt, tokens] if placement == "append" else [tokens, prompt]
+
+
 def pair_parts(prompt_a: torch.Tensor, prompt_a_prime: torch.Tensor, tokens: torch.Tensor,
-               negation: str = "negate") -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+               negation: str = "negate", placement: str = "append") -> tuple[list[torch.Tensor], list[torch.Tensor]]:
     """The parts of `before` = [PEZ(A′), −D̃] and `after` = [PEZ(A), +D̃] (negation='remove':
-    D̃ absent from `before`), between SOT and EOT."""
-    return [prompt_a_prime] + ([-tokens] if negation == "negate" else []), [prompt_a, tokens]
+    D̃ absent from `before`; placement='prepend': D̃ before the prompt), between SOT and EOT."""
+    return (with_tokens(prompt_a_prime, -tokens if negation == "negate" else None, placement),
+            with_tokens(prompt_a, tokens, placement))
 
 
 def pair_sequences(table: torch.Tensor, prompt_a: torch.Tensor, prompt_a_prime: torch.Tensor,
@@ -84,8 +92,8 @@ def train_diff_tokens(pipe, clip, z_a: torch.Tensor, z_a_prime: torch.Tensor, pr
                                                                    seed)], config, progress))
 
 
-def train_diff_tokens_batch(pipe, clip, pairs: list[PairInputs], config: DIConfig,
-                            progress=None) -> list[DiffTokens | TrainingDivergedError]:
+def train_diff_tokens_batch(pipe, clip, pairs: list[PairInputs], config: DIConfig, progress=None,
+                            groups: list[int] | None = None) -> list[DiffTokens | TrainingDivergedError]:
     """Train one D̃ per pair, k pairs at once: their `before`/`after` sequences go through the
     text encoder and the UNet as one batch of 2k, their CLIP terms as one batch of k. Each pair
     keeps its own D̃, its own AdamW state and its own random stream (timesteps and noise drawn
@@ -94,7 +102,12 @@ def train_diff_tokens_batch(pipe, clip, pairs: list[PairInputs], config: DIConfi
     it). Nothing mixes pairs: the frozen models have no batch statistics, and the loss is a sum
     of per-pair losses, so each D̃'s gradient is its own pair's. A pair whose loss becomes NaN or
     inf stops with its TrainingDivergedError in its place in the result; the others go on.
-    `config`: the DIFF-token fields of a DIConfig (n_tokens, steps, lr, weight_decay, λ's, switches)."""
+    `config`: the DIFF-token fields of a DIConfig (n_tokens, steps, lr, weight_decay, λ's, switches).
+
+    `groups` (one label per pair): pairs with the same label train **one** D̃ together, several
+    examples of one change (its loss the sum of theirs, its init drawn from its first pair's seed,
+    one optimiser; each pair still draws its own timesteps and noise); every member gets that D̃.
+    A group stops as a whole when one member's loss becomes NaN or inf. Default: each pair alone."""
     progress = reporter(progress, "DIFF tokens" + (f" ({len(pairs)} pairs)" if len(pairs) > 1 else ""))
     tsd, scheduler = DiffusionText(pipe), pipe.scheduler
     shared = tsd.tables[-1]  # the table the joint CLIP shares (SDXL: the second encoder's)
@@ -105,16 +118,22 @@ def train_diff_tokens_batch(pipe, clip, pairs: list[PairInputs], config: DIConfi
     device = pairs[0].z_a.device
     n_train = scheduler.config.num_train_timesteps
 
-    # per pair: its random stream, D̃ (zero or random vocabulary rows) and optimiser
+    # per pair its random stream; per group (a pair alone, by default) D̃ (zero or random vocabulary
+    # rows, drawn from its first pair's stream) and its optimiser
     generators = [torch.Generator().manual_seed(p.seed) for p in pairs]
-    tokens, optimizers = [], []
-    for generator in generators:
+    labels = list(range(len(pairs))) if groups is None else list(groups)
+    if len(labels) != len(pairs):
+        raise ValueError(f"{len(labels)} group labels for {len(pairs)} pairs")
+    first = {label: i for i, label in reversed(list(enumerate(labels)))}
+    owner = [first[label] for label in labels]  # the pair whose D̃ and optimiser a pair uses
+    tokens, optimizers = {}, {}
+    for i in sorted(first.values()):
         if config.init == "zero":
             init = torch.zeros(config.n_tokens, tsd.width)
         else:
-            init = tsd.rows(torch.randint(tsd.vocab_size - 2, (config.n_tokens,), generator=generator)).cpu()
-        tokens.append(torch.nn.Parameter(init.to(device, shared.dtype)))
-        optimizers.append(torch.optim.AdamW([tokens[-1]], lr=config.lr, weight_decay=config.weight_decay))
+            init = tsd.rows(torch.randint(tsd.vocab_size - 2, (config.n_tokens,), generator=generators[i])).cpu()
+        tokens[i] = torch.nn.Parameter(init.to(device, shared.dtype))
+        optimizers[i] = torch.optim.AdamW([tokens[i]], lr=config.lr, weight_decay=config.weight_decay)
     ids_a = [torch.tensor(p.prompt_a) for p in pairs]
     ids_a_prime = [torch.tensor(p.prompt_a_prime) for p in pairs]
     target_delta = torch.stack([F.normalize(p.delta.to(device).float(), dim=-1) for p in pairs])
@@ -129,7 +148,8 @@ def train_diff_tokens_batch(pipe, clip, pairs: list[PairInputs], config: DIConfi
         if config.token_consistency:
             # Ltc = MSE(before → A) + MSE(after → A′), per pair, one UNet batch of 2·|active|
             sequences = [parts for i in active
-                         for parts in pair_parts(ids_a[i], ids_a_prime[i], tokens[i], config.negation)]
+                         for parts in pair_parts(ids_a[i], ids_a_prime[i], tokens[owner[i]], config.negation,
+                                                 config.placement)]
             with autocast:
                 cond = tsd.encode(sequences)
             t = torch.cat([torch.randint(0, n_train, (2,), generator=generators[i]) for i in active]).to(device)
@@ -146,7 +166,7 @@ def train_diff_tokens_batch(pipe, clip, pairs: list[PairInputs], config: DIConfi
                 curves[i]["tc"].append(tc[j].item())
         if config.clip_loss:
             # Lclip = 1 − cos(ET([SOT, D̃, EOT]), Dinter), per pair, one text-tower batch
-            sequences = [token_sequence(clip.token_table, [tokens[i][:, tsd.clip_columns]], clip_specials_)
+            sequences = [token_sequence(clip.token_table, [tokens[owner[i]][:, tsd.clip_columns]], clip_specials_)
                          for i in active]
             with autocast:
                 text = clip.encode_token_embeddings(torch.stack([e for e, _ in sequences]),
@@ -156,21 +176,25 @@ def train_diff_tokens_batch(pipe, clip, pairs: list[PairInputs], config: DIConfi
             for j, i in enumerate(active):
                 curves[i]["clip"].append(clip_term[j].item())
         finite = torch.isfinite(losses).tolist()
-        for j, i in enumerate(active):
-            if not finite[j]:
-                results[i] = TrainingDivergedError(f"DIFF-token loss became {losses[j].item()} at step {step}; "
+        failed = {owner[i]: losses[j].item() for j, i in enumerate(active) if not finite[j]}
+        for i in active:
+            if owner[i] in failed:  # a diverged pair stops its group (its own D̃, by default)
+                results[i] = TrainingDivergedError(f"DIFF-token loss became {failed[owner[i]]} at step {step}; "
                                                    f"lower lr (now {config.lr}) or check the inputs for NaN")
-        kept = [j for j, ok in enumerate(finite) if ok]
+        kept = [j for j, i in enumerate(active) if owner[i] not in failed]
         active = [active[j] for j in kept]
         if not active:
             break
-        for i in active:
-            optimizers[i].zero_grad(set_to_none=True)
-        losses[kept].sum().backward()  # pairs share no parameter: each D̃ gets its own pair's gradient
+        groups_now = sorted({owner[i] for i in active})
+        for g in groups_now:
+            optimizers[g].zero_grad(set_to_none=True)
+        # pairs of different groups share no parameter: each D̃ gets its own pairs' gradient
+        losses[kept].sum().backward()
+        for g in groups_now:
+            optimizers[g].step()
         for j, i in zip(kept, active):
-            optimizers[i].step()
             curves[i]["total"].append(losses[j].item())
         progress(step + 1, config.steps)
     for i in active:
-        results[i] = DiffTokens(tokens[i].detach().clone(), curves[i])
+        results[i] = DiffTokens(tokens[owner[i]].detach().clone(), curves[i])
     return results

@@ -7,6 +7,7 @@ from A to A′, and apply it to B with the diffusion model. Read top to bottom i
     3. hard prompts of A, A′ and B                  (PEZ, or the captions' token ids)
     4. DIFF tokens D̃ from (A, A′)                   (ops.diff_tokens)
     5. B′: DDIM-invert B with prompt_B, denoise with [SOT, prompt_B, D̃, EOT]
+       (placement='prepend': [SOT, D̃, prompt_B, EOT], a switch)
 
 Every step is cached by content (images, model ids, the settings it depends on,
 the seed): one D̃ serves every B, a sweep of generation settings trains nothing
@@ -25,7 +26,7 @@ from ops.cache import Cache, config_hash, content_seed, single
 from ops.captions import caption
 from ops.ddim import Schedule, ddim_invert, ddim_sample, decode_latents, encode_images
 from ops.deltas import DELTA_KINDS, Deltas, clip_deltas
-from ops.diff_tokens import DiffTokens, PairInputs, train_diff_tokens_batch
+from ops.diff_tokens import DiffTokens, PairInputs, train_diff_tokens_batch, with_tokens
 from ops.images import to_pil
 from ops.pez import HardPrompt, pez_prompts
 from ops.text import DiffusionText
@@ -60,6 +61,9 @@ class DIConfig:
     clip_loss: bool = True
     init: str = "zero"  # zero | random (random vocabulary rows, seeded)
     negation: str = "negate"  # negate | remove (D̃ absent from `before`)
+    # where D̃ sits: after the prompt (the paper's [SOT, prompt, D̃, EOT]) | before it ([SOT, D̃, prompt, EOT]),
+    # in training and in generation alike
+    placement: str = "append"
     # 5. generation: DDIM, CFG; invert through `inversion_steps` of the `num_steps` and denoise them back
     # (45 = the default reading of "start step 45 out of 50"; 5 = the other reading)
     num_steps: int = 50
@@ -68,7 +72,8 @@ class DIConfig:
 
     def __post_init__(self):
         choices = {"delta": DELTA_KINDS, "prompt_source": ("pez", "caption"), "init": ("zero", "random"),
-                   "negation": ("negate", "remove"), "precision": ("fp32", "bf16")}
+                   "negation": ("negate", "remove"), "precision": ("fp32", "bf16"),
+                   "placement": ("append", "prepend")}
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
@@ -212,7 +217,7 @@ def apply_difference(pipe, b: Image.Image, prompt_b: list[int], tokens: torch.Te
     z0 = encode_images(pipe, [b])
     # 5b. conditionings: B's prompt alone (inversion), with D̃ (generation), and Tsd("") for CFG
     cond_b = text.encode([[ids_b]])
-    cond_diff = text.encode([[ids_b, tokens.to(text.device)]])
+    cond_diff = text.encode([with_tokens(ids_b, tokens.to(text.device), config.placement)])
     uncond = text.unconditional()
     # 5c. DDIM-invert B through `inversion_steps` levels (CFG 1)
     schedule = Schedule(pipe.scheduler, config.num_steps)

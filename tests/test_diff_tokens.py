@@ -200,3 +200,45 @@ def test_bf16_autocast_trains_fp32_tokens_close_to_fp32(pipe, joint_clip, four_p
     assert gap < 0.1
     with pytest.raises(ValueError, match="precision"):
         DIConfig(precision="fp16")
+
+
+def test_a_group_of_pairs_trains_one_shared_d(pipe, joint_clip, four_pairs):
+    """groups=[0, 0, 1, 1]: each group's pairs get one D̃ (identical tensors), a D̃ trained on both
+    pairs' losses (not either pair's own), and a group diverging stops only itself."""
+    from dataclasses import replace as with_fields
+
+    from ops.diff_tokens import train_diff_tokens_batch
+
+    config = replace(BATCH_CONFIG, steps=10)
+    grouped = train_diff_tokens_batch(pipe, joint_clip, four_pairs, config, groups=[0, 0, 1, 1])
+    assert torch.equal(grouped[0].tokens, grouped[1].tokens) and torch.equal(grouped[2].tokens, grouped[3].tokens)
+    assert not torch.allclose(grouped[0].tokens, grouped[2].tokens)
+    alone = train_diff_tokens_batch(pipe, joint_clip, four_pairs, config)
+    for i in range(4):
+        assert ((grouped[i].tokens - alone[i].tokens).norm() / alone[i].tokens.norm()).item() > 1e-3
+    bad = list(four_pairs)
+    bad[3] = with_fields(bad[3], delta=torch.full_like(bad[3].delta, float("nan")))
+    results = train_diff_tokens_batch(pipe, joint_clip, bad, replace(config, steps=3), groups=[0, 0, 1, 1])
+    assert all(isinstance(r, TrainingDivergedError) for r in results[2:])
+    assert all(torch.isfinite(r.tokens).all() for r in results[:2])
+    with pytest.raises(ValueError, match="group labels"):
+        train_diff_tokens_batch(pipe, joint_clip, four_pairs, config, groups=[0, 1])
+
+
+def test_placement_puts_d_before_the_prompt(pipe, joint_clip, four_pairs):
+    from ops.diff_tokens import pair_parts
+
+    tokens = torch.randn(5, pipe.text_encoder.config.hidden_size)
+    p_a, p_ap = torch.tensor([300, 301]), torch.tensor([302, 303, 304])
+    before, after = pair_parts(p_a, p_ap, tokens, "negate", "prepend")
+    assert torch.equal(before[0], -tokens) and torch.equal(before[1], p_ap)
+    assert torch.equal(after[0], tokens) and torch.equal(after[1], p_a)
+    p = four_pairs[0]
+    args = (pipe, joint_clip, p.z_a, p.z_a_prime, p.prompt_a, p.prompt_a_prime, p.delta)
+    config = replace(BATCH_CONFIG, steps=5)
+    appended = train_diff_tokens(*args, config, seed=p.seed).tokens
+    prepended = train_diff_tokens(*args, replace(config, placement="prepend"), seed=p.seed).tokens
+    assert not torch.allclose(appended, prepended)  # the UNet sees another sequence
+    assert config.training_hash() != replace(config, placement="prepend").training_hash()
+    with pytest.raises(ValueError, match="placement"):
+        DIConfig(placement="middle")

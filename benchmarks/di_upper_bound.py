@@ -1,0 +1,177 @@
+"""How much of the analogy can the text side carry at all? Each toy triplet's B′ is generated the
+way Difference Inversion generates it (DDIM-invert B with B's prompt through `inversion_steps`
+of `num_steps`, denoise with CFG) from different conditionings, and the judge CLIP scores each:
+
+    nothing      [SOT, prompt(B), EOT]                         (inversion and back: keeps B)
+    learned      [SOT, prompt(B), D̃, EOT]                      (D̃ of (A, A′) at the DI config: the method itself;
+                                                                   [SOT, D̃, prompt(B), EOT] with placement=prepend)
+    hand_diff    [SOT, prompt(B), e(A′ phrase) − e(A phrase), EOT]   (the hand-written direction)
+    hand_diff×s  the same direction times s (`--hand-scales`: D̃'s rows are several times longer)
+    word         [SOT, prompt(B), e(A′ phrase), EOT]            (A′'s words appended)
+    *_first      the same with the rows before B's prompt (DI's `placement=prepend`)
+    oracle       [SOT, caption(B′gt), EOT]                      (the right prompt in place of B's)
+
+`e(·)` is the diffusion text encoder's token table; a phrase is the attribute's words in the
+canonical caption ("red", "star", "large", "on a black background"), so the hand-written
+direction is one non-zero row. `hand_diff` and `word` bound what any learned D̃ appended to B's
+prompt can do; `oracle` bounds what any prompt can do through this generation path. Per triplet
+it also records how D̃ relates to the hand-written direction (cosine of D̃'s row sum with it, and
+each D̃ row's nearest vocabulary token).
+
+    python benchmarks/di_upper_bound.py --seed 12345 --n 48 [--settings '{"steps": 1000}'] \
+        [--rows rows.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from evaluation.judge_scores import judge_triplet, summarise  # noqa: E402
+from models.context import ModelContext  # noqa: E402
+from models.loaders import load_judge  # noqa: E402
+from models.toy.world import Scene, caption, make_triplets  # noqa: E402
+from ops import difference_inversion as di  # noqa: E402
+from ops.cache import Cache  # noqa: E402
+from ops.ddim import Schedule, ddim_invert, ddim_sample, decode_latents, encode_images  # noqa: E402
+from ops.diff_tokens import with_tokens  # noqa: E402
+from ops.images import to_pil  # noqa: E402
+from ops.registry import get_method  # noqa: E402
+from ops.text import DiffusionText  # noqa: E402
+
+BASE_CONDITIONS = ("nothing", "learned", "hand_diff", "word", "hand_diff_first", "word_first", "oracle")
+
+
+def phrase(scene: Scene, attribute: str) -> str:
+    value = getattr(scene, attribute)
+    return f"on a {value} background" if attribute == "background" else value
+
+
+@torch.no_grad()
+def regenerate(pipe, b, prompt_b: list[int], conditionings: list[list[torch.Tensor]], config) -> list:
+    """B′ through DI's generation path (ops.difference_inversion.apply_difference) with each
+    denoising conditioning [SOT, *parts, EOT] in place of [SOT, prompt(B), D̃, EOT]: B inverted once
+    under its prompt, the conditionings denoised as one batch."""
+    text = DiffusionText(pipe)
+    z0 = encode_images(pipe, [b])
+    schedule = Schedule(pipe.scheduler, config.num_steps)
+    trajectory = ddim_invert(text.unet, z0, text.encode([[torch.tensor(prompt_b)]]), schedule, config.inversion_steps)
+    n = len(conditionings)
+    z = ddim_sample(text.unet, trajectory[-1].expand(n, -1, -1, -1), config.num_steps - config.inversion_steps,
+                    text.encode(conditionings), schedule, text.unconditional().expand(n, -1, -1),
+                    config.guidance_scale)
+    return to_pil(decode_latents(pipe.vae, z))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seed", type=int, required=True, help="toy benchmark seed (models.toy.world.make_triplets)")
+    parser.add_argument("--n", type=int, default=48)
+    parser.add_argument("--settings", default="{}", help="DI settings as JSON, over the toy profile's defaults")
+    parser.add_argument("--method", default="difference_inversion", help="DI or one of its ablations")
+    parser.add_argument("--batch-size", type=int, default=8, help="D̃ trained this many pairs at a time")
+    parser.add_argument("--hand-scales", default="3", help="extra scales of the hand-written direction")
+    parser.add_argument("--conditions", help="only these conditions (comma-separated), e.g. 'learned'")
+    parser.add_argument("--rows", type=Path, help="write the per-(triplet, condition) rows here as JSON")
+    args = parser.parse_args()
+
+    scales = [float(s) for s in args.hand_scales.split(",") if s]
+    conditions = BASE_CONDITIONS + tuple(f"hand_diff×{s:g}" for s in scales)
+    if args.conditions:
+        unknown = set(args.conditions.split(",")) - set(conditions)
+        if unknown:
+            parser.error(f"unknown conditions {sorted(unknown)}; choose from {', '.join(conditions)}")
+        conditions = tuple(c for c in conditions if c in args.conditions.split(","))
+    models, cache, seed = ModelContext(), Cache(), 0
+    pipe, judge = models.pipeline, load_judge(models.profile)
+    config = get_method(args.method).config(json.loads(args.settings), models.profile)
+    table = pipe.text_encoder.get_input_embeddings().weight.detach()
+    vocab = pipe.tokenizer.convert_ids_to_tokens(list(range(table.shape[0])))
+
+    def ids(text: str) -> torch.Tensor:
+        return torch.tensor(pipe.tokenizer(text, add_special_tokens=False).input_ids)
+
+    start = time.perf_counter()
+    triplets = make_triplets(args.seed, args.n)
+    images = [t.images() for t in triplets]
+    learned = di.prepare_diff_tokens(models, [(im["a"], im["a_prime"]) for im in images], config, seed=seed,
+                                     cache=cache, batch_size=args.batch_size)
+    train_s = time.perf_counter() - start
+    rows = []
+    for t, im, d in zip(triplets, images, learned):
+        prompt_b = di.prompt(models, im["b"], config, seed, cache).token_ids
+        old, new = ids(phrase(t.a, t.changed)), ids(phrase(t.a_prime, t.changed))
+        hand = table[new] - table[old]
+        hand = hand[hand.norm(dim=-1) > 0]  # the rows that differ: one for every attribute
+        ids_b = torch.tensor(prompt_b)
+        parts = {"nothing": [ids_b], "hand_diff": [ids_b, hand], "word": [ids_b, table[new]],
+                 "hand_diff_first": [hand, ids_b], "word_first": [table[new], ids_b],
+                 "oracle": [ids(caption(t.b_prime_gt))]}
+        parts |= {f"hand_diff×{s:g}": [ids_b, s * hand] for s in scales}
+        extra = {}
+        if isinstance(d, Exception):
+            extra["learned_error"] = repr(d)
+        else:
+            tokens = d.tokens
+            parts["learned"] = with_tokens(ids_b, tokens, config.placement)
+            nearest = F.normalize(tokens, dim=-1) @ F.normalize(table, dim=-1).T
+            extra = {"cos_sum_hand": F.cosine_similarity(tokens.sum(0), hand.sum(0), dim=0).item(),
+                     "max_row_cos_hand": (F.normalize(tokens, dim=-1) @ F.normalize(hand.sum(0), dim=0)).max().item(),
+                     "norm": tokens.norm(dim=-1).mean().item(), "hand_norm": hand.norm(dim=-1).mean().item(),
+                     "nearest": [vocab[i] for i in nearest.argmax(-1).tolist()],
+                     "tc_last": sum(d.curve["tc"][-30:]) / max(1, len(d.curve["tc"][-30:])) if d.curve["tc"] else None}
+        hand_written = [name for name in conditions if name in parts and name != "learned"]
+        images_out = dict(zip(hand_written, regenerate(pipe, im["b"], prompt_b, [parts[n] for n in hand_written],
+                                                       config))) if hand_written else {}
+        if "learned" in parts and "learned" in conditions:  # exactly the method's B′
+            images_out["learned"] = di.apply_difference(pipe, im["b"], prompt_b, d.tokens, config)
+        reads = {name: judge.read([images_out[name]])[0] for name in conditions if name in images_out}
+        for name, read in reads.items():
+            score = judge_triplet(read, t.b.as_dict(), t.b_prime_gt.as_dict(), t.changed)
+            rows.append({"triplet_id": t.triplet_id, "changed": t.changed, "condition": name, **score,
+                         "read": read, "from": phrase(t.a, t.changed), "to": phrase(t.a_prime, t.changed),
+                         **(extra if name == "learned" else {})})
+        learned_row = next((r for r in rows[-len(reads):] if r["condition"] == "learned"), {})
+        print(t.triplet_id, t.changed, {n: int(r["joint"]) for n, r in zip(reads, rows[-len(reads):])},
+              {k: (round(v, 3) if isinstance(v, float) else v) for k, v in learned_row.items()
+               if k in ("cos_sum_hand", "max_row_cos_hand", "norm", "nearest")}, flush=True)
+
+    summary = {name: summarise([r for r in rows if r["condition"] == name]) for name in conditions}
+    print(f"\n### toy seed {args.seed}, n = {args.n}, {args.method} {config.training_hash()} "
+          f"({(time.perf_counter() - start) / 60:.1f} min, D̃ {train_s / 60:.1f} min)\n")
+    attrs = ("background", "colour", "shape", "size")
+    print("| condition | joint [95 % Wilson] | target | keep | " + " | ".join(attrs) + " |")
+    print("| --- | --- | --- | --- | " + " | ".join("---" for _ in attrs) + " |")
+    for name, s in summary.items():
+        low, high = s["ci95"].get("joint", [float("nan")] * 2)
+        print(f"| {name} | {s['joint']:.3f} [{low:.3f}, {high:.3f}] | {s['target']:.3f} | {s['keep']:.3f} | "
+              + " | ".join(f"{s['by_attribute'].get(a, {}).get('joint', float('nan')):.2f}" for a in attrs) + " |")
+    learned_rows = [r for r in rows if r["condition"] == "learned"]
+    if learned_rows:
+        by = {a: [r for r in learned_rows if r["changed"] == a] for a in attrs}
+        print("\ncos(ΣD̃, hand-written direction) by attribute: "
+              + ", ".join(f"{a} {sum(r['cos_sum_hand'] for r in v) / len(v):.3f}" for a, v in by.items() if v))
+    joint = {(r["triplet_id"], r["condition"]): r["joint"] for r in rows}
+    for other in [c for c in conditions if c not in ("nothing", "learned")] if "learned" in conditions else []:
+        both = [(joint.get((t.triplet_id, "learned")), joint.get((t.triplet_id, other))) for t in triplets]
+        both = [(a, b) for a, b in both if a is not None and b is not None]
+        print(f"paired learned vs {other}: learned only {sum(a > b for a, b in both)}, "
+              f"{other} only {sum(b > a for a, b in both)}, both {sum(a == b == 1 for a, b in both)}")
+    print(json.dumps({"seed": args.seed, "n": args.n, "method": args.method, "settings": json.loads(args.settings),
+                      "summary": {k: {m: v[m] for m in ("joint", "target", "keep", "n", "ci95")}
+                                  | {"by_attribute": {a: b["joint"] for a, b in v["by_attribute"].items()}}
+                                  for k, v in summary.items()}}))
+    if args.rows:
+        args.rows.write_text(json.dumps(rows, indent=1))
+
+
+if __name__ == "__main__":
+    main()
