@@ -10,6 +10,9 @@ of `num_steps`, denoise with CFG) from different conditionings, and the judge CL
     word         [SOT, prompt(B), e(A′ phrase), EOT]            (A′'s words appended)
     *_first      the same with the rows before B's prompt (DI's `placement=prepend`)
     oracle       [SOT, caption(B′gt), EOT]                      (the right prompt in place of B's)
+    learned_k    (`--extra-pairs K`) one D̃ trained on (A, A′) and K more pairs of the same change
+                 (A's changed value → A′'s, every other attribute and the render drawn at random):
+                 does a D̃ that must serve several contexts transfer better?
 
 `e(·)` is the diffusion text encoder's token table; a phrase is the attribute's words in the
 canonical caption ("red", "star", "large", "on a black background"), so the hand-written
@@ -26,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import random
 import sys
 import time
 from pathlib import Path
@@ -38,11 +42,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from evaluation.judge_scores import judge_triplet, summarise  # noqa: E402
 from models.context import ModelContext  # noqa: E402
 from models.loaders import load_judge  # noqa: E402
-from models.toy.world import Scene, caption, make_triplets  # noqa: E402
+from models.toy.world import ATTRIBUTE_NAMES, ATTRIBUTES, Scene, caption, make_triplets, render  # noqa: E402
 from ops import difference_inversion as di  # noqa: E402
-from ops.cache import Cache  # noqa: E402
+from ops.cache import Cache, content_seed  # noqa: E402
 from ops.ddim import Schedule, ddim_invert, ddim_sample, decode_latents, encode_images  # noqa: E402
-from ops.diff_tokens import with_tokens  # noqa: E402
+from ops.diff_tokens import PairInputs, train_diff_tokens_batch, with_tokens  # noqa: E402
 from ops.images import to_pil  # noqa: E402
 from ops.registry import get_method  # noqa: E402
 from ops.text import DiffusionText  # noqa: E402
@@ -71,6 +75,36 @@ def regenerate(pipe, b, prompt_b: list[int], conditionings: list[list[torch.Tens
     return to_pil(decode_latents(pipe.vae, z))
 
 
+def extra_pairs(t, k: int) -> list[tuple]:
+    """K more (A, A′) images with the triplet's change in other contexts, seeded by the triplet id."""
+    rng = random.Random(f"extra-pairs:{t.triplet_id}")
+    old, new = getattr(t.a, t.changed), getattr(t.a_prime, t.changed)
+    out = []
+    for _ in range(k):
+        scene = Scene(*(rng.choice(ATTRIBUTES[name]) for name in ATTRIBUTE_NAMES)).replace(**{t.changed: old})
+        seed = rng.randrange(2**31)
+        out.append((render(scene, seed), render(scene.replace(**{t.changed: new}), seed)))
+    return out
+
+
+def shared_diff_tokens(models, config, triplets, images, k: int, seed: int, cache, per_batch: int) -> list:
+    """Per triplet one D̃ trained on its (A, A′) and `k` extra pairs of the same change
+    (`train_diff_tokens_batch(groups=…)`), `per_batch` triplets' groups in one UNet batch."""
+    pipe, out = models.pipeline, []
+    for start in range(0, len(triplets), per_batch):
+        inputs, labels = [], []
+        for j, (t, im) in enumerate(zip(triplets[start:start + per_batch], images[start:start + per_batch])):
+            for a, a_prime in [(im["a"], im["a_prime"])] + extra_pairs(t, k):
+                ids = [p.token_ids for p in di.prompts(models, [a, a_prime], config, seed, cache)]
+                target = di.deltas(models, a, a_prime, config, cache).pick(config.delta)
+                z = encode_images(pipe, [a, a_prime])
+                inputs.append(PairInputs(z[:1], z[1:], ids[0], ids[1], target, content_seed(seed, a, a_prime)))
+                labels.append(j)
+        results = train_diff_tokens_batch(pipe, models.joint_clip, inputs, config, groups=labels)
+        out += [results[labels.index(j)] for j in sorted(set(labels))]
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seed", type=int, required=True, help="toy benchmark seed (models.toy.world.make_triplets)")
@@ -80,11 +114,13 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=8, help="D̃ trained this many pairs at a time")
     parser.add_argument("--hand-scales", default="3", help="extra scales of the hand-written direction")
     parser.add_argument("--conditions", help="only these conditions (comma-separated), e.g. 'learned'")
+    parser.add_argument("--extra-pairs", type=int, default=0, help="K: add the learned_k condition")
     parser.add_argument("--rows", type=Path, help="write the per-(triplet, condition) rows here as JSON")
     args = parser.parse_args()
 
     scales = [float(s) for s in args.hand_scales.split(",") if s]
     conditions = BASE_CONDITIONS + tuple(f"hand_diff×{s:g}" for s in scales)
+    conditions += ("learned_k",) if args.extra_pairs else ()
     if args.conditions:
         unknown = set(args.conditions.split(",")) - set(conditions)
         if unknown:
@@ -102,11 +138,15 @@ def main() -> None:
     start = time.perf_counter()
     triplets = make_triplets(args.seed, args.n)
     images = [t.images() for t in triplets]
-    learned = di.prepare_diff_tokens(models, [(im["a"], im["a_prime"]) for im in images], config, seed=seed,
-                                     cache=cache, batch_size=args.batch_size)
+    learned = (di.prepare_diff_tokens(models, [(im["a"], im["a_prime"]) for im in images], config, seed=seed,
+                                      cache=cache, batch_size=args.batch_size)
+               if "learned" in conditions else [None] * len(triplets))
+    shared = (shared_diff_tokens(models, config, triplets, images, args.extra_pairs, seed, cache,
+                                 max(1, args.batch_size // (args.extra_pairs + 1)))
+              if "learned_k" in conditions else [None] * len(triplets))
     train_s = time.perf_counter() - start
     rows = []
-    for t, im, d in zip(triplets, images, learned):
+    for t, im, d, d_k in zip(triplets, images, learned, shared):
         prompt_b = di.prompt(models, im["b"], config, seed, cache).token_ids
         old, new = ids(phrase(t.a, t.changed)), ids(phrase(t.a_prime, t.changed))
         hand = table[new] - table[old]
@@ -117,7 +157,9 @@ def main() -> None:
                  "oracle": [ids(caption(t.b_prime_gt))]}
         parts |= {f"hand_diff×{s:g}": [ids_b, s * hand] for s in scales}
         extra = {}
-        if isinstance(d, Exception):
+        if d is None:
+            pass
+        elif isinstance(d, Exception):
             extra["learned_error"] = repr(d)
         else:
             tokens = d.tokens
@@ -133,6 +175,8 @@ def main() -> None:
                                                        config))) if hand_written else {}
         if "learned" in parts and "learned" in conditions:  # exactly the method's B′
             images_out["learned"] = di.apply_difference(pipe, im["b"], prompt_b, d.tokens, config)
+        if d_k is not None and not isinstance(d_k, Exception):
+            images_out["learned_k"] = di.apply_difference(pipe, im["b"], prompt_b, d_k.tokens, config)
         reads = {name: judge.read([images_out[name]])[0] for name in conditions if name in images_out}
         for name, read in reads.items():
             score = judge_triplet(read, t.b.as_dict(), t.b_prime_gt.as_dict(), t.changed)
