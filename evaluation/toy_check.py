@@ -5,7 +5,11 @@
   into seen and held-out (colour, shape) combinations;
 - reconstruction: fresh renders DDIM-inverted (50 steps, CFG 1) with their
   caption and regenerated with the same caption (CFG 1);
-- vae: the judge on the VAE's round trips.
+- vae: the judge on the VAE's round trips;
+- composition: text-to-image from a caption with one attribute appended that contradicts it
+  ("a small blue square on a white background, red"): does the appended word win, and is the
+  rest kept? What Difference Inversion assumes of a text space: a change appended to any
+  prompt acts on it.
 
 The sampler is an argument (the CLI passes `ops.ddim.ddim_reconstruct` and
 `ops.ddim.vae_round_trip`): evaluation never imports the methods.
@@ -21,7 +25,7 @@ from PIL import Image
 
 from models.loaders import load_judge, load_pipeline
 from models.profiles import Profile, get_profile
-from models.toy.world import ATTRIBUTE_NAMES, all_scenes, caption, render
+from models.toy.world import ATTRIBUTE_NAMES, ATTRIBUTES, all_scenes, caption, phrase, render
 
 # reconstruct(pipe, images, prompts, steps) -> (images, latent RMSE); round_trip(pipe, images) -> images
 Reconstruct = Callable[..., tuple[list[Image.Image], float]]
@@ -73,7 +77,30 @@ def vae_scores(profile: Profile, round_trip: RoundTrip, n: int = 256, seed: int 
             "vae_round_trip": attribute_accuracy(judge.read(round_trip(pipe, originals)), truth)}
 
 
+def composition_scores(profile: Profile, n: int = 48, steps: int = 50, guidance: float = 7.5, seed: int = 3) -> dict:
+    """Per attribute, the share of samples from `caption(S), <phrase of S′>` (S′ = S with that
+    attribute changed) that show S′'s value (`appended_wins`) and S′ entirely (`joint`)."""
+    pipe, judge = load_pipeline(profile), load_judge(profile)
+    rng = random.Random(seed)
+    cases = []
+    for i in range(n):
+        name = ATTRIBUTE_NAMES[i % len(ATTRIBUTE_NAMES)]
+        scene = rng.choice(all_scenes())
+        new = scene.replace(**{name: rng.choice([v for v in ATTRIBUTES[name] if v != getattr(scene, name)])})
+        cases.append((name, new, f"{caption(scene)}, {phrase(new, name)}"))
+    images = pipe([text for *_, text in cases], num_inference_steps=steps, guidance_scale=guidance,
+                  generator=torch.Generator().manual_seed(seed)).images
+    read = judge.read(images)
+    out = {}
+    for name in ATTRIBUTE_NAMES + ("all",):
+        idx = [i for i, c in enumerate(cases) if name in (c[0], "all")]
+        out[name] = {"appended_wins": round(sum(read[i][cases[i][0]] == getattr(cases[i][1], cases[i][0])
+                                                for i in idx) / len(idx), 4),
+                     "joint": round(sum(read[i] == cases[i][1].as_dict() for i in idx) / len(idx), 4)}
+    return out
+
+
 def toy_check(reconstruct: Reconstruct, round_trip: RoundTrip, profile_name: str = "toy") -> dict:
     profile = get_profile(profile_name)
     return {"t2i": t2i_scores(profile), "reconstruction": reconstruction_scores(profile, reconstruct),
-            "vae": vae_scores(profile, round_trip)}
+            "vae": vae_scores(profile, round_trip), "composition": composition_scores(profile)}

@@ -28,3 +28,14 @@ def test_vae_round_trip_keeps_the_attributes(toy_profile):
     # colour, size and background survive exactly; shape loses a little (95.7 % measured, see MODEL_CARD)
     trip = scores["vae_round_trip"]
     assert trip["colour"] >= 0.99 and trip["background"] >= 0.99 and trip["size"] >= 0.97 and trip["shape"] >= 0.94
+
+
+def test_composition_check_reads_the_appended_word(toy_profile):
+    """`analogy toy check`'s composition section: prompts that contradict themselves at the end,
+    scored per attribute; the whole target scene can only show where the appended value does."""
+    from evaluation.toy_check import composition_scores
+
+    scores = composition_scores(toy_profile, n=8, steps=20)
+    assert set(scores) == {"size", "colour", "shape", "background", "all"}
+    for name, s in scores.items():
+        assert 0 <= s["joint"] <= s["appended_wins"] <= 1, (name, s)

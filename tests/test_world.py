@@ -8,9 +8,12 @@ import torch
 from models.toy.train import composites, cut_masks
 from models.toy.world import (
     ATTRIBUTE_NAMES,
+    ATTRIBUTES,
     BACKGROUNDS,
     caption,
+    corrected_caption,
     parse_caption,
+    phrase,
     render,
     render_textured,
     training_scenes,
@@ -31,6 +34,27 @@ def test_varied_captions_name_the_scene_in_any_order():
     assert all(values & set(t.replace(",", " ").split()) for t in dropped)  # one attribute always stays
     assert min(len(t.split(",")) for t in dropped) == 1 < max(len(t.split(",")) for t in dropped)
     assert parse_caption(caption(scene)) == scene
+
+
+def test_corrected_captions_end_with_the_scenes_value_after_another():
+    """The last phrase is the scene's own value of one attribute; before it the caption names the
+    same scene with that attribute set to another value (or left out)."""
+    rng = random.Random(1)
+    scene = training_scenes()[40]
+    seen = set()
+    for _ in range(200):
+        text = corrected_caption(scene, rng, drop=0.25)
+        base, last = text.rsplit(", ", 1)
+        (name,) = [n for n in ATTRIBUTE_NAMES if phrase(scene, n) == last]
+        seen.add(name)
+        words = set(base.replace(",", " ").split())
+        assert getattr(scene, name) not in words, text  # the other value came first (or none)
+        others = words & set(ATTRIBUTES[name])
+        assert len(others) <= 1 and all(v != getattr(scene, name) for v in others)
+        for n in ATTRIBUTE_NAMES:
+            if n != name and n != "background":
+                assert not (words & set(ATTRIBUTES[n])) - {getattr(scene, n)}, text  # the rest is the scene's
+    assert seen == set(ATTRIBUTE_NAMES)
 
 
 def test_composites_cut_two_renders_at_one_column_or_row():

@@ -6,7 +6,9 @@ SD 2.1 keeps OpenCLIP ViT-H frozen) → decoder stages → the textured world's 
 UNet (`weights/textured`, the same recipe on `render_textured`, for Differential
 Diffusion's reliability score; no decoder stages). Experimental, not in the
 default order: `--only tiny_vae` distils a local AutoencoderTiny into the VAE's
-latent space (MODEL_CARD "Locality"; `benchmarks/vae_locality.py` checks it).
+latent space (MODEL_CARD "Locality"; `benchmarks/vae_locality.py` checks it), and `--only corrected
+--unet-out DIR` fine-tunes the plain UNet with captions that say an attribute twice, the last one
+right (MODEL_CARD "Corrected captions": not yet good enough to ship).
 Each model is written as soon as it is
 trained; the UNet also writes its EMA weights every `--save-every` steps.
 Times and figures go to the model cards (models/toy/weights/*/MODEL_CARD.md).
@@ -42,7 +44,16 @@ from transformers import CLIPTokenizer
 from models.convert import open_clip_text_to_hf
 from models.toy import architecture as arch
 from models.toy import bpe
-from models.toy.world import Scene, all_scenes, caption, render, render_textured, training_scenes, varied_caption
+from models.toy.world import (
+    Scene,
+    all_scenes,
+    caption,
+    corrected_caption,
+    render,
+    render_textured,
+    training_scenes,
+    varied_caption,
+)
 
 WEIGHTS = Path(__file__).parent / "weights"
 
@@ -283,7 +294,10 @@ def save_pipeline(unet, vae, text_encoder, tokenizer, out: Path) -> None:
 
 
 def train_unet(clip_model, vae: AutoencoderKL, steps: int, seed: int, out: Path, save_every: int,
-               batch: int = 128, draw=render) -> None:
+               batch: int = 128, draw=render, corrected: int = 0, init: Path | None = None,
+               lr: float = 6e-4) -> None:
+    """The UNet on the frozen joint-CLIP text encoder, EMA saved every `save_every` steps. `init`: start
+    from a saved pipeline's UNet (a fine-tuning stage) instead of random weights."""
     torch.manual_seed(seed)
     text_encoder = open_clip_text_to_hf(clip_model, drop_last_layers=1)
     text_encoder.requires_grad_(False)
@@ -292,8 +306,11 @@ def train_unet(clip_model, vae: AutoencoderKL, steps: int, seed: int, out: Path,
     tokenizer = CLIPTokenizer.from_pretrained(tok_dir, pad_token="!", model_max_length=arch.CONTEXT_LENGTH)
     scenes = training_scenes()
     rng = random.Random(seed)
-    variants = 12  # caption rows per scene: `mixed_captions`, a quarter of the attributes dropped
-    prompts = [c for _ in range(variants) for c in mixed_captions(scenes, rng, drop=0.25)] + [""]
+    # caption rows per scene: 12 of `mixed_captions` (a quarter of the attributes dropped), then
+    # `corrected` rows of `corrected_caption` (an attribute said twice, the last one right)
+    variants = 12 + corrected
+    prompts = [c for _ in range(12) for c in mixed_captions(scenes, rng, drop=0.25)]
+    prompts += [corrected_caption(s, rng, drop=0.25) for _ in range(corrected) for s in scenes] + [""]
     ids = tokenizer(prompts, padding="max_length", max_length=arch.CONTEXT_LENGTH, truncation=True,
                     return_tensors="pt").input_ids
     with torch.no_grad():  # (variants·S + 1, L, D); row v·S + s is scene s, the last row the empty prompt
@@ -304,13 +321,14 @@ def train_unet(clip_model, vae: AutoencoderKL, steps: int, seed: int, out: Path,
     images = torch.cat([images, composites(images, len(images) // 8, seed)])  # composites: empty prompt only
     mean, std = posterior(vae, images)
     sf = vae.config.scaling_factor
-    unet = UNet2DConditionModel(**arch.unet_config(text_encoder.config.hidden_size))
+    unet = (UNet2DConditionModel.from_pretrained(init / "unet", dtype=torch.float32) if init else
+            UNet2DConditionModel(**arch.unet_config(text_encoder.config.hidden_size)))
     ema = UNet2DConditionModel(**arch.unet_config(text_encoder.config.hidden_size))
     ema.load_state_dict(unet.state_dict())
     ema.requires_grad_(False)
     noise_sched = DDPMScheduler(**{k: v for k, v in arch.scheduler_config().items()
                                    if k not in ("set_alpha_to_one",)})
-    opt = torch.optim.AdamW(unet.parameters(), lr=6e-4, weight_decay=0.01)
+    opt = torch.optim.AdamW(unet.parameters(), lr=lr, weight_decay=0.01)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: cosine_lr(s, steps, 100))
     start = time.time()
     for step in range(steps):
@@ -344,7 +362,8 @@ def train_unet(clip_model, vae: AutoencoderKL, steps: int, seed: int, out: Path,
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--only", choices=["clip", "judge", "vae", "unet", "decoder", "textured", "tiny_vae"],
+    parser.add_argument("--only", choices=["clip", "judge", "vae", "unet", "decoder", "corrected", "textured",
+                                           "tiny_vae"],
                         nargs="*",
                         help="stages (default: all but the experimental tiny_vae)")
     parser.add_argument("--decoder-steps", type=int, default=1200, help="spliced, then as many plain")
@@ -352,9 +371,15 @@ def main() -> None:
     parser.add_argument("--vae-steps", type=int, default=1200)
     parser.add_argument("--unet-steps", type=int, default=3500)
     parser.add_argument("--textured-unet-steps", type=int, default=1500)
+    parser.add_argument("--corrected-captions", type=int, default=12,
+                        help="corrected stage: caption rows per scene (beside the 12 plain ones) that say an "
+                             "attribute twice, the last one right (world.corrected_caption)")
     parser.add_argument("--tiny-vae-steps", type=int, default=2400)
     parser.add_argument("--tiny-vae-out", type=Path,
                         default=Path(os.environ.get("ANALOGY_HOME") or ".analogy") / "experiments" / "tiny_vae")
+    parser.add_argument("--corrected-steps", type=int, default=1000)
+    parser.add_argument("--unet-out", type=Path, default=WEIGHTS / "sd",
+                        help="where the unet stage saves its pipeline (default: the committed one)")
     parser.add_argument("--save-every", type=int, default=250)
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
@@ -375,11 +400,17 @@ def main() -> None:
     else:
         vae = AutoencoderKL.from_pretrained(WEIGHTS / "sd" / "vae", dtype=torch.float32)
     if "unet" in only:
-        train_unet(clip_model, vae, args.unet_steps, 3, WEIGHTS / "sd", args.save_every)
+        train_unet(clip_model, vae, args.unet_steps, 3, args.unet_out, args.save_every)
     if "decoder" in only:
         vae = finetune_decoder(vae, args.decoder_steps, 4, splice=True)
         vae = finetune_decoder(vae, args.decoder_steps, 5, splice=False)
         copy.deepcopy(vae).to(torch.float16).save_pretrained(WEIGHTS / "sd" / "vae", safe_serialization=True)
+    if "corrected" in only:
+        # experimental: fine-tune the plain-world UNet so that an attribute appended to a prompt acts
+        # on it (world.corrected_caption), the plain captions kept in the mix (MODEL_CARD: "Corrected captions")
+        train_unet(clip_model, vae, args.corrected_steps, 6, args.unet_out, args.save_every,
+                   corrected=args.corrected_captions, lr=3e-4,
+                   init=args.unet_out if (args.unet_out / "unet").exists() else WEIGHTS / "sd")
     if "textured" in only:
         textured_vae = train_vae(args.vae_steps, 2, WEIGHTS / "textured" / "vae", draw=render_textured)
         train_unet(clip_model, textured_vae, args.textured_unet_steps, 3, WEIGHTS / "textured",

@@ -97,6 +97,28 @@ def varied_caption(scene: Scene, rng: random.Random, drop: float = 0.0) -> str:
     return text if text.startswith("on ") else f"a {text}"
 
 
+def phrase(scene: Scene, attribute: str) -> str:
+    """The words that name one attribute of a scene in its captions ("red", "on a black background")."""
+    value = getattr(scene, attribute)
+    return f"on a {value} background" if attribute == "background" else value
+
+
+def corrected_caption(scene: Scene, rng: random.Random, drop: float = 0.0) -> str:
+    """A caption that says one attribute twice, the last word winning.
+
+    It is another scene's caption followed by ", <this scene's phrase>". The other scene is this
+    one with one attribute set to another value. Its caption is canonical or, half the time, a
+    `varied_caption`, which may leave that attribute out. So "a small blue square on a white
+    background, red" names the small *red* square on white. People edit prompts this way: a word
+    appended to a prompt changes it. Difference Inversion assumes a text side that works like this,
+    because its D̃ is appended to B's prompt. The experimental `corrected` training stage fine-tunes
+    the UNet on some of these captions (models/toy/MODEL_CARD.md, "Corrected captions")."""
+    name = rng.choice(ATTRIBUTE_NAMES)
+    other = scene.replace(**{name: rng.choice([v for v in ATTRIBUTES[name] if v != getattr(scene, name)])})
+    base = caption(other) if rng.random() < 0.5 else varied_caption(other, rng, drop)
+    return f"{base}, {phrase(scene, name)}"
+
+
 def all_captions() -> list[str]:
     return [caption(s) for s in all_scenes()]
 

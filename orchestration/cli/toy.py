@@ -34,7 +34,7 @@ def run_check(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     result = toy_check(ddim_reconstruct, vae_round_trip) | {"seconds": round(time.perf_counter() - start, 1)}
     if not args.json:
-        for section in ("t2i", "reconstruction", "vae"):
+        for section in ("t2i", "reconstruction", "vae", "composition"):
             print(f"{section}: {json.dumps(result[section])}")
     print(json.dumps(result))
     return 0
