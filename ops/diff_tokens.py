@@ -63,14 +63,6 @@ def pair_parts(prompt_a: torch.Tensor, prompt_a_prime: torch.Tensor, tokens: tor
             with_tokens(prompt_a, tokens, placement))
 
 
-def pair_sequences(table: torch.Tensor, prompt_a: torch.Tensor, prompt_a_prime: torch.Tensor,
-                   tokens: torch.Tensor, specials, negation: str = "negate"):
-    """(embeds (2, L, D), ids (2, L)) of `before` and `after` (`pair_parts`) in one token table."""
-    before, after = (token_sequence(table, parts, specials)
-                     for parts in pair_parts(prompt_a, prompt_a_prime, tokens, negation))
-    return torch.stack([before[0], after[0]]), torch.stack([before[1], after[1]])
-
-
 @dataclass
 class PairInputs:
     """One (A, A′) pair to train D̃ for: E(A), E(A′) scaled latents (1, C, h, w), the PEZ (or

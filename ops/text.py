@@ -26,9 +26,12 @@ class Specials:
     length: int  # context length
 
 
-def pipeline_specials(pipe) -> Specials:
-    tok = pipe.tokenizer
+def tokenizer_specials(tok) -> Specials:
     return Specials(tok.bos_token_id, tok.eos_token_id, tok.pad_token_id, tok.model_max_length)
+
+
+def pipeline_specials(pipe) -> Specials:
+    return tokenizer_specials(pipe.tokenizer)
 
 
 def clip_specials(clip) -> Specials:
@@ -137,8 +140,7 @@ class DiffusionText:
         pairs = [(pipe.tokenizer, pipe.text_encoder)] + ([(pipe.tokenizer_2, second)] if second is not None else [])
         self.pipe, self.is_xl = pipe, second is not None
         self.encoders = [encoder for _, encoder in pairs]
-        self.specials = [Specials(tok.bos_token_id, tok.eos_token_id, tok.pad_token_id, tok.model_max_length)
-                         for tok, _ in pairs]
+        self.specials = [tokenizer_specials(tok) for tok, _ in pairs]
         self.tables = [encoder.get_input_embeddings().weight.detach() for encoder in self.encoders]
         widths = [t.shape[1] for t in self.tables]
         self.columns = [slice(sum(widths[:k]), sum(widths[:k + 1])) for k in range(len(widths))]
@@ -200,10 +202,8 @@ class DiffusionText:
 
     @torch.no_grad()
     def unconditional(self) -> torch.Tensor:
-        cond = self.prompt("")
-        if self.is_xl and self.pipe.config.get("force_zeros_for_empty_prompt", False):
-            rows = cond.shape[1] - self.specials[0].length
-            pooled_dim = self.encoders[-1].config.projection_dim
-            pooled = torch.zeros(1, pooled_dim, device=cond.device, dtype=cond.dtype)
-            cond = self._pack(torch.zeros_like(cond[:, :-rows]), pooled)
-        return cond
+        if not (self.is_xl and self.pipe.config.get("force_zeros_for_empty_prompt", False)):
+            return self.prompt("")
+        like = {"device": self.device, "dtype": self.encoders[0].dtype}
+        states = torch.zeros(1, self.specials[0].length, sum(e.config.hidden_size for e in self.encoders), **like)
+        return self._pack(states, torch.zeros(1, self.encoders[-1].config.projection_dim, **like))

@@ -10,11 +10,11 @@ from models.toy.world import make_triplets
 from ops.cache import config_hash
 from ops.ddim import encode_latents
 from ops.deltas import clip_deltas
-from ops.diff_tokens import TrainingDivergedError, pair_sequences, train_diff_tokens
+from ops.diff_tokens import TrainingDivergedError, pair_parts, train_diff_tokens
 from ops.difference_inversion import DIConfig, apply_difference
 from ops.images import to_pixels
 from ops.pez import pez_prompt
-from ops.text import pipeline_specials
+from ops.text import pipeline_specials, token_sequence
 
 
 @pytest.fixture(scope="module")
@@ -54,6 +54,12 @@ def test_only_diff_tokens_change_and_both_losses_fall(pipe, joint_clip, pair):
     assert clip[-1] < 0.5 * clip[0]
     # Ltc is noisy (random t, ε each step): compare window means
     assert sum(tc[-40:]) / 40 < sum(tc[:40]) / 40
+
+
+def pair_sequences(table, p_a, p_ap, tokens, sp, negation):
+    """(embeds (2, L, D), ids (2, L)) of `before` and `after` (ops.diff_tokens.pair_parts)."""
+    built = [token_sequence(table, parts, sp) for parts in pair_parts(p_a, p_ap, tokens, negation)]
+    return torch.stack([e for e, _ in built]), torch.stack([i for _, i in built])
 
 
 def test_before_sequence_carries_minus_d(pipe):
