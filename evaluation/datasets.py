@@ -22,9 +22,9 @@ import os
 import re
 from pathlib import Path
 
-import pyarrow.parquet as pq
 import yaml
 
+from evaluation.files import Location, parquet_metadata, read_parquet
 from evaluation.hub import ensure_triplet_file
 from evaluation.manifest import count_rows, manifest_triplets
 from evaluation.sources import CAPTION_ROLES, ROLES, DatasetSpec, RawTriplet
@@ -77,7 +77,7 @@ def triplet_count(spec: DatasetSpec) -> int | None:
         if spec.kind in ("toy", "instructpix2pix", "magicbrush"):
             return int(spec.options.get("n", 16 if spec.kind == "toy" else 100))
         if spec.kind == "benchmark_file":
-            return pq.ParquetFile(spec.path()).metadata.num_rows
+            return parquet_metadata(spec.path()).num_rows
         if spec.kind == "manifest":
             return count_rows(spec.path())
     except Exception:  # noqa: BLE001 — one unreadable dataset must not stop the code location loading
@@ -86,8 +86,10 @@ def triplet_count(spec: DatasetSpec) -> int | None:
 
 
 def shard_count(spec: DatasetSpec) -> int:
+    if not spec.shard_size:  # one partition: nothing to count (and no remote file read at load)
+        return 1
     count = triplet_count(spec)
-    if not spec.shard_size or count is None or count <= spec.shard_size:
+    if count is None or count <= spec.shard_size:
         return 1
     return math.ceil(count / spec.shard_size)
 
@@ -112,7 +114,7 @@ def resolve_partition(specs: dict[str, DatasetSpec], key: str) -> tuple[DatasetS
     return spec, slice(index * spec.shard_size, (index + 1) * spec.shard_size)
 
 
-def load_raw_triplets(spec: DatasetSpec, rows: slice, cache_dir: Path) -> list[RawTriplet]:
+def load_raw_triplets(spec: DatasetSpec, rows: slice, cache_dir: Location) -> list[RawTriplet]:
     """The triplets of one shard. `cache_dir` holds triplet files built from hub datasets."""
     if spec.kind == "toy":
         return toy_triplets(int(spec.options.get("seed", 0)), int(spec.options.get("n", 16)), rows)
@@ -129,10 +131,10 @@ def toy_triplets(seed: int, n: int, rows: slice = slice(None)) -> list[RawTriple
     return [_from_benchmark_row(row) for row in triplet_rows(make_triplets(seed, n)[rows])]
 
 
-def benchmark_file_triplets(path: Path, rows: slice = slice(None)) -> list[RawTriplet]:
+def benchmark_file_triplets(path: Location, rows: slice = slice(None)) -> list[RawTriplet]:
     """A Parquet file with `triplet_id, a_png, a_prime_png, b_png` and optionally
     `b_prime_gt_png, instruction, changed, *_attrs` (toy) and `*_caption` columns."""
-    table = pq.read_table(path)
+    table = read_parquet(path)
     missing = {"triplet_id", "a_png", "a_prime_png", "b_png"} - set(table.column_names)
     if missing:
         raise ValueError(f"{path}: not a triplet file, missing columns {sorted(missing)}")

@@ -1,5 +1,14 @@
-"""Atomic file writes: write to a temporary name in the target folder, flush it to disk,
-then rename, so a reader never sees half a file and a crash leaves the old one.
+"""Where files live (a local folder or an object store) and atomic writes.
+
+A location is a local `Path`, or for a URL (`s3://bucket/prefix`, or any fsspec protocol:
+`gs://`, `memory://`, …) a `upath.UPath`; both have the pathlib API the project uses. Object
+store credentials come from the environment only (for S3: AWS_ACCESS_KEY_ID,
+AWS_SECRET_ACCESS_KEY, AWS_DEFAULT_REGION, AWS_ENDPOINT_URL), never from the URL.
+
+Atomic writes, locally: write to a temporary name in the target folder, flush it to disk,
+then rename, so a reader never sees half a file and a crash leaves the old one. On an object
+store: one PUT of the whole object (a multipart upload above 50 MiB, which the store also
+publishes only when complete), so a reader never sees half an object there either.
 
 A temporary name carries its writer's pid (`.<name>.<pid>.<random>.tmp`); a write with
 `clean_stale=True` (every table write) first removes the temporaries of the same file
@@ -10,8 +19,65 @@ Files get the permissions of an ordinary file under the user's umask (not 0600).
 from __future__ import annotations
 
 import os
+import posixpath
 import tempfile
 from pathlib import Path
+from urllib.parse import urlsplit
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+from upath import UPath
+
+Location = Path | UPath
+
+
+def location(value: str | os.PathLike) -> Location:
+    """A local path (`~` expanded, absolute) or, for a URL with a scheme other than `file`, a UPath."""
+    text = os.fspath(value)
+    parts = urlsplit(text)
+    if "://" not in text or parts.scheme in ("", "file"):
+        return Path(parts.path if parts.scheme == "file" else text).expanduser().resolve()
+    if parts.username or parts.password:
+        raise ValueError(f"{parts.scheme}://…: credentials belong in the environment (for S3: AWS_ACCESS_KEY_ID, "
+                         "AWS_SECRET_ACCESS_KEY), not in the URL")
+    return UPath(text)
+
+
+def is_remote(path: Location) -> bool:
+    return not isinstance(path, Path)
+
+
+def location_text(path: Location) -> str:
+    """The path as DuckDB, Dagster's metadata and people read it: a POSIX path or the URL."""
+    return str(path) if is_remote(path) else path.as_posix()
+
+
+def _parquet_where(path: Location) -> dict:
+    return {"source": path.path, "filesystem": path.fs} if is_remote(path) else {"source": path}
+
+
+def read_parquet(path: Location, schema: pa.Schema | None = None) -> pa.Table:
+    """A Parquet file, local or on an object store (read through its fsspec filesystem)."""
+    return pq.read_table(**_parquet_where(path), schema=schema)
+
+
+def parquet_metadata(path: Location) -> pq.FileMetaData:
+    where = _parquet_where(path)
+    return pq.read_metadata(where["source"], filesystem=where.get("filesystem"))
+
+
+def confined(root: Location, relative: str | os.PathLike) -> Location:
+    """`relative` joined to `root`, refused (ValueError) where it escapes `root`: locally after
+    following symlinks, on an object store after resolving `.` and `..` (keys have no links)."""
+    if not is_remote(root):
+        resolved = (root / relative).resolve()
+        if not resolved.is_relative_to(root.resolve()):
+            raise ValueError(f"path escapes the manifest folder {root} (resolves to {resolved})")
+        return resolved
+    key = posixpath.normpath(posixpath.join(root.path, os.fspath(relative)))
+    if not key.startswith(root.path.rstrip("/") + "/"):
+        raise ValueError(f"path escapes the manifest folder {root} (resolves to {root.protocol}://{key})")
+    return root.joinpath(posixpath.relpath(key, root.path))
 
 
 def _umask() -> int:
@@ -41,7 +107,10 @@ def remove_stale_temporaries(folder: Path, name: str) -> list[Path]:
     return removed
 
 
-def atomic_write(path: Path, data: bytes, clean_stale: bool = False) -> None:
+def atomic_write(path: Location, data: bytes, clean_stale: bool = False) -> None:
+    if is_remote(path):  # one PUT: the store publishes the object whole or not at all
+        path.fs.pipe_file(path.path, data)
+        return
     path.parent.mkdir(parents=True, exist_ok=True)
     if clean_stale:
         remove_stale_temporaries(path.parent, path.name)

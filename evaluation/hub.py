@@ -24,7 +24,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from evaluation.files import atomic_write
+from evaluation.files import Location, atomic_write
 from evaluation.sources import DatasetSpec
 
 
@@ -131,7 +131,7 @@ TRIPLET_FILE_SCHEMA = pa.schema(
 )
 
 
-def ensure_triplet_file(spec: DatasetSpec, cache_dir: Path) -> Path:
+def ensure_triplet_file(spec: DatasetSpec, cache_dir: Location) -> Location:
     """Build the seeded triplet file for a hub dataset once; later shards and runs reuse it."""
     n, seed = int(spec.options.get("n", 100)), int(spec.options.get("seed", 0))
     key = hashlib.sha256(json.dumps([spec.kind, spec.options], sort_keys=True, default=str).encode()).hexdigest()
@@ -145,7 +145,7 @@ def ensure_triplet_file(spec: DatasetSpec, cache_dir: Path) -> Path:
     return path
 
 
-def write_triplet_file(rows: list[dict], path: Path) -> None:
+def write_triplet_file(rows: list[dict], path: Location) -> None:
     buffer = io.BytesIO()
     pq.write_table(pa.Table.from_pylist(rows, schema=TRIPLET_FILE_SCHEMA), buffer)
     atomic_write(path, buffer.getvalue())

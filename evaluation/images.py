@@ -16,6 +16,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from evaluation.files import Location, confined
+
 MIN_SIDE = 8  # px; the toy world is 32 px, real datasets are larger
 MAX_SIDE = 16384
 # The decoded-size budget, checked from the header before any pixel is decoded: a 24 MP photo fits,
@@ -47,22 +49,23 @@ def png_bytes(image: Image.Image) -> bytes:
     return buffer.getvalue()
 
 
-def load_image(source: str | Path | bytes, *, root: Path | None = None, allow_blank: bool = False) -> LoadedImage:
+def load_image(source: str | Location | bytes, *, root: Location | None = None,
+               allow_blank: bool = False) -> LoadedImage:
     """Open `source` (a path, or encoded bytes) as RGB.
 
     With `root`, a path must resolve (symlinks followed) inside `root`; this is
-    how manifest paths are confined to the manifest's folder.
+    how manifest paths are confined to the manifest's folder (local or on an object store).
     """
     if isinstance(source, bytes):
         data = source
     else:
-        data = _read_file(Path(source), root)
+        data = _read_file(source if isinstance(source, Location) else Path(source), root)
     if len(data) > MAX_FILE_BYTES:
         raise ImageError(f"file too large ({len(data) / 2**20:.0f} MiB, limit {MAX_FILE_BYTES / 2**20:.0f} MiB)")
     return decode_image(data, allow_blank=allow_blank)
 
 
-def _read_file(path: Path, root: Path | None) -> bytes:
+def _read_file(path: Location, root: Location | None) -> bytes:
     if "\x00" in str(path):
         raise ImageError("the path holds a NUL byte")
     try:
@@ -71,12 +74,12 @@ def _read_file(path: Path, root: Path | None) -> bytes:
         raise ImageError(f"cannot be read ({exc.strerror or exc})") from None
 
 
-def _read_checked(path: Path, root: Path | None) -> bytes:
+def _read_checked(path: Location, root: Location | None) -> bytes:
     if root is not None:
-        resolved = (root / path).resolve()
-        if not resolved.is_relative_to(root.resolve()):
-            raise ImageError(f"path escapes the manifest folder {root} (resolves to {resolved})")
-        path = resolved
+        try:
+            path = confined(root, path)
+        except ValueError as exc:
+            raise ImageError(str(exc)) from None
     if not path.exists():
         raise ImageError("file not found")
     if not path.is_file():

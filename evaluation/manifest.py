@@ -19,6 +19,7 @@ import io
 import json
 from pathlib import Path
 
+from evaluation.files import is_remote
 from evaluation.sources import CAPTION_ROLES, ROLES, RawTriplet
 
 REQUIRED = ("a", "a_prime", "b")
@@ -141,7 +142,7 @@ def count_rows(path: Path) -> int:
 
 
 def manifest_triplets(path: Path, rows: slice = slice(None)) -> list[RawTriplet]:
-    root = path.resolve().parent
+    root = path.parent if is_remote(path) else path.resolve().parent
     all_rows = read_manifest_rows(path)
     triplets, first_seen = [], {}
     for number, row in enumerate(all_rows, start=1):

@@ -10,6 +10,8 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from evaluation.files import Location, location
+
 ROLES = ("a", "a_prime", "b", "b_prime_gt")
 CAPTION_ROLES = ("a", "a_prime", "b", "b_prime")  # b_prime = the caption of B′gt
 
@@ -24,11 +26,16 @@ class DatasetSpec:
     shard_size: int | None = None
     base_dir: Path = Path(".")
 
-    def path(self, key: str = "path") -> Path:
+    def path(self, key: str = "path") -> Location:
+        """The option as a location: a URL (`s3://…`, evaluation.files.location) or a local path,
+        relative to the datasets file's folder."""
         raw = self.options.get(key)
         if not raw:
             raise ValueError(f"dataset {self.name!r} ({self.kind}) needs `{key}:` in datasets.yaml")
-        path = Path(os.path.expandvars(str(raw))).expanduser()
+        text = os.path.expandvars(str(raw))
+        if "://" in text:
+            return location(text)
+        path = Path(text).expanduser()
         return path if path.is_absolute() else self.base_dir / path
 
 
@@ -39,7 +46,7 @@ class RawTriplet:
 
     triplet_id: str
     sources: dict[str, bytes | Path | None]
-    root: Path | None = None
+    root: Location | None = None
     instruction: str | None = None
     captions: dict[str, str | None] = field(default_factory=dict)
     extra: dict = field(default_factory=dict)

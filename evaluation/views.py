@@ -5,17 +5,26 @@ its `shard` column is the partition key (`toy`, `ip2p.003`) and `dataset` the
 dataset's name (the key without its shard number). `leaderboard` is a table
 computed from `metrics` whenever the views are built: mean and 95 % interval (evaluation.stats:
 Wilson for 0/1 scores, Student's t otherwise) per dataset × method × config × metric.
+
+Tables on an object store (`s3://…/tables`) are read through their fsspec filesystem,
+registered with each DuckDB connection (no DuckDB extension is downloaded, and no credential
+is written anywhere: the filesystem reads them from the environment). DuckDB opens database
+files only on a local disk, so there the file is built or read in a temporary folder and
+uploaded or downloaded whole.
 """
 
 from __future__ import annotations
 
 import os
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import duckdb
 import pyarrow as pa
 
-from evaluation.files import remove_stale_temporaries
+from evaluation.files import Location, atomic_write, is_remote, location_text, remove_stale_temporaries
 from evaluation.stats import summarise
 
 LEADERBOARD_COLUMNS = ("dataset", "method", "metric", "config_hash", "n", "mean", "ci95_low", "ci95_high",
@@ -43,8 +52,8 @@ FROM generations GROUP BY ALL ORDER BY ALL
 """
 
 
-def table_view_sql(table: str, tables_root: Path) -> str:
-    pattern = (tables_root / table / "*" / "*.parquet").as_posix().replace("'", "''")
+def table_view_sql(table: str, tables_root: Location) -> str:
+    pattern = f"{location_text(tables_root / table)}/*/*.parquet".replace("'", "''")
     return (
         f"CREATE OR REPLACE VIEW {table} AS "
         f"SELECT * EXCLUDE (dataset), split_part(dataset, '.', 1) AS dataset, dataset AS shard "
@@ -52,8 +61,15 @@ def table_view_sql(table: str, tables_root: Path) -> str:
     )
 
 
-def _define_views(con, tables_root: Path, tables: list[str]) -> list[str]:
+def _reach(con, where: Location) -> None:
+    """Let connection `con` read `where`'s object store through its fsspec filesystem."""
+    if is_remote(where):
+        con.register_filesystem(where.fs)
+
+
+def _define_views(con, tables_root: Location, tables: list[str]) -> list[str]:
     """A view per table that has files and the leaderboard, on connection `con`."""
+    _reach(con, tables_root)
     views = []
     for table in tables:
         con.execute(table_view_sql(table, tables_root))
@@ -69,24 +85,47 @@ def _define_views(con, tables_root: Path, tables: list[str]) -> list[str]:
     return views
 
 
-def build_database(db_path: Path, tables_root: Path, tables: list[str]) -> list[str]:
+def build_database(db_path: Location, tables_root: Location, tables: list[str]) -> list[str]:
     """(Re)write the DuckDB file with a view per table that has files, plus the
     leaderboard, for any DuckDB client. Built under a temporary name and renamed, so
-    readers never see a half-built file. Returns the view names. The file records the
-    tables folder its views read (`analogy_home`), so a moved or copied home can tell."""
+    readers never see a half-built file (on an object store: built locally, one PUT).
+    Returns the view names. The file records the tables folder its views read
+    (`analogy_home`), so a moved or copied home can tell."""
+    if is_remote(db_path):
+        with tempfile.TemporaryDirectory(prefix="analogy-duckdb-") as folder:
+            local = Path(folder) / db_path.name
+            views = build_database(local, tables_root, tables)
+            atomic_write(db_path, local.read_bytes())
+        return views
     db_path.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_temporaries(db_path.parent, db_path.name)
     tmp = db_path.with_name(f".{db_path.name}.{os.getpid()}.tmp")
     tmp.unlink(missing_ok=True)
     with duckdb.connect(str(tmp)) as con:
         views = _define_views(con, tables_root, tables)
-        con.execute("CREATE TABLE analogy_home AS SELECT ? AS tables_root", [str(tables_root.resolve())])
+        con.execute("CREATE TABLE analogy_home AS SELECT ? AS tables_root", [_root_text(tables_root)])
         con.execute("CHECKPOINT")
     os.replace(tmp, db_path)
     return views
 
 
-def database_is_current(db_path: Path, tables_root: Path, tables: list[str]) -> bool:
+def _root_text(tables_root: Location) -> str:
+    return location_text(tables_root if is_remote(tables_root) else tables_root.resolve())
+
+
+@contextmanager
+def _local(db_path: Location) -> Iterator[Path]:
+    """A local path to open the database at: the file itself, or a downloaded copy."""
+    if not is_remote(db_path):
+        yield db_path
+        return
+    with tempfile.TemporaryDirectory(prefix="analogy-duckdb-") as folder:
+        local = Path(folder) / db_path.name
+        local.write_bytes(db_path.read_bytes())
+        yield local
+
+
+def database_is_current(db_path: Location, tables_root: Location, tables: list[str]) -> bool:
     """The file exists, reads `tables_root` (not a home it was copied or moved from) and has every table."""
     if not db_path.exists():
         return False
@@ -95,13 +134,14 @@ def database_is_current(db_path: Path, tables_root: Path, tables: list[str]) -> 
         _, views = query(db_path, "SELECT view_name FROM duckdb_views() WHERE NOT internal")
     except duckdb.Error:
         return False
-    return root == [(str(tables_root.resolve()),)] and not set(tables) - {v for (v,) in views}
+    return root == [(_root_text(tables_root),)] and not set(tables) - {v for (v,) in views}
 
 
-def query(db_path: Path, sql: str, params: list | None = None) -> tuple[list[str], list[tuple]]:
+def query(db_path: Location, sql: str, params: list | None = None) -> tuple[list[str], list[tuple]]:
     """Run the project's own `sql` (with `?` parameters) on a read-only connection to the file:
     (column names, rows)."""
-    with duckdb.connect(str(db_path), read_only=True) as con:
+    with _local(db_path) as local, duckdb.connect(str(local), read_only=True) as con:
+        _reach(con, db_path)
         cursor = con.execute(sql, params)
         columns = [d[0] for d in cursor.description] if cursor.description else []
         return columns, cursor.fetchall()
@@ -114,7 +154,7 @@ class QueryRefused(ValueError):
 READ_STATEMENTS = (duckdb.StatementType.SELECT, duckdb.StatementType.EXPLAIN)
 
 
-def user_query(tables_root: Path, tables: list[str], sql: str) -> tuple[list[str], list[tuple]]:
+def user_query(tables_root: Location, tables: list[str], sql: str) -> tuple[list[str], list[tuple]]:
     """Run a user's SQL, read-only for real: one SELECT (or EXPLAIN) statement, on an in-memory
     database whose views read `tables_root` (so a copied or moved home answers from its own
     tables), with file access limited to `tables_root` and the configuration locked (no COPY,
@@ -127,7 +167,7 @@ def user_query(tables_root: Path, tables: list[str], sql: str) -> tuple[list[str
         raise QueryRefused(f"only SELECT queries are allowed (read-only), got {kind.name}")
     with duckdb.connect(":memory:") as con:
         _define_views(con, tables_root, tables)
-        root = str(tables_root.resolve()).replace("'", "''")
+        root = _root_text(tables_root).replace("'", "''")
         con.execute(f"SET allowed_directories = ['{root}/']")
         con.execute("SET enable_external_access = false")
         con.execute("SET lock_configuration = true")

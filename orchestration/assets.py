@@ -130,7 +130,7 @@ def leaderboard(context: dg.AssetExecutionContext, storage: AnalogyStorage) -> d
     `leaderboard` table: mean and 95 % interval (Wilson for 0/1 scores, t otherwise) per dataset ×
     method × config × metric."""
     store = storage.store()
-    views = build_database(store.duckdb_path, store.home / "tables", store.tables_with_files())
+    views = build_database(store.duckdb_path, store.tables_root, store.tables_with_files())
     metadata: dict[str, Any] = {"path": dg.MetadataValue.path(str(store.duckdb_path)), "views": ", ".join(views)}
     if "leaderboard" in views:
         columns, rows = query(store.duckdb_path, f"SELECT {', '.join(LEADERBOARD_COLUMNS)} FROM leaderboard")

@@ -9,6 +9,10 @@
 
 Every write goes to a temporary name in the target folder and is renamed into
 place, so a reader never sees half a file and a re-run replaces, never appends.
+
+`$ANALOGY_HOME` may also be an object store URL (`s3://bucket/prefix`, or any fsspec protocol;
+evaluation.files.location) with the same layout: each file is then one whole-object PUT, and
+analogy.duckdb is built locally and uploaded whole (its views read `s3://…/tables/`).
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ from PIL import Image
 from safetensors.torch import load as load_safetensors
 from safetensors.torch import save as save_safetensors
 
-from evaluation.files import atomic_write
+from evaluation.files import Location, atomic_write, is_remote, location, parquet_metadata, read_parquet
 from evaluation.images import png_bytes
 from evaluation.schemas import TABLES
 from ops.cache import image_hash
@@ -33,31 +37,39 @@ from ops.cache import image_hash
 DEFAULT_HOME = "./.analogy"
 
 
-def analogy_home(home: str | Path | None = None) -> Path:
-    """`home`, else `$ANALOGY_HOME`, else `./.analogy`, as an absolute path."""
-    return Path(home or os.environ.get("ANALOGY_HOME") or DEFAULT_HOME).expanduser().resolve()
+def analogy_home(home: str | Location | None = None) -> Location:
+    """`home`, else `$ANALOGY_HOME`, else `./.analogy`: an absolute local path, or an object store
+    location for a URL (`s3://bucket/prefix`)."""
+    return location(home or os.environ.get("ANALOGY_HOME") or DEFAULT_HOME)
+
+
+def dagster_home(home: Location) -> Path:
+    """The default DAGSTER_HOME of the CLI's runs: `<home>/dagster` for a local home; Dagster's own
+    run and event storage is local (sqlite), so for a home on an object store `./.analogy/dagster`."""
+    return (location(DEFAULT_HOME) if is_remote(home) else home) / "dagster"
 
 
 class Store:
     """Reads and writes tables and blobs under one `$ANALOGY_HOME`."""
 
-    def __init__(self, home: str | Path | None = None):
+    def __init__(self, home: str | Location | None = None):
         self.home = analogy_home(home)
+        self.remote = is_remote(self.home)
 
     # --- tables -----------------------------------------------------------------
-    def partition_dir(self, table: str, partition: str) -> Path:
-        return self.home / "tables" / table / f"dataset={partition}"
+    def partition_dir(self, table: str, partition: str) -> Location:
+        return self.tables_root / table / f"dataset={partition}"
 
-    def table_path(self, table: str, partition: str) -> Path:
+    def table_path(self, table: str, partition: str) -> Location:
         return self.partition_dir(table, partition) / "part-0.parquet"
 
-    def write_table(self, table: str, partition: str, rows: list[dict]) -> Path:
+    def write_table(self, table: str, partition: str, rows: list[dict]) -> Location:
         """Replace the partition's file with `rows`, validated against the table's schema."""
         data = pa.Table.from_pylist(rows, schema=TABLES[table])
         buffer = io.BytesIO()
         pq.write_table(data, buffer)
         path = self.table_path(table, partition)
-        atomic_write(path, buffer.getvalue(), clean_stale=True)
+        atomic_write(path, buffer.getvalue(), clean_stale=not self.remote)
         for stale in path.parent.glob("part-*.parquet"):  # a partition is exactly one file
             if stale != path:
                 stale.unlink()
@@ -67,22 +79,23 @@ class Store:
         path = self.table_path(table, partition)
         if not path.exists():
             raise FileNotFoundError(f"no {table} for partition {partition!r} at {path}; materialise {table} first")
-        return pq.read_table(path, schema=TABLES[table]).to_pylist()
+        return read_parquet(path, schema=TABLES[table]).to_pylist()
 
     def previous_rows(self, table: str, partition: str) -> list[dict]:
         """The partition's rows from an earlier run, or [] where there is none or it was written
         with other columns (an older version: its rows are recomputed, not misread)."""
         path = self.table_path(table, partition)
-        if not path.exists() or pq.read_schema(path).remove_metadata() != TABLES[table].remove_metadata():
+        if not path.exists() or parquet_metadata(path).schema.to_arrow_schema().remove_metadata() != \
+                TABLES[table].remove_metadata():
             return []
         return self.read_table(table, partition)
 
     def tables_with_files(self) -> list[str]:
-        root = self.home / "tables"
+        root = self.tables_root
         return sorted(p.name for p in root.iterdir() if any(p.glob("*/*.parquet"))) if root.exists() else []
 
     # --- blobs ------------------------------------------------------------------
-    def blob_path(self, kind: str, digest: str, ext: str) -> Path:
+    def blob_path(self, kind: str, digest: str, ext: str) -> Location:
         return self.home / "blobs" / kind / f"{digest}.{ext}"
 
     def put_blob(self, kind: str, data: bytes, ext: str) -> str:
@@ -101,11 +114,11 @@ class Store:
             atomic_write(path, png_bytes(image))
         return digest
 
-    def png_path(self, digest: str) -> Path:
+    def png_path(self, digest: str) -> Location:
         return self.blob_path("png", digest, "png")
 
     def get_png(self, digest: str) -> Image.Image:
-        with Image.open(self.png_path(digest)) as image:
+        with Image.open(io.BytesIO(self.png_path(digest).read_bytes())) as image:
             return image.convert("RGB")
 
     def put_tensors(self, tensors: dict[str, torch.Tensor]) -> str:
@@ -117,8 +130,12 @@ class Store:
 
     # --- other places -----------------------------------------------------------
     @property
-    def duckdb_path(self) -> Path:
+    def duckdb_path(self) -> Location:
         return self.home / "analogy.duckdb"
 
-    def report_dir(self, partition: str) -> Path:
+    @property
+    def tables_root(self) -> Location:
+        return self.home / "tables"
+
+    def report_dir(self, partition: str) -> Location:
         return self.home / "reports" / f"dataset={partition}"

@@ -23,13 +23,17 @@ def run(args: argparse.Namespace) -> int:
     from evaluation.views import QueryRefused, build_database, database_is_current, format_table, user_query
     from orchestration.storage import Store
 
-    store = Store(args.home)
+    try:
+        store = Store(args.home)
+    except ValueError as exc:  # e.g. credentials written into an s3:// URL
+        print(f"analogy sql: {exc}", file=sys.stderr)
+        return 2
     tables = store.tables_with_files()
     if not tables:
         print(f"analogy sql: no tables under {store.home}; run `analogy demo` first", file=sys.stderr)
         return 1
     try:
-        columns, rows = user_query(store.home / "tables", tables, args.query)
+        columns, rows = user_query(store.tables_root, tables, args.query)
     except QueryRefused as exc:
         print(f"analogy sql: refused: {exc}", file=sys.stderr)
         return 1
@@ -39,9 +43,10 @@ def run(args: argparse.Namespace) -> int:
     except duckdb.Error as exc:
         print(f"analogy sql: {str(exc).strip()}", file=sys.stderr)  # whole: DuckDB's hints come after the first line
         return 1
-    if not database_is_current(store.duckdb_path, store.home / "tables", tables):
+    if not store.remote and not database_is_current(store.duckdb_path, store.tables_root, tables):
         # for other DuckDB clients: a table appeared, or the home was copied or moved since the last refresh
-        build_database(store.duckdb_path, store.home / "tables", tables)
+        # (on an object store the leaderboard asset refreshes it: no download and upload per query)
+        build_database(store.duckdb_path, store.tables_root, tables)
     if args.format == "table":
         print(format_table(columns, rows))
     elif args.format == "csv":
