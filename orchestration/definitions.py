@@ -11,6 +11,7 @@ import dagster as dg
 from orchestration.assets import ASSETS
 from orchestration.checks import CHECKS
 from orchestration.di_assets import DI_ASSETS
+from orchestration.executors import executor_def
 from orchestration.resources import default_resources
 from orchestration.schedules import JOBS, SCHEDULES
 
@@ -18,4 +19,4 @@ ALL_ASSETS = [*ASSETS, *DI_ASSETS]
 ALL_CHECKS = CHECKS
 
 defs = dg.Definitions(assets=ALL_ASSETS, asset_checks=ALL_CHECKS, jobs=JOBS, schedules=SCHEDULES,
-                      resources=default_resources())
+                      resources=default_resources(), executor=executor_def())  # $ANALOGY_EXECUTOR

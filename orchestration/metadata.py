@@ -33,7 +33,10 @@ def asset_args(table: str | None, stage: str, *, runs_methods: bool = False, gpu
                partitioned: bool = True, extra: Any = None) -> dict[str, Any]:
     """The arguments every asset of the project gives `@dg.asset`: owners, tags, the code version;
     for a per-dataset asset its partitions and backfill policy (a backfill runs one partition per
-    run: each asset reads one `partition_key`); for one that loads a model, the `gpu` pool."""
+    run: each asset reads one `partition_key`); for one that loads a model, the `gpu` pool and the
+    execution tags that give its step a whole accelerator on Kubernetes and Dask
+    (orchestration.executors.GPU_OP_TAGS)."""
+    from orchestration.executors import GPU_OP_TAGS
     from orchestration.partitions import dataset_partitions
 
     args: dict[str, Any] = {"owners": OWNERS, "tags": {"stage": stage, **({"compute": "gpu"} if gpu else {})},
@@ -41,7 +44,7 @@ def asset_args(table: str | None, stage: str, *, runs_methods: bool = False, gpu
     if partitioned:
         args |= {"partitions_def": dataset_partitions, "backfill_policy": BACKFILL}
     if gpu:
-        args["pool"] = "gpu"
+        args |= {"pool": "gpu", "op_tags": GPU_OP_TAGS}
     return args
 
 

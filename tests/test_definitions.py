@@ -27,11 +27,15 @@ def test_graph_has_the_pipeline_chain_and_every_asset_computes():
 def test_partitions_schedule_and_job():
     job = defs.resolve_job_def("analogy_job")
     assert job.partitions_def.get_partition_keys() == ["toy", "toyshard.000", "toyshard.001", "mixed", "ip2p",
-                                                      "hostile"]
+                                                      "hostile", "s3mixed", "s3bench"]
     schedule = defs.resolve_schedule_def("all_datasets_weekly")
     assert schedule.default_status == dg.DefaultScheduleStatus.STOPPED
     generations = defs.resolve_assets_def("generations")
     assert generations.op.pool == "gpu"
+    # a model-loading step asks Kubernetes and Dask for a card; a CPU step does not
+    assert "nvidia.com/gpu" in str(generations.op.tags["dagster-k8s/config"])
+    assert "dagster-dask/resource_requirements" in generations.op.tags
+    assert not {"dagster-k8s/config", "dagster-dask/resource_requirements"} & set(defs.resolve_assets_def("triplets").op.tags)
 
 
 def test_the_scheduled_job_selects_every_asset():

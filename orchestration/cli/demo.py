@@ -32,12 +32,18 @@ def add_parser(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from orchestration.storage import analogy_home
+    from orchestration.executors import executor_name
+    from orchestration.storage import analogy_home, dagster_home
 
-    home = analogy_home(args.home)
+    try:  # a wrong home or executor fails here, before any work
+        home = analogy_home(args.home)
+        executor = executor_name(default="in_process")
+    except ValueError as exc:
+        print(f"analogy demo: {exc}", file=sys.stderr)
+        return 2
     os.environ["ANALOGY_HOME"] = str(home)
     own_instance = "DAGSTER_HOME" not in os.environ
-    os.environ.setdefault("DAGSTER_HOME", str(home / "dagster"))
+    os.environ.setdefault("DAGSTER_HOME", str(dagster_home(home)))
     from orchestration.materialize import INSTANCE_CONFIG
 
     dagster_yaml = Path(os.environ["DAGSTER_HOME"]) / "dagster.yaml"
@@ -73,7 +79,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         result = materialize_partition(args.partition, str(home), methods=methods, profile=args.profile,
                                        seed=args.seed, log_level="WARNING" if args.quiet else "INFO",
-                                       instance=instance, tags={"launched_by": "analogy demo"})
+                                       instance=instance, tags={"launched_by": "analogy demo"},
+                                       executor=executor)
     except KeyboardInterrupt:  # outside a step (loading, between steps): nothing half-written
         print("analogy demo: interrupted", file=sys.stderr)
         return 130
