@@ -31,8 +31,10 @@ from upath import UPath
 Location = Path | UPath
 
 
-def location(value: str | os.PathLike) -> Location:
+def location(value: str | os.PathLike | UPath) -> Location:
     """A local path (`~` expanded, absolute) or, for a URL with a scheme other than `file`, a UPath."""
+    if isinstance(value, UPath) and is_remote(value):  # already a location
+        return value
     text = os.fspath(value)
     parts = urlsplit(text)
     if "://" not in text or parts.scheme in ("", "file"):

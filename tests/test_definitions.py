@@ -35,7 +35,8 @@ def test_partitions_schedule_and_job():
     # a model-loading step asks Kubernetes and Dask for a card; a CPU step does not
     assert "nvidia.com/gpu" in str(generations.op.tags["dagster-k8s/config"])
     assert "dagster-dask/resource_requirements" in generations.op.tags
-    assert not {"dagster-k8s/config", "dagster-dask/resource_requirements"} & set(defs.resolve_assets_def("triplets").op.tags)
+    cpu_tags = set(defs.resolve_assets_def("triplets").op.tags)
+    assert not {"dagster-k8s/config", "dagster-dask/resource_requirements"} & cpu_tags
 
 
 def test_the_scheduled_job_selects_every_asset():

@@ -61,7 +61,7 @@ def sql_rows(home: str, capsys, query: str) -> list[str]:
 METHODS = ["no_edit", "sdedit"]
 
 
-def test_dask_run_on_s3_matches_a_local_run_and_reruns_in_place(s3, tmp_path, capsys):
+def test_dask_run_on_s3_matches_a_local_run_and_reruns_in_place(s3, tmp_path, capsys, monkeypatch):
     s3.create_bucket(Bucket="results")
     home = "s3://results/analogy"
     with dg.instance_for_test() as instance:
@@ -88,9 +88,14 @@ def test_dask_run_on_s3_matches_a_local_run_and_reruns_in_place(s3, tmp_path, ca
     assert SECRET.encode() not in s3.get_object(Bucket="results", Key="analogy/analogy.duckdb")["Body"].read()
     assert SECRET not in logs
 
-    with dg.instance_for_test() as instance:
-        again = materialize_partition("toy", home, methods=METHODS, instance=instance, executor="dask")
-        assert again.success
+    # the re-run as a user makes it: the demo, on the executor the environment names
+    monkeypatch.setenv("ANALOGY_EXECUTOR", "dask")
+    monkeypatch.setenv("ANALOGY_HOME", home)
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dagster"))
+    capsys.readouterr()
+    assert main(["demo", "--home", home, "--methods", ",".join(METHODS), "--quiet"]) == 0, capsys.readouterr().err
+    printed = capsys.readouterr().out
+    assert "judge_joint" in printed and "reports/dataset=toy/index.html" in printed
     assert set(objects(s3, "results")) == set(stored)  # the same objects, replaced in place
 
 
