@@ -217,15 +217,36 @@ def _summary_table(estimates: list[dict]) -> str:
     return "".join(out)
 
 
+def _win_rate_table(rates: list[dict]) -> str:
+    head = "".join(f'<th class="sortable">{c}</th>' for c in ("method", "opponent", "judge", "win rate", "wins",
+                                                              "losses", "ties", "inconsistent", "failed"))
+    out = [f'<table class="sortable" id="win-rates"><thead><tr>{head}</tr></thead><tbody>']
+    for r in rates:
+        rate = ("—" if r["win_rate"] is None else
+                f'{r["win_rate"]:.3f}<br><span class="ci">[{r["ci_low"]:.3f}, {r["ci_high"]:.3f}]</span>')
+        share = "" if r["inconsistency_rate"] is None else f' ({r["inconsistency_rate"]:.0%})'
+        cells = [html.escape(r["method"]), html.escape(r["opponent"]), html.escape(r["judge"]), rate,
+                 r["wins"], r["losses"], r["ties"], f'{r["inconsistent"]}{share}', r["failed"]]
+        out.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
+    out.append("</tbody></table>")
+    return "".join(out)
+
+
 def gallery_html(title: str, rows: list[GalleryRow], estimates: list[dict], plot_png: bytes | None,
-                 configs: dict[str, str], run_href: Callable[[str], str]) -> str:
-    """The page. `configs`: config hash → its JSON; `run_href(run_id)`: the link to a run in the UI."""
+                 configs: dict[str, str], run_href: Callable[[str], str], win_rates: list[dict] = ()) -> str:
+    """The page. `configs`: config hash → its JSON; `run_href(run_id)`: the link to a run in the UI;
+    `win_rates`: the pairwise judge's (evaluation.pairwise.win_rates), shown beside the scores."""
     methods = sorted({m for row in rows for m in row.outputs})
     out = [f"<!doctype html><html lang='en'><meta charset='utf-8'><title>{html.escape(title)}</title>",
            f"<style>{_STYLE}</style><h1>{html.escape(title)}</h1>",
            "<h2>Summary</h2><p class='meta'>Mean over triplets, 95 % interval (Wilson for 0/1 judge scores, "
            "Student's t otherwise) and n; ↑/↓: which way is better; the best of each column is shaded. "
            "Click a header to sort.</p>", _summary_table(estimates)]
+    if win_rates:
+        out += ["<h2>Pairwise judge</h2><p class='meta'>Each pair of B′ shown twice, the order swapped; win rate = "
+                "wins over the pairs whose two answers agree (95 % Wilson interval); inconsistent = the answer "
+                "flipped with the order; failed = an answer that could not be parsed.</p>",
+                _win_rate_table(win_rates)]
     if plot_png:
         out.append(f'<p><img class="plot" alt="scores" src="data:image/png;base64,'
                    f'{base64.b64encode(plot_png).decode()}"></p>')

@@ -77,4 +77,24 @@ DIFF_TOKENS = pa.schema([("a_hash", pa.string()), ("a_prime_hash", pa.string()),
                          ("seconds", pa.float64()), ("error", pa.string())])
 DI_TABLES = {"captions": CAPTIONS, "pez_prompts": PEZ_PROMPTS, "clip_deltas": CLIP_DELTAS, "diff_tokens": DIFF_TOKENS}
 
-TABLES: dict[str, pa.Schema] = {"triplets": TRIPLETS, "generations": GENERATIONS, "metrics": METRICS, **DI_TABLES}
+# The pairwise judge (evaluation.pairwise): two rows per triplet × method pair × judge, one per order.
+JUDGEMENTS = pa.schema(
+    [
+        pa.field("triplet_id", pa.string(), nullable=False),
+        pa.field("method", pa.string(), nullable=False),
+        pa.field("config_hash", pa.string(), nullable=False),
+        pa.field("opponent", pa.string(), nullable=False),
+        pa.field("opponent_config_hash", pa.string(), nullable=False),
+        pa.field("judge_id", pa.string(), nullable=False),
+        pa.field("ask", pa.int64(), nullable=False),  # 1 = the order drawn from the seed, 2 = swapped
+        pa.field("shown_first", pa.string(), nullable=False),  # the method shown as candidate 1
+        pa.field("prompt", pa.string(), nullable=False),
+        pa.field("raw", pa.string()),  # the judge's answer, as it came
+        pa.field("choice", pa.string()),  # the method it chose, or "tie"; null where the ask failed
+        pa.field("consistent", pa.bool_()),  # both asks chose the same; null where one failed
+        pa.field("error", pa.string()),  # a parse failure or the judge's error
+    ]
+)
+
+TABLES: dict[str, pa.Schema] = {"triplets": TRIPLETS, "generations": GENERATIONS, "metrics": METRICS,
+                                "judgements": JUDGEMENTS, **DI_TABLES}

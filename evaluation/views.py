@@ -25,6 +25,7 @@ import duckdb
 import pyarrow as pa
 
 from evaluation.files import Location, atomic_write, is_remote, location_text, remove_stale_temporaries
+from evaluation.pairwise import WIN_RATE_COLUMNS, win_rates
 from evaluation.stats import summarise
 
 LEADERBOARD_COLUMNS = ("dataset", "method", "metric", "config_hash", "n", "mean", "ci95_low", "ci95_high",
@@ -42,6 +43,16 @@ def leaderboard_table(con) -> pa.Table:
                      by=("dataset", "method", "metric", "config_hash"))
     rows.sort(key=lambda r: (r["dataset"], r["metric"], -r["mean"], r["method"]))
     return pa.table({c: pa.array([r[c] for r in rows], t) for c, t in zip(LEADERBOARD_COLUMNS, LEADERBOARD_TYPES)})
+
+
+def win_rates_table(con) -> pa.Table:
+    """evaluation.pairwise.win_rates over the `judgements` view on `con`."""
+    cursor = con.execute("SELECT dataset, judge_id, method, opponent, triplet_id, choice, consistent, error "
+                         "FROM judgements")
+    names = [d[0] for d in cursor.description]
+    rows = win_rates(dict(zip(names, r)) for r in cursor.fetchall())
+    types = {c: pa.string() for c in WIN_RATE_COLUMNS[:4]} | {c: pa.float64() for c in WIN_RATE_COLUMNS[10:]}
+    return pa.table({c: pa.array([r[c] for r in rows], types.get(c, pa.int64())) for c in WIN_RATE_COLUMNS})
 
 
 GENERATION_ERRORS_SQL = """
@@ -82,6 +93,11 @@ def _define_views(con, tables_root: Location, tables: list[str]) -> list[str]:
     if "generations" in tables:
         con.execute(GENERATION_ERRORS_SQL)
         views.append("generation_summary")
+    if "judgements" in tables:  # the pairwise judge's win rates (evaluation.pairwise), computed like the leaderboard
+        con.register("win_rate_rows", win_rates_table(con))
+        con.execute("CREATE TABLE win_rates AS SELECT * FROM win_rate_rows")
+        con.unregister("win_rate_rows")
+        views.append("win_rates")
     return views
 
 

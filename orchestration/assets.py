@@ -23,6 +23,7 @@ from evaluation.datasets import load_raw_triplets, resolve_partition
 from evaluation.files import atomic_write
 from evaluation.judge_scores import judge_rows
 from evaluation.metrics import items_from_tables, score_items
+from evaluation.pairwise import WIN_RATE_COLUMNS, win_rates
 from evaluation.triplets import triplet_row
 from evaluation.views import LEADERBOARD_COLUMNS, build_database, query
 from models.loaders import IMAGE_ENCODER_KINDS
@@ -124,7 +125,8 @@ def metrics(context: dg.AssetExecutionContext, config: MetricsConfig, storage: A
                                           "metric_names": ", ".join(sorted({r["metric"] for r in rows}))})
 
 
-@dg.asset(group_name=GROUP, deps=[metrics], kinds={"duckdb"}, **asset_args(None, "evaluate", partitioned=False))
+@dg.asset(group_name=GROUP, deps=[metrics, "judgements"], kinds={"duckdb"},
+          **asset_args(None, "evaluate", partitioned=False))
 def leaderboard(context: dg.AssetExecutionContext, storage: AnalogyStorage) -> dg.MaterializeResult:
     """Refreshes analogy.duckdb (a view per table, over every partition of every dataset) and its
     `leaderboard` table: mean and 95 % interval (Wilson for 0/1 scores, t otherwise) per dataset ×
@@ -137,14 +139,19 @@ def leaderboard(context: dg.AssetExecutionContext, storage: AnalogyStorage) -> d
         metadata["leaderboard"] = records_table(columns, rows, NUMBER_TYPES)
         metadata["dagster/row_count"] = len(rows)
         context.log.info(f"leaderboard: {len(rows)} rows over views {', '.join(views)}")
+    if "win_rates" in views:  # the pairwise judge beside the scores
+        columns, rows = query(store.duckdb_path, f"SELECT {', '.join(WIN_RATE_COLUMNS)} FROM win_rates")
+        metadata["win_rates"] = records_table(columns, rows, WIN_RATE_TYPES)
     return dg.MaterializeResult(metadata=metadata)
 
 
 NUMBER_TYPES = {"n": "int", "mean": "float", "ci95_low": "float", "ci95_high": "float"}
+WIN_RATE_TYPES = {c: "int" for c in WIN_RATE_COLUMNS[4:10]} | {c: "float" for c in WIN_RATE_COLUMNS[10:]}
 RUN_URL = "http://localhost:3000/runs/{run_id}"  # the UI `dagster dev` serves (README: The UI)
 
 
-@dg.asset(group_name=GROUP, deps=[metrics], kinds={"html"}, **asset_args(None, "report", extra="report"))
+@dg.asset(group_name=GROUP, deps=[metrics, "judgements"], kinds={"html"},
+          **asset_args(None, "report", extra="report"))
 def report(context: dg.AssetExecutionContext, storage: AnalogyStorage) -> dg.MaterializeResult:
     """One self-contained HTML page: a sortable method × metric table (mean, 95 % interval, n),
     one row per triplet with every method's B′ beside A, A′, B, B′gt (each linked to its config
@@ -160,8 +167,9 @@ def report(context: dg.AssetExecutionContext, storage: AnalogyStorage) -> dg.Mat
     plot = report_lib.scores_plot(estimates)
     configs = {g["config_hash"]: json.dumps({"method": g["method"], "config": json.loads(g["config"])})
                for g in generation_rows}
+    rates = win_rates([j | {"dataset": key} for j in store.previous_rows("judgements", key)])
     page = report_lib.gallery_html(f"Image analogies — {key}", gallery, estimates, plot, configs,
-                                   lambda run_id: RUN_URL.format(run_id=run_id))
+                                   lambda run_id: RUN_URL.format(run_id=run_id), rates)
     html_path = out_dir / "index.html"
     atomic_write(out_dir / "scores.png", plot)
     atomic_write(html_path, page.encode())

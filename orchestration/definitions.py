@@ -12,10 +12,11 @@ from orchestration.assets import ASSETS
 from orchestration.checks import CHECKS
 from orchestration.di_assets import DI_ASSETS
 from orchestration.executors import executor_def
+from orchestration.judge_assets import JUDGE_ASSETS
 from orchestration.resources import default_resources
 from orchestration.schedules import JOBS, SCHEDULES
 
-ALL_ASSETS = [*ASSETS, *DI_ASSETS]
+ALL_ASSETS = [*ASSETS, *DI_ASSETS, *JUDGE_ASSETS]
 ALL_CHECKS = CHECKS
 
 defs = dg.Definitions(assets=ALL_ASSETS, asset_checks=ALL_CHECKS, jobs=JOBS, schedules=SCHEDULES,

@@ -208,6 +208,19 @@ def test_dia_and_di_run_through_the_disk_cache_and_generations_reuses_it(tmp_pat
     assert first["diff_tokens"] == {"computed": 0, "reused": 2}  # generations read what diff_tokens stored
     assert first["dia_conditioning"]["computed"] == 6 and first["dia_noise"]["computed"] == 2
     assert not (tmp_path / "blobs" / "tensors").exists()  # D̃ is stored once, not also as a tensor blob
+    # the pairwise toy judge: DI against each other method, each pair asked twice in both orders
+    judged = rows(tmp_path, "judgements", "toyshard.001")
+    assert len(judged) == 2 * 2 * 2 and {j["method"] for j in judged} == {FAST_DI}
+    assert {(j["opponent"], j["ask"]) for j in judged} == {(m, a) for m in ("no_edit", FAST_DIA) for a in (1, 2)}
+    assert all(j["shown_first"] != k["shown_first"] for j in judged for k in judged
+               if (j["triplet_id"], j["opponent"]) == (k["triplet_id"], k["opponent"]) and j["ask"] != k["ask"])
+    assert not [j["error"] for j in judged if j["error"]] and all(j["consistent"] for j in judged)
+    columns, rates = query(tmp_path / "analogy.duckdb", "SELECT opponent, pairs, wins + losses + ties, "
+                           "inconsistent, inconsistency_rate, ci_low <= win_rate AND win_rate <= ci_high "
+                           "FROM win_rates ORDER BY opponent")
+    assert rates == sorted([(FAST_DIA, 2, 2, 0, 0.0, True), ("no_edit", 2, 2, 0, 0.0, True)])
+    page = (tmp_path / "reports" / "dataset=toyshard.001" / "index.html").read_text()
+    assert "Pairwise judge" in page and page.count("toy-judge-clip") == 2  # the report: one row per opponent
 
     shutil.rmtree(tmp_path / "blobs" / "memo", ignore_errors=True)  # the wave-1 cache: gone, nothing depends on it
     again = materialize_partition("toyshard.001", str(tmp_path), methods=methods,

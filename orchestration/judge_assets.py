@@ -1,0 +1,98 @@
+"""The pairwise judge as an asset: generations → judgements (→ the `win_rates` table of analogy.duckdb).
+
+For every usable triplet, the run's main method (`difference_inversion` unless configured) is
+judged against each other method of the run, twice with the order swapped
+(evaluation.pairwise). Every ask is a row of `judgements`; the leaderboard refresh computes
+`win_rates` from them.
+"""
+
+
+import json
+from functools import lru_cache
+
+import dagster as dg
+from pydantic import Field
+
+from evaluation.pairwise import WIN_RATE_COLUMNS, Candidate, ToyPairJudge, judge_pair, win_rates
+from orchestration.assets import GROUP, WIN_RATE_TYPES, generations
+from orchestration.metadata import asset_args, records_table, table_metadata
+from orchestration.resources import AnalogyStorage, MethodsResource, ModelsResource
+
+JUDGES = ("toy",)
+
+
+class JudgementsConfig(dg.Config):
+    judge: str = Field(default="toy", description="the pairwise judge: 'toy' (the judge CLIP reads attributes; "
+                                                  "the toy profile)")
+    method: str = Field(default="difference_inversion", description="the method judged against the others: a "
+                        "label of the run, or a method name (its first spec in the run)")
+    opponents: list[str] = Field(default=[], description="labels of the run to judge it against; empty: every "
+                                                         "other method of the run")
+
+
+def pair_judge(name: str, models: ModelsResource):
+    """The judge backend `name` names, or None where the profile has none (the toy judge needs the toy world)."""
+    if name not in JUDGES:
+        raise ValueError(f"unknown judge {name!r}; choose from {', '.join(JUDGES)}")
+    if models.get_profile().judge is None:
+        return None
+    return ToyPairJudge(models.judge())
+
+
+@dg.asset(group_name=GROUP, deps=[generations], kinds={"parquet"},
+          **asset_args("judgements", "evaluate", gpu=True))
+def judgements(context: dg.AssetExecutionContext, config: JudgementsConfig, storage: AnalogyStorage,
+               models: ModelsResource, methods: MethodsResource) -> dg.MaterializeResult:
+    """The main method's B′ against each other method's, per triplet, asked twice with the order
+    swapped (evaluation.pairwise): prompts, raw answers, choices, consistency and parse failures."""
+    store = storage.store()
+    key = context.partition_key
+    runs = methods.runs(models.get_profile())
+    labels = [r.label for r in runs]
+    main = next((r.label for r in runs if r.label == config.method), None) or \
+        next((r.label for r in runs if r.method.name == config.method), None)
+    judge = pair_judge(config.judge, models)
+    if judge is None or main is None:
+        context.log.info(f"judgements: none made: {config.method!r} is not a method of this run "
+                         f"({', '.join(labels)})" if judge else f"judgements: profile {models.profile!r} has no "
+                         f"{config.judge!r} judge")
+        rows = []
+    else:
+        unknown = sorted(set(config.opponents) - set(labels))
+        if unknown:
+            raise ValueError(f"opponents {unknown} are not methods of this run ({', '.join(labels)})")
+        opponents = [label for label in (config.opponents or labels) if label != main]
+        rows = judge_partition(store, key, judge, main, opponents, methods.seed)
+    path = store.write_table("judgements", key, rows)
+    dataset = key.split(".")[0]
+    rates = win_rates([r | {"dataset": dataset} for r in rows])
+    columns = list(WIN_RATE_COLUMNS[1:])
+    table = records_table(columns, [tuple(r[c] for c in columns) for r in rates], WIN_RATE_TYPES)
+    return dg.MaterializeResult(metadata={**table_metadata(path, rows, "judgements"), "win_rates": table,
+                                          "failed_asks": sum(1 for r in rows if r["error"])})
+
+
+def judge_partition(store, key: str, judge, method: str, opponents: list[str], seed: int) -> list[dict]:
+    """Judgement rows of `method` against each of `opponents` on every triplet both generated."""
+    triplet_rows = {t["triplet_id"]: t for t in store.read_table("triplets", key) if not t["error"]}
+    made = {(g["triplet_id"], g["method"]): g for g in store.read_table("generations", key)
+            if not g["error"] and g["b_prime_hash"]}
+    load = lru_cache(maxsize=256)(store.get_png)
+    rows = []
+    for triplet_id, t in triplet_rows.items():
+        if (triplet_id, method) not in made:
+            continue
+        truth = json.loads(t["extra"] or "{}").get("attrs", {})
+        mine = made[(triplet_id, method)]
+        x = Candidate(method, mine["config_hash"], load(mine["b_prime_hash"]))
+        for opponent in opponents:
+            theirs = made.get((triplet_id, opponent))
+            if theirs is None:
+                continue
+            y = Candidate(opponent, theirs["config_hash"], load(theirs["b_prime_hash"]))
+            rows += judge_pair(judge, triplet_id, load(t["a_hash"]), load(t["a_prime_hash"]), load(t["b_hash"]),
+                               x, y, seed, truth)
+    return rows
+
+
+JUDGE_ASSETS = [judgements]
