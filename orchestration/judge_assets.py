@@ -18,22 +18,31 @@ from orchestration.assets import GROUP, WIN_RATE_TYPES, generations
 from orchestration.metadata import asset_args, records_table, table_metadata
 from orchestration.resources import AnalogyStorage, MethodsResource, ModelsResource
 
-JUDGES = ("toy",)
+JUDGES = ("toy", "chat")
 
 
 class JudgementsConfig(dg.Config):
     judge: str = Field(default="toy", description="the pairwise judge: 'toy' (the judge CLIP reads attributes; "
-                                                  "the toy profile)")
+                                                  "the toy profile) or 'chat' (an OpenAI-compatible endpoint: "
+                                                  "ANALOGY_JUDGE_BASE_URL, ANALOGY_JUDGE_API_KEY)")
+    model: str = Field(default="gpt-4o", description="the chat judge's model")
+    requests_per_minute: float = Field(default=60, description="the chat judge's rate limit")
     method: str = Field(default="difference_inversion", description="the method judged against the others: a "
                         "label of the run, or a method name (its first spec in the run)")
     opponents: list[str] = Field(default=[], description="labels of the run to judge it against; empty: every "
                                                          "other method of the run")
 
 
-def pair_judge(name: str, models: ModelsResource):
-    """The judge backend `name` names, or None where the profile has none (the toy judge needs the toy world)."""
+def pair_judge(config: JudgementsConfig, models: ModelsResource):
+    """The judge backend the config names, or None where the profile has none (the toy judge needs the
+    toy world)."""
+    name = config.judge
     if name not in JUDGES:
         raise ValueError(f"unknown judge {name!r}; choose from {', '.join(JUDGES)}")
+    if name == "chat":
+        from evaluation.judge_backends import ChatEndpointJudge
+
+        return ChatEndpointJudge(config.model, requests_per_minute=config.requests_per_minute)
     if models.get_profile().judge is None:
         return None
     return ToyPairJudge(models.judge())
@@ -51,7 +60,7 @@ def judgements(context: dg.AssetExecutionContext, config: JudgementsConfig, stor
     labels = [r.label for r in runs]
     main = next((r.label for r in runs if r.label == config.method), None) or \
         next((r.label for r in runs if r.method.name == config.method), None)
-    judge = pair_judge(config.judge, models)
+    judge = pair_judge(config, models)
     if judge is None or main is None:
         context.log.info(f"judgements: none made: {config.method!r} is not a method of this run "
                          f"({', '.join(labels)})" if judge else f"judgements: profile {models.profile!r} has no "
