@@ -1,5 +1,10 @@
 """Pairwise judge backends beyond the toy one (evaluation.pairwise.JudgeBackend).
 
+`LocalVLMJudge`: an image-text-to-text model through `transformers` (`AutoModelForImageTextToText`
+with its processor and chat template; Qwen2.5-VL by default), loaded from the Hugging Face cache
+(models.loaders.load_vlm). One user turn holds the five images and the protocol's prompt; the
+answer is greedy-decoded.
+
 `ChatEndpointJudge`: any OpenAI-compatible chat-completions endpoint (the paper's GPT-4o; vLLM or
 TGI serving Qwen2-VL, …). The URL and the key come from the environment only:
 `ANALOGY_JUDGE_BASE_URL` (else `OPENAI_BASE_URL`, else https://api.openai.com/v1) and
@@ -23,6 +28,7 @@ from evaluation.images import png_bytes
 from evaluation.pairwise import Question
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
+DEFAULT_VLM = "Qwen/Qwen2.5-VL-7B-Instruct"
 RETRY_STATUS = {408, 409, 429, 500, 502, 503, 504}
 
 
@@ -86,3 +92,27 @@ class ChatEndpointJudge:
 
     def close(self) -> None:
         self._client.close()
+
+
+class LocalVLMJudge:
+    allow_tie = False
+
+    def __init__(self, model_id: str = DEFAULT_VLM, device: str | None = None, max_new_tokens: int = 64):
+        from models.loaders import load_vlm
+
+        self.processor, self.model = load_vlm(model_id, device)
+        self.judge_id = f"vlm:{model_id}"
+        self.max_new_tokens = max_new_tokens
+
+    def answer(self, question: Question) -> str:
+        import torch
+
+        images = [im.convert("RGB") for im in (question.a, question.a_prime, question.b, question.first,
+                                                question.second)]
+        messages = [{"role": "user", "content": [{"type": "image"} for _ in images]
+                     + [{"type": "text", "text": question.prompt}]}]
+        text = self.processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+        inputs = self.processor(text=[text], images=images, return_tensors="pt").to(self.model.device)
+        with torch.no_grad():
+            out = self.model.generate(**inputs, max_new_tokens=self.max_new_tokens, do_sample=False)
+        return self.processor.batch_decode(out[:, inputs["input_ids"].shape[1]:], skip_special_tokens=True)[0].strip()

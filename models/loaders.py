@@ -330,3 +330,21 @@ def load_judge(profile: Profile) -> Judge:
     clip = load_clip(profile.judge)
     captions = tuple(all_captions())
     return Judge(clip, captions, torch.nn.functional.normalize(clip.encode_texts(list(captions)), dim=-1))
+
+
+# ----------------------------------------------------------------------------- VLM (pairwise judge)
+
+
+def load_vlm(model_id: str, device: str | None = None):
+    """(processor, model) of an image-text-to-text model (Qwen2-VL, Qwen2.5-VL, …) from a local folder
+    or the Hugging Face cache, never the network, in eval mode."""
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    device = device or default_device()
+    try:
+        processor = AutoProcessor.from_pretrained(model_id, local_files_only=True)
+        model = AutoModelForImageTextToText.from_pretrained(model_id, local_files_only=True,
+                                                            dtype=default_dtype(device))
+    except OSError as exc:
+        raise _missing(model_id, "the judge VLM", exc) from None
+    return processor, model.to(device).eval()

@@ -18,14 +18,16 @@ from orchestration.assets import GROUP, WIN_RATE_TYPES, generations
 from orchestration.metadata import asset_args, records_table, table_metadata
 from orchestration.resources import AnalogyStorage, MethodsResource, ModelsResource
 
-JUDGES = ("toy", "chat")
+JUDGES = ("toy", "chat", "vlm")
 
 
 class JudgementsConfig(dg.Config):
     judge: str = Field(default="toy", description="the pairwise judge: 'toy' (the judge CLIP reads attributes; "
-                                                  "the toy profile) or 'chat' (an OpenAI-compatible endpoint: "
-                                                  "ANALOGY_JUDGE_BASE_URL, ANALOGY_JUDGE_API_KEY)")
-    model: str = Field(default="gpt-4o", description="the chat judge's model")
+                                                  "the toy profile), 'chat' (an OpenAI-compatible endpoint: "
+                                                  "ANALOGY_JUDGE_BASE_URL, ANALOGY_JUDGE_API_KEY) or 'vlm' (a "
+                                                  "transformers VLM from the Hugging Face cache)")
+    model: str = Field(default="", description="the chat judge's model (default gpt-4o) or the VLM's id or "
+                                               "folder (default Qwen/Qwen2.5-VL-7B-Instruct)")
     requests_per_minute: float = Field(default=60, description="the chat judge's rate limit")
     method: str = Field(default="difference_inversion", description="the method judged against the others: a "
                         "label of the run, or a method name (its first spec in the run)")
@@ -42,7 +44,11 @@ def pair_judge(config: JudgementsConfig, models: ModelsResource):
     if name == "chat":
         from evaluation.judge_backends import ChatEndpointJudge
 
-        return ChatEndpointJudge(config.model, requests_per_minute=config.requests_per_minute)
+        return ChatEndpointJudge(config.model or "gpt-4o", requests_per_minute=config.requests_per_minute)
+    if name == "vlm":
+        from evaluation.judge_backends import DEFAULT_VLM, LocalVLMJudge
+
+        return LocalVLMJudge(config.model or DEFAULT_VLM, models.device)
     if models.get_profile().judge is None:
         return None
     return ToyPairJudge(models.judge())

@@ -187,3 +187,54 @@ def write_hostile_manifest(folder: Path) -> dict[str, str]:
     return {"good": "ok", "row-00002": "JSON array", "row-00003": "JSON null", "nul_path": "NUL byte",
             "row-00005": "not valid UTF-8", "separators": "ok", "blank_b": "blank image", "nan_b": "NaN",
             "good2": "ok"}
+
+
+def write_tiny_vlm(folder: Path, first_token: str) -> Path:
+    """A tiny Qwen2-VL built from a config (37 k parameters), with a word-level tokenizer written here and
+    Qwen2-VL's chat-template layout, saved as `AutoModelForImageTextToText` / `AutoProcessor` load it. Its
+    lm_head is zero, so greedy decoding says token 0, `first_token`, every step."""
+    import torch
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers import (
+        PreTrainedTokenizerFast,
+        Qwen2VLConfig,
+        Qwen2VLForConditionalGeneration,
+        Qwen2VLImageProcessor,
+        Qwen2VLProcessor,
+        Qwen2VLVideoProcessor,
+    )
+
+    specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>", "<|image_pad|>",
+                "<|video_pad|>"]
+    vocab: dict[str, int] = {}
+    for word in [first_token, "1", "2", "Answer", ":", "tie", "<unk>", *specials]:
+        vocab.setdefault(word, len(vocab))
+    words = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    words.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    words.decoder = decoders.WordPiece(prefix="##")
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=words, unk_token="<unk>", pad_token="<|endoftext|>",
+                                        eos_token="<|im_end|>", additional_special_tokens=specials)
+    template = ("{% for message in messages %}<|im_start|>{{ message['role'] }}\n"
+                "{% for content in message['content'] %}{% if content['type'] == 'image' %}"
+                "<|vision_start|><|image_pad|><|vision_end|>{% else %}"
+                "{{ content['text'] }}{% endif %}{% endfor %}<|im_end|>\n{% endfor %}"
+                "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+    images = Qwen2VLImageProcessor(min_pixels=56 * 56, max_pixels=56 * 56, patch_size=14, merge_size=2,
+                                   temporal_patch_size=2)
+    Qwen2VLProcessor(image_processor=images, tokenizer=tokenizer, video_processor=Qwen2VLVideoProcessor(),
+                     chat_template=template).save_pretrained(folder)
+    config = Qwen2VLConfig(
+        text_config={"vocab_size": len(vocab), "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1,
+                     "num_attention_heads": 2, "num_key_value_heads": 1, "max_position_embeddings": 512,
+                     "rope_parameters": {"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [2, 3, 3]},
+                     "eos_token_id": vocab["<|im_end|>"], "pad_token_id": vocab["<|endoftext|>"]},
+        vision_config={"depth": 1, "embed_dim": 16, "hidden_size": 32, "num_heads": 2, "patch_size": 14,
+                       "spatial_merge_size": 2, "temporal_patch_size": 2, "in_channels": 3, "mlp_ratio": 2},
+        image_token_id=vocab["<|image_pad|>"], video_token_id=vocab["<|video_pad|>"],
+        vision_start_token_id=vocab["<|vision_start|>"], vision_end_token_id=vocab["<|vision_end|>"])
+    torch.manual_seed(0)
+    model = Qwen2VLForConditionalGeneration(config)
+    with torch.no_grad():
+        model.lm_head.weight.zero_()
+    model.save_pretrained(folder)
+    return folder
