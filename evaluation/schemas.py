@@ -96,5 +96,20 @@ JUDGEMENTS = pa.schema(
     ]
 )
 
+# The 4-choice human study (evaluation.survey): one row per participant × question, partitioned by
+# the survey's dataset partition.
+SURVEY_ANSWERS = pa.schema(
+    [
+        pa.field("survey_id", pa.string(), nullable=False),
+        pa.field("participant", pa.string(), nullable=False),
+        pa.field("question_id", pa.string(), nullable=False),
+        pa.field("triplet_id", pa.string(), nullable=False),
+        pa.field("choice", pa.int64(), nullable=False),  # the candidate picked, 1–4 as shown
+        pa.field("method", pa.string(), nullable=False),  # the method behind it (from the answer key)
+        pa.field("candidates", pa.string(), nullable=False),  # JSON: the methods in the order shown
+        pa.field("file", pa.string(), nullable=False),  # the answer file it came from
+    ]
+)
+
 TABLES: dict[str, pa.Schema] = {"triplets": TRIPLETS, "generations": GENERATIONS, "metrics": METRICS,
-                                "judgements": JUDGEMENTS, **DI_TABLES}
+                                "judgements": JUDGEMENTS, "survey_answers": SURVEY_ANSWERS, **DI_TABLES}

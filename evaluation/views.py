@@ -27,6 +27,7 @@ import pyarrow as pa
 from evaluation.files import Location, atomic_write, is_remote, location_text, remove_stale_temporaries
 from evaluation.pairwise import WIN_RATE_COLUMNS, win_rates
 from evaluation.stats import summarise
+from evaluation.survey import RESULT_COLUMNS, survey_results
 
 LEADERBOARD_COLUMNS = ("dataset", "method", "metric", "config_hash", "n", "mean", "ci95_low", "ci95_high",
                        "interval")
@@ -98,6 +99,15 @@ def _define_views(con, tables_root: Location, tables: list[str]) -> list[str]:
         con.execute("CREATE TABLE win_rates AS SELECT * FROM win_rate_rows")
         con.unregister("win_rate_rows")
         views.append("win_rates")
+    if "survey_answers" in tables:  # the human study's share of votes per method (evaluation.survey)
+        cursor = con.execute("SELECT dataset, survey_id, method, candidates FROM survey_answers")
+        names = [d[0] for d in cursor.description]
+        rows = survey_results(dict(zip(names, r)) for r in cursor.fetchall())
+        types = dict(zip(RESULT_COLUMNS, (pa.string(),) * 3 + (pa.int64(),) * 2 + (pa.float64(),) * 3))
+        con.register("survey_rows", pa.table({c: pa.array([r[c] for r in rows], types[c]) for c in RESULT_COLUMNS}))
+        con.execute("CREATE TABLE survey_results AS SELECT * FROM survey_rows")
+        con.unregister("survey_rows")
+        views.append("survey_results")
     return views
 
 

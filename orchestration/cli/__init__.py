@@ -9,7 +9,7 @@ import argparse
 import importlib
 import sys
 
-COMMANDS = ["demo", "run", "sql", "bench", "toy", "eval"]
+COMMANDS = ["demo", "run", "sql", "bench", "toy", "eval", "survey"]
 
 
 class Parser(argparse.ArgumentParser):
