@@ -83,6 +83,7 @@ class Candidate:
     method: str
     config_hash: str
     image: Image.Image
+    digest: str | None = None  # the image's hash (its blob name), where it is stored
 
 
 def judge_pair(judge: JudgeBackend, triplet_id: str, a: Image.Image, a_prime: Image.Image, b: Image.Image,
@@ -108,7 +109,8 @@ def judge_pair(judge: JudgeBackend, triplet_id: str, a: Image.Image, a_prime: Im
         except Exception as exc:  # one failed ask is a recorded failure, never a vote
             error = f"{type(exc).__name__}: {exc}" if not isinstance(exc, ValueError) else str(exc)
         rows.append({"triplet_id": triplet_id, "method": x.method, "config_hash": x.config_hash,
-                     "opponent": y.method, "opponent_config_hash": y.config_hash, "judge_id": judge.judge_id,
+                     "opponent": y.method, "opponent_config_hash": y.config_hash, "b_prime_hash": x.digest,
+                     "opponent_b_prime_hash": y.digest, "seed": seed, "judge_id": judge.judge_id,
                      "ask": ask, "shown_first": first.method, "prompt": prompt, "raw": raw, "choice": choice,
                      "consistent": None, "error": error})
     if not any(r["error"] for r in rows):

@@ -85,6 +85,9 @@ JUDGEMENTS = pa.schema(
         pa.field("config_hash", pa.string(), nullable=False),
         pa.field("opponent", pa.string(), nullable=False),
         pa.field("opponent_config_hash", pa.string(), nullable=False),
+        pa.field("b_prime_hash", pa.string()),  # the two B′ judged (a re-run reuses a pair whose B′ are unchanged)
+        pa.field("opponent_b_prime_hash", pa.string()),
+        pa.field("seed", pa.int64(), nullable=False),  # the seed the first order was drawn from
         pa.field("judge_id", pa.string(), nullable=False),
         pa.field("ask", pa.int64(), nullable=False),  # 1 = the order drawn from the seed, 2 = swapped
         pa.field("shown_first", pa.string(), nullable=False),  # the method shown as candidate 1

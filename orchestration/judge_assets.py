@@ -67,6 +67,7 @@ def judgements(context: dg.AssetExecutionContext, config: JudgementsConfig, stor
     main = next((r.label for r in runs if r.label == config.method), None) or \
         next((r.label for r in runs if r.method.name == config.method), None)
     judge = pair_judge(config, models)
+    counts = {"asked": 0, "reused": 0}
     if judge is None or main is None:
         context.log.info(f"judgements: none made: {config.method!r} is not a method of this run "
                          f"({', '.join(labels)})" if judge else f"judgements: profile {models.profile!r} has no "
@@ -77,18 +78,32 @@ def judgements(context: dg.AssetExecutionContext, config: JudgementsConfig, stor
         if unknown:
             raise ValueError(f"opponents {unknown} are not methods of this run ({', '.join(labels)})")
         opponents = [label for label in (config.opponents or labels) if label != main]
-        rows = judge_partition(store, key, judge, main, opponents, methods.seed)
+        rows = judge_partition(store, key, judge, main, opponents, methods.seed,
+                               previous=store.previous_rows("judgements", key), counts=counts)
     path = store.write_table("judgements", key, rows)
     dataset = key.split(".")[0]
     rates = win_rates([r | {"dataset": dataset} for r in rows])
     columns = list(WIN_RATE_COLUMNS[1:])
     table = records_table(columns, [tuple(r[c] for c in columns) for r in rates], WIN_RATE_TYPES)
+    context.log.info(f"judgements: {counts['asked']} pairs asked, {counts['reused']} reused from earlier runs")
     return dg.MaterializeResult(metadata={**table_metadata(path, rows, "judgements"), "win_rates": table,
+                                          "pairs asked": counts["asked"], "pairs reused": counts["reused"],
                                           "failed_asks": sum(1 for r in rows if r["error"])})
 
 
-def judge_partition(store, key: str, judge, method: str, opponents: list[str], seed: int) -> list[dict]:
-    """Judgement rows of `method` against each of `opponents` on every triplet both generated."""
+PAIR_KEY = ("triplet_id", "method", "config_hash", "opponent", "opponent_config_hash", "b_prime_hash",
+            "opponent_b_prime_hash", "seed", "judge_id")
+
+
+def judge_partition(store, key: str, judge, method: str, opponents: list[str], seed: int,
+                    previous: list[dict] = (), counts: dict | None = None) -> list[dict]:
+    """Judgement rows of `method` against each of `opponents` on every triplet both generated. A pair
+    judged before (`previous`) with the same B′, seed and judge and no failed ask is reused, not re-asked."""
+    earlier: dict[tuple, list[dict]] = {}
+    for row in previous:
+        earlier.setdefault(tuple(row[k] for k in PAIR_KEY), []).append(row)
+    counts = counts if counts is not None else {}
+    counts.update(asked=0, reused=0)
     triplet_rows = {t["triplet_id"]: t for t in store.read_table("triplets", key) if not t["error"]}
     made = {(g["triplet_id"], g["method"]): g for g in store.read_table("generations", key)
             if not g["error"] and g["b_prime_hash"]}
@@ -99,14 +114,22 @@ def judge_partition(store, key: str, judge, method: str, opponents: list[str], s
             continue
         truth = json.loads(t["extra"] or "{}").get("attrs", {})
         mine = made[(triplet_id, method)]
-        x = Candidate(method, mine["config_hash"], load(mine["b_prime_hash"]))
         for opponent in opponents:
             theirs = made.get((triplet_id, opponent))
             if theirs is None:
                 continue
-            y = Candidate(opponent, theirs["config_hash"], load(theirs["b_prime_hash"]))
+            pair = (triplet_id, method, mine["config_hash"], opponent, theirs["config_hash"], mine["b_prime_hash"],
+                    theirs["b_prime_hash"], seed, judge.judge_id)
+            done = earlier.get(pair, [])
+            if len(done) == 2 and not any(r["error"] for r in done):
+                rows += done
+                counts["reused"] += 1
+                continue
+            x = Candidate(method, mine["config_hash"], load(mine["b_prime_hash"]), mine["b_prime_hash"])
+            y = Candidate(opponent, theirs["config_hash"], load(theirs["b_prime_hash"]), theirs["b_prime_hash"])
             rows += judge_pair(judge, triplet_id, load(t["a_hash"]), load(t["a_prime_hash"]), load(t["b_hash"]),
                                x, y, seed, truth)
+            counts["asked"] += 1
     return rows
 
 

@@ -232,6 +232,12 @@ def test_dia_and_di_run_through_the_disk_cache_and_generations_reuses_it(tmp_pat
     assert _generation_counts(again) == {"computed": 0, "reused": 6, "kept from earlier runs": 0}
     assert [g["b_prime_hash"] for g in rows(tmp_path, "generations", "toyshard.001")] == [
         g["b_prime_hash"] for g in generations]  # same seed, same bytes
+    # judging again asks nothing: every pair's B′, seed and judge are unchanged
+    rejudged = materialize_partition("toyshard.001", str(tmp_path), methods=methods,
+                                     selection=[dg.AssetKey("judgements")])
+    (materialization,) = rejudged.asset_materializations_for_node("judgements")
+    assert (materialization.metadata["pairs asked"].value, materialization.metadata["pairs reused"].value) == (0, 4)
+    assert rows(tmp_path, "judgements", "toyshard.001") == judged
 
 
 def _generation_counts(result) -> dict:
