@@ -10,7 +10,9 @@ import sys
 
 def add_parser(subparsers) -> None:
     p = subparsers.add_parser("sql", help="run a read-only SQL query (one SELECT) over the tables (DuckDB)",
-                              description="Views: triplets, generations, metrics, leaderboard, generation_summary.")
+                              description="Views: triplets, generations, metrics, judgements, survey_answers and "
+                              "the DI tables; computed from them: leaderboard, win_rates, survey_results, "
+                              "generation_summary.")
     p.add_argument("query", help='e.g. "SELECT * FROM leaderboard"')
     p.add_argument("--format", choices=("table", "csv", "json"), default="table")
     p.add_argument("--home", help="ANALOGY_HOME (default: $ANALOGY_HOME or ./.analogy)")
