@@ -378,6 +378,9 @@ def main() -> None:
     parser.add_argument("--tiny-vae-out", type=Path,
                         default=Path(os.environ.get("ANALOGY_HOME") or ".analogy") / "experiments" / "tiny_vae")
     parser.add_argument("--corrected-steps", type=int, default=1000)
+    parser.add_argument("--unet-corrected-captions", type=int, default=0,
+                        help="unet stage: corrected-caption rows per scene mixed in from the first step (0: the "
+                             "shipped recipe; the from-scratch retrain DI_RESULTS §8 proposes)")
     parser.add_argument("--unet-out", type=Path, default=WEIGHTS / "sd",
                         help="where the unet stage saves its pipeline (default: the committed one)")
     parser.add_argument("--save-every", type=int, default=250)
@@ -400,7 +403,8 @@ def main() -> None:
     else:
         vae = AutoencoderKL.from_pretrained(WEIGHTS / "sd" / "vae", dtype=torch.float32)
     if "unet" in only:
-        train_unet(clip_model, vae, args.unet_steps, 3, args.unet_out, args.save_every)
+        train_unet(clip_model, vae, args.unet_steps, 3, args.unet_out, args.save_every,
+                   corrected=args.unet_corrected_captions)
     if "decoder" in only:
         vae = finetune_decoder(vae, args.decoder_steps, 4, splice=True)
         vae = finetune_decoder(vae, args.decoder_steps, 5, splice=False)
