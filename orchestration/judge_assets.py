@@ -78,8 +78,11 @@ def judgements(context: dg.AssetExecutionContext, config: JudgementsConfig, stor
         if unknown:
             raise ValueError(f"opponents {unknown} are not methods of this run ({', '.join(labels)})")
         opponents = [label for label in (config.opponents or labels) if label != main]
-        rows = judge_partition(store, key, judge, main, opponents, methods.seed,
-                               previous=store.previous_rows("judgements", key), counts=counts)
+        try:
+            rows = judge_partition(store, key, judge, main, opponents, methods.seed,
+                                   previous=store.previous_rows("judgements", key), counts=counts)
+        finally:
+            getattr(judge, "close", lambda: None)()  # the chat judge's HTTP connections
     path = store.write_table("judgements", key, rows)
     dataset = key.split(".")[0]
     rates = win_rates([r | {"dataset": dataset} for r in rows])
