@@ -54,18 +54,20 @@ def location_text(path: Location) -> str:
     return str(path) if is_remote(path) else path.as_posix()
 
 
-def _parquet_where(path: Location) -> dict:
-    return {"source": path.path, "filesystem": path.fs} if is_remote(path) else {"source": path}
+def _parquet_where(path: Location) -> tuple:
+    """(source, filesystem) as pyarrow takes them: an object store's files through its fsspec filesystem."""
+    return (path.path, path.fs) if is_remote(path) else (path, None)
 
 
 def read_parquet(path: Location, schema: pa.Schema | None = None) -> pa.Table:
-    """A Parquet file, local or on an object store (read through its fsspec filesystem)."""
-    return pq.read_table(**_parquet_where(path), schema=schema)
+    """A Parquet file, local or on an object store."""
+    source, filesystem = _parquet_where(path)
+    return pq.read_table(source, filesystem=filesystem, schema=schema)
 
 
 def parquet_metadata(path: Location) -> pq.FileMetaData:
-    where = _parquet_where(path)
-    return pq.read_metadata(where["source"], filesystem=where.get("filesystem"))
+    source, filesystem = _parquet_where(path)
+    return pq.read_metadata(source, filesystem=filesystem)
 
 
 def confined(root: Location, relative: str | os.PathLike) -> Location:

@@ -31,29 +31,36 @@ from evaluation.survey import RESULT_COLUMNS, survey_results
 
 LEADERBOARD_COLUMNS = ("dataset", "method", "metric", "config_hash", "n", "mean", "ci95_low", "ci95_high",
                        "interval")
-LEADERBOARD_TYPES = (pa.string(), pa.string(), pa.string(), pa.string(), pa.int64(), pa.float64(), pa.float64(),
-                     pa.float64(), pa.string())
 
 
-def leaderboard_table(con) -> pa.Table:
+def leaderboard_rows(rows) -> list[dict]:
     """Mean and 95 % interval (evaluation.stats: Wilson for 0/1 scores, t otherwise) per dataset ×
-    method × config × metric, over the `metrics` view on `con`, best mean first within a metric."""
-    cursor = con.execute("SELECT dataset, method, metric, config_hash, value FROM metrics")
-    names = [d[0] for d in cursor.description]
-    rows = summarise((dict(zip(names, r)) for r in cursor.fetchall()),
-                     by=("dataset", "method", "metric", "config_hash"))
-    rows.sort(key=lambda r: (r["dataset"], r["metric"], -r["mean"], r["method"]))
-    return pa.table({c: pa.array([r[c] for r in rows], t) for c, t in zip(LEADERBOARD_COLUMNS, LEADERBOARD_TYPES)})
+    method × config × metric of `metrics` rows, best mean first within a metric."""
+    out = summarise(rows, by=("dataset", "method", "metric", "config_hash"))
+    return sorted(out, key=lambda r: (r["dataset"], r["metric"], -r["mean"], r["method"]))
 
 
-def win_rates_table(con) -> pa.Table:
-    """evaluation.pairwise.win_rates over the `judgements` view on `con`."""
-    cursor = con.execute("SELECT dataset, judge_id, method, opponent, triplet_id, choice, consistent, error "
-                         "FROM judgements")
+S, INT, F = pa.string(), pa.int64(), pa.float64()
+# Tables computed in Python from a view whenever the views are built (each from the table of the
+# same key): the SQL that reads the view, the function of its rows, and the result's columns.
+COMPUTED_TABLES = {
+    "metrics": ("leaderboard", "SELECT dataset, method, metric, config_hash, value FROM metrics",
+                leaderboard_rows, dict(zip(LEADERBOARD_COLUMNS, (S, S, S, S, INT, F, F, F, S)))),
+    "judgements": ("win_rates", "SELECT dataset, judge_id, method, opponent, triplet_id, choice, consistent, error "
+                   "FROM judgements", win_rates, dict(zip(WIN_RATE_COLUMNS, (S,) * 4 + (INT,) * 6 + (F,) * 4))),
+    "survey_answers": ("survey_results", "SELECT dataset, survey_id, method, candidates FROM survey_answers",
+                       survey_results, dict(zip(RESULT_COLUMNS, (S,) * 3 + (INT,) * 2 + (F,) * 3))),
+}
+
+
+def _computed_table(con, name: str, sql: str, compute, types: dict) -> None:
+    """Table `name` on `con`: `compute` over the rows `sql` reads (as dicts), typed by `types`."""
+    cursor = con.execute(sql)
     names = [d[0] for d in cursor.description]
-    rows = win_rates(dict(zip(names, r)) for r in cursor.fetchall())
-    types = {c: pa.string() for c in WIN_RATE_COLUMNS[:4]} | {c: pa.float64() for c in WIN_RATE_COLUMNS[10:]}
-    return pa.table({c: pa.array([r[c] for r in rows], types.get(c, pa.int64())) for c in WIN_RATE_COLUMNS})
+    rows = compute([dict(zip(names, r)) for r in cursor.fetchall()])
+    con.register(f"{name}_rows", pa.table({c: pa.array([r[c] for r in rows], t) for c, t in types.items()}))
+    con.execute(f"CREATE TABLE {name} AS SELECT * FROM {name}_rows")
+    con.unregister(f"{name}_rows")
 
 
 GENERATION_ERRORS_SQL = """
@@ -80,34 +87,19 @@ def _reach(con, where: Location) -> None:
 
 
 def _define_views(con, tables_root: Location, tables: list[str]) -> list[str]:
-    """A view per table that has files and the leaderboard, on connection `con`."""
+    """A view per table that has files, and the tables computed from them (COMPUTED_TABLES), on `con`."""
     _reach(con, tables_root)
     views = []
     for table in tables:
         con.execute(table_view_sql(table, tables_root))
         views.append(table)
-    if "metrics" in tables:  # a table computed when the views are (re)built, from the metrics view
-        con.register("leaderboard_rows", leaderboard_table(con))
-        con.execute("CREATE TABLE leaderboard AS SELECT * FROM leaderboard_rows")
-        con.unregister("leaderboard_rows")
-        views.append("leaderboard")
     if "generations" in tables:
         con.execute(GENERATION_ERRORS_SQL)
         views.append("generation_summary")
-    if "judgements" in tables:  # the pairwise judge's win rates (evaluation.pairwise), computed like the leaderboard
-        con.register("win_rate_rows", win_rates_table(con))
-        con.execute("CREATE TABLE win_rates AS SELECT * FROM win_rate_rows")
-        con.unregister("win_rate_rows")
-        views.append("win_rates")
-    if "survey_answers" in tables:  # the human study's share of votes per method (evaluation.survey)
-        cursor = con.execute("SELECT dataset, survey_id, method, candidates FROM survey_answers")
-        names = [d[0] for d in cursor.description]
-        rows = survey_results(dict(zip(names, r)) for r in cursor.fetchall())
-        types = dict(zip(RESULT_COLUMNS, (pa.string(),) * 3 + (pa.int64(),) * 2 + (pa.float64(),) * 3))
-        con.register("survey_rows", pa.table({c: pa.array([r[c] for r in rows], types[c]) for c in RESULT_COLUMNS}))
-        con.execute("CREATE TABLE survey_results AS SELECT * FROM survey_rows")
-        con.unregister("survey_rows")
-        views.append("survey_results")
+    for source, (name, sql, compute, types) in COMPUTED_TABLES.items():  # leaderboard, win_rates, survey_results
+        if source in tables:
+            _computed_table(con, name, sql, compute, types)
+            views.append(name)
     return views
 
 

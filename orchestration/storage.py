@@ -69,7 +69,7 @@ class Store:
         buffer = io.BytesIO()
         pq.write_table(data, buffer)
         path = self.table_path(table, partition)
-        atomic_write(path, buffer.getvalue(), clean_stale=not self.remote)
+        atomic_write(path, buffer.getvalue(), clean_stale=True)
         for stale in path.parent.glob("part-*.parquet"):  # a partition is exactly one file
             if stale != path:
                 stale.unlink()
