@@ -28,6 +28,7 @@ from evaluation.images import png_bytes
 from evaluation.pairwise import Question
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
+DEFAULT_CHAT_MODEL = "gpt-4o"  # the paper's API judge
 DEFAULT_VLM = "Qwen/Qwen2.5-VL-7B-Instruct"
 RETRY_STATUS = {408, 409, 429, 500, 502, 503, 504}
 

@@ -9,10 +9,12 @@ judged against each other method of the run, twice with the order swapped
 
 import json
 from functools import lru_cache
+from typing import Literal
 
 import dagster as dg
 from pydantic import Field
 
+from evaluation.judge_backends import DEFAULT_CHAT_MODEL, DEFAULT_VLM
 from evaluation.pairwise import WIN_RATE_COLUMNS, Candidate, ToyPairJudge, judge_pair, win_rates
 from orchestration.assets import GROUP, WIN_RATE_TYPES, generations
 from orchestration.metadata import asset_args, records_table, table_metadata
@@ -22,12 +24,13 @@ JUDGES = ("toy", "chat", "vlm")
 
 
 class JudgementsConfig(dg.Config):
-    judge: str = Field(default="toy", description="the pairwise judge: 'toy' (the judge CLIP reads attributes; "
-                                                  "the toy profile), 'chat' (an OpenAI-compatible endpoint: "
-                                                  "ANALOGY_JUDGE_BASE_URL, ANALOGY_JUDGE_API_KEY) or 'vlm' (a "
-                                                  "transformers VLM from the Hugging Face cache)")
-    model: str = Field(default="", description="the chat judge's model (default gpt-4o) or the VLM's id or "
-                                               "folder (default Qwen/Qwen2.5-VL-7B-Instruct)")
+    # a name other than JUDGES fails when the run is launched, not after generations
+    judge: Literal[JUDGES] = Field(  # type: ignore[valid-type]  (one choice per judge)
+        default="toy", description="the pairwise judge: 'toy' (the judge CLIP reads attributes; the toy profile), "
+                                   "'chat' (an OpenAI-compatible endpoint: ANALOGY_JUDGE_BASE_URL, "
+                                   "ANALOGY_JUDGE_API_KEY) or 'vlm' (a transformers VLM from the Hugging Face cache)")
+    model: str = Field(default="", description=f"the chat judge's model (default {DEFAULT_CHAT_MODEL}) or the "
+                                               f"VLM's id or folder (default {DEFAULT_VLM})")
     requests_per_minute: float = Field(default=60, description="the chat judge's rate limit")
     method: str = Field(default="difference_inversion", description="the method judged against the others: a "
                         "label of the run, or a method name (its first spec in the run)")
@@ -38,15 +41,12 @@ class JudgementsConfig(dg.Config):
 def pair_judge(config: JudgementsConfig, models: ModelsResource):
     """The judge backend the config names, or None where the profile has none (the toy judge needs the
     toy world)."""
-    name = config.judge
-    if name not in JUDGES:
-        raise ValueError(f"unknown judge {name!r}; choose from {', '.join(JUDGES)}")
-    if name == "chat":
+    if config.judge == "chat":
         from evaluation.judge_backends import ChatEndpointJudge
 
-        return ChatEndpointJudge(config.model or "gpt-4o", requests_per_minute=config.requests_per_minute)
-    if name == "vlm":
-        from evaluation.judge_backends import DEFAULT_VLM, LocalVLMJudge
+        return ChatEndpointJudge(config.model or DEFAULT_CHAT_MODEL, requests_per_minute=config.requests_per_minute)
+    if config.judge == "vlm":
+        from evaluation.judge_backends import LocalVLMJudge
 
         return LocalVLMJudge(config.model or DEFAULT_VLM, models.device)
     if models.get_profile().judge is None:
@@ -67,20 +67,19 @@ def judgements(context: dg.AssetExecutionContext, config: JudgementsConfig, stor
     main = next((r.label for r in runs if r.label == config.method), None) or \
         next((r.label for r in runs if r.method.name == config.method), None)
     judge = pair_judge(config, models)
-    counts = {"asked": 0, "reused": 0}
+    rows, counts = [], {"asked": 0, "reused": 0}
     if judge is None or main is None:
         context.log.info(f"judgements: none made: {config.method!r} is not a method of this run "
                          f"({', '.join(labels)})" if judge else f"judgements: profile {models.profile!r} has no "
                          f"{config.judge!r} judge")
-        rows = []
     else:
         unknown = sorted(set(config.opponents) - set(labels))
         if unknown:
             raise ValueError(f"opponents {unknown} are not methods of this run ({', '.join(labels)})")
         opponents = [label for label in (config.opponents or labels) if label != main]
         try:
-            rows = judge_partition(store, key, judge, main, opponents, methods.seed,
-                                   previous=store.previous_rows("judgements", key), counts=counts)
+            rows, counts = judge_partition(store, key, judge, main, opponents, methods.seed,
+                                           previous=store.previous_rows("judgements", key))
         finally:
             getattr(judge, "close", lambda: None)()  # the chat judge's HTTP connections
     path = store.write_table("judgements", key, rows)
@@ -99,14 +98,14 @@ PAIR_KEY = ("triplet_id", "method", "config_hash", "opponent", "opponent_config_
 
 
 def judge_partition(store, key: str, judge, method: str, opponents: list[str], seed: int,
-                    previous: list[dict] = (), counts: dict | None = None) -> list[dict]:
-    """Judgement rows of `method` against each of `opponents` on every triplet both generated. A pair
-    judged before (`previous`) with the same B′, seed and judge and no failed ask is reused, not re-asked."""
+                    previous: list[dict] = ()) -> tuple[list[dict], dict[str, int]]:
+    """(judgement rows, {asked, reused} pair counts) of `method` against each of `opponents` on every
+    triplet both generated. A pair judged before (`previous`) with the same B′, seed and judge and no
+    failed ask is reused, not re-asked."""
     earlier: dict[tuple, list[dict]] = {}
     for row in previous:
         earlier.setdefault(tuple(row[k] for k in PAIR_KEY), []).append(row)
-    counts = counts if counts is not None else {}
-    counts.update(asked=0, reused=0)
+    counts = {"asked": 0, "reused": 0}
     triplet_rows = {t["triplet_id"]: t for t in store.read_table("triplets", key) if not t["error"]}
     made = {(g["triplet_id"], g["method"]): g for g in store.read_table("generations", key)
             if not g["error"] and g["b_prime_hash"]}
@@ -133,7 +132,7 @@ def judge_partition(store, key: str, judge, method: str, opponents: list[str], s
             rows += judge_pair(judge, triplet_id, load(t["a_hash"]), load(t["a_prime_hash"]), load(t["b_hash"]),
                                x, y, seed, truth)
             counts["asked"] += 1
-    return rows
+    return rows, counts
 
 
 JUDGE_ASSETS = [judgements]

@@ -97,3 +97,13 @@ def test_a_wrong_encoder_or_profile_in_run_config_fails_before_any_work():
     with pytest.raises(pydantic.ValidationError, match="toy"):
         ModelsResource(profile="sd99")
     assert MetricsConfig().encoders == ["clip", "dinov2"]
+    from orchestration.judge_assets import JudgementsConfig
+
+    with pytest.raises(pydantic.ValidationError, match="'toy', 'chat' or 'vlm'"):
+        JudgementsConfig(judge="gpt4")
+    # and in the run config the UI or the schedule launches: refused before any step runs
+    job = defs.resolve_job_def("analogy_job")
+    valid = dg.validate_run_config(job, {"ops": {"judgements": {"config": {"judge": "chat"}}}})
+    assert valid["ops"]["judgements"]["config"]["judge"] == "chat"
+    with pytest.raises(dg.DagsterInvalidConfigError, match="judge"):
+        dg.validate_run_config(job, {"ops": {"judgements": {"config": {"judge": "gpt4"}}}})
