@@ -308,8 +308,9 @@ def train_unet(clip_model, vae: AutoencoderKL, steps: int, seed: int, out: Path,
     rng = random.Random(seed)
     # caption rows per scene: 12 of `mixed_captions` (a quarter of the attributes dropped), then
     # `corrected` rows of `corrected_caption` (an attribute said twice, the last one right)
-    variants = 12 + corrected
-    prompts = [c for _ in range(12) for c in mixed_captions(scenes, rng, drop=0.25)]
+    plain = 12
+    variants = plain + corrected
+    prompts = [c for _ in range(plain) for c in mixed_captions(scenes, rng, drop=0.25)]
     prompts += [corrected_caption(s, rng, drop=0.25) for _ in range(corrected) for s in scenes] + [""]
     ids = tokenizer(prompts, padding="max_length", max_length=arch.CONTEXT_LENGTH, truncation=True,
                     return_tensors="pt").input_ids
