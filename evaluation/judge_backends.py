@@ -29,6 +29,7 @@ from evaluation.pairwise import Question
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
 DEFAULT_CHAT_MODEL = "gpt-4o"  # the paper's API judge
+DEFAULT_REQUESTS_PER_MINUTE = 60.0
 DEFAULT_VLM = "Qwen/Qwen2.5-VL-7B-Instruct"
 RETRY_STATUS = {408, 409, 429, 500, 502, 503, 504}
 
@@ -41,7 +42,8 @@ def _image_part(image) -> dict:
 class ChatEndpointJudge:
     allow_tie = False
 
-    def __init__(self, model: str, *, base_url: str | None = None, retries: int = 5, requests_per_minute: float = 60,
+    def __init__(self, model: str, *, base_url: str | None = None, retries: int = 5,
+                 requests_per_minute: float = DEFAULT_REQUESTS_PER_MINUTE,
                  timeout_s: float = 120, backoff_s: float = 1.0):
         self.model = model
         self.base_url = (base_url or os.environ.get("ANALOGY_JUDGE_BASE_URL") or os.environ.get("OPENAI_BASE_URL")

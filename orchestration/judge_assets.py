@@ -14,7 +14,7 @@ from typing import Literal
 import dagster as dg
 from pydantic import Field
 
-from evaluation.judge_backends import DEFAULT_CHAT_MODEL, DEFAULT_VLM
+from evaluation.judge_backends import DEFAULT_CHAT_MODEL, DEFAULT_REQUESTS_PER_MINUTE, DEFAULT_VLM
 from evaluation.pairwise import WIN_RATE_COLUMNS, Candidate, ToyPairJudge, judge_pair, win_rates
 from orchestration.assets import GROUP, WIN_RATE_TYPES, generations
 from orchestration.metadata import asset_args, records_table, table_metadata
@@ -31,7 +31,7 @@ class JudgementsConfig(dg.Config):
                                    "ANALOGY_JUDGE_API_KEY) or 'vlm' (a transformers VLM from the Hugging Face cache)")
     model: str = Field(default="", description=f"the chat judge's model (default {DEFAULT_CHAT_MODEL}) or the "
                                                f"VLM's id or folder (default {DEFAULT_VLM})")
-    requests_per_minute: float = Field(default=60, description="the chat judge's rate limit")
+    requests_per_minute: float = Field(default=DEFAULT_REQUESTS_PER_MINUTE, description="the chat judge's rate limit")
     method: str = Field(default="difference_inversion", description="the method judged against the others: a "
                         "label of the run, or a method name (its first spec in the run)")
     opponents: list[str] = Field(default=[], description="labels of the run to judge it against; empty: every "
