@@ -10,6 +10,10 @@
   ("a small blue square on a white background, red"): does the appended word win, and is the
   rest kept? What Difference Inversion assumes of a text space: a change appended to any
   prompt acts on it.
+- editor: the instruction editor (InstructPix2Pix's `StableDiffusionInstructPix2PixPipeline.__call__`,
+  its defaults: 100 steps, text guidance 7.5, image guidance 1.5) on fresh renders with the world's
+  instruction for a one-attribute edit: is the attribute changed (`target`), the rest kept (`keep`),
+  both (`joint`)? Seen and held-out (colour, shape) targets apart.
 
 The sampler is an argument (the CLI passes `ops.ddim.ddim_reconstruct` and
 `ops.ddim.vae_round_trip`): evaluation never imports the methods.
@@ -23,9 +27,17 @@ from collections.abc import Callable
 import torch
 from PIL import Image
 
-from models.loaders import load_judge, load_pipeline
+from models.loaders import load_editor, load_judge, load_pipeline
 from models.profiles import Profile, get_profile
-from models.toy.world import ATTRIBUTE_NAMES, ATTRIBUTES, all_scenes, caption, phrase, render
+from models.toy.world import (
+    ATTRIBUTE_NAMES,
+    ATTRIBUTES,
+    all_scenes,
+    caption,
+    edit_instruction,
+    phrase,
+    render,
+)
 
 # reconstruct(pipe, images, prompts, steps) -> (images, latent RMSE); round_trip(pipe, images) -> images
 Reconstruct = Callable[..., tuple[list[Image.Image], float]]
@@ -100,7 +112,41 @@ def composition_scores(profile: Profile, n: int = 48, steps: int = 50, guidance:
     return out
 
 
+def editor_scores(profile: Profile, n: int = 48, seed: int = 4, **call) -> dict:
+    """Per changed attribute (the round-robin of the benchmarks), the share of edits of a fresh render
+    by the world's instruction that show the new value (`target`), keep every other attribute (`keep`),
+    and both (`joint`); `held_out_joint` over the edits whose target is a held-out (colour, shape).
+    `call`: overrides of the pipeline's own defaults."""
+    pipe, judge = load_editor(profile), load_judge(profile)
+    rng = random.Random(seed)
+    cases = []
+    for i in range(n):
+        name = ATTRIBUTE_NAMES[i % len(ATTRIBUTE_NAMES)]
+        scene = rng.choice(all_scenes())
+        new = rng.choice([v for v in ATTRIBUTES[name] if v != getattr(scene, name)])
+        cases.append((name, scene, scene.replace(**{name: new}), edit_instruction(scene, name, new),
+                      render(scene, rng.randrange(2**31))))
+    generator = torch.Generator().manual_seed(seed)
+    images = []
+    for start in range(0, n, 32):
+        chunk = cases[start:start + 32]
+        images += pipe([c[3] for c in chunk], image=[c[4] for c in chunk], generator=generator, **call).images
+    read = judge.read(images)
+    hits = [(read[i][c[0]] == getattr(c[2], c[0]),
+             all(read[i][k] == getattr(c[2], k) for k in ATTRIBUTE_NAMES if k != c[0])) for i, c in enumerate(cases)]
+    out = {}
+    for name in ATTRIBUTE_NAMES + ("all",):
+        idx = [i for i, c in enumerate(cases) if name in (c[0], "all")]
+        out[name] = {"target": round(sum(hits[i][0] for i in idx) / len(idx), 4),
+                     "keep": round(sum(hits[i][1] for i in idx) / len(idx), 4),
+                     "joint": round(sum(all(hits[i]) for i in idx) / len(idx), 4)}
+    held = [i for i, c in enumerate(cases) if c[2].held_out]
+    out["held_out_joint"] = round(sum(all(hits[i]) for i in held) / len(held), 4) if held else None
+    return out
+
+
 def toy_check(reconstruct: Reconstruct, round_trip: RoundTrip, profile_name: str = "toy") -> dict:
     profile = get_profile(profile_name)
     return {"t2i": t2i_scores(profile), "reconstruction": reconstruction_scores(profile, reconstruct),
-            "vae": vae_scores(profile, round_trip), "composition": composition_scores(profile)}
+            "vae": vae_scores(profile, round_trip), "composition": composition_scores(profile),
+            "editor": editor_scores(profile)}

@@ -32,6 +32,22 @@ class ModelContext:
         return load_pipeline(self.profile, self.device)
 
     @property
+    def editor(self):
+        """The profile's instruction editor (an InstructPix2Pix pipeline, its own scheduler), frozen."""
+        from models.loaders import load_editor
+
+        return load_editor(self.profile, self.device)
+
+    @property
+    def editor_clip(self):
+        """The CLIP of the editor's text encoder (VISII's CLIP loss)."""
+        from models.loaders import load_clip
+
+        if self.profile.editor_clip is None:
+            raise ValueError(f"profile {self.profile.name!r} has no instruction editor")
+        return load_clip(self.profile.editor_clip, self.device)
+
+    @property
     def joint_clip(self):
         """The CLIP whose text tower shares the diffusion text encoder's token table."""
         from models.loaders import load_clip

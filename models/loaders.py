@@ -102,8 +102,12 @@ class JointClip:
         x = m.transformer(x, attn_mask=m.attn_mask)
         x = m.ln_final(x)
         x = open_clip.transformer.text_global_pool(x, ids, m.text_pool_type, eos_token_id=self.eot_id)
-        proj = m.text_projection
-        return proj(x) if isinstance(proj, torch.nn.Linear) else x @ proj
+        return self.project_text(x)
+
+    def project_text(self, x: torch.Tensor) -> torch.Tensor:
+        """The text tower's projection into the joint space (a matrix or a Linear layer in open_clip)."""
+        proj = self.model.text_projection
+        return proj(x) if isinstance(proj, torch.nn.Linear) else x @ proj.to(x.dtype)
 
 
 def _open_clip_weights_cached(source: ClipSource) -> bool:
@@ -216,17 +220,15 @@ def _load_dinov2(model_id: str, device: str | None = None) -> ImageEncoder:
 # ----------------------------------------------------------------------------- diffusion pipelines
 
 
-@cache
-def load_pipeline(profile: Profile, device: str | None = None):
-    """The profile's diffusers pipeline with a DDIM scheduler, frozen, in eval mode."""
+def _load_diffusers(cls, source: str, device: str, what: str, toy: bool):
+    """A diffusers pipeline from a local folder or the Hugging Face cache (never the network), frozen, in
+    eval mode, on `device`, progress bars off; a missing one raises `ModelMissingError` naming it."""
     import diffusers
 
-    device = device or default_device()
-    cls = getattr(diffusers, profile.pipeline_class)
-    is_sd = cls is diffusers.StableDiffusionPipeline
+    is_sd = cls in (diffusers.StableDiffusionPipeline, diffusers.StableDiffusionInstructPix2PixPipeline)
     kwargs = {"safety_checker": None, "requires_safety_checker": False} if is_sd else {}
-    if profile.is_toy and not (Path(profile.diffusion) / "model_index.json").exists():
-        raise _missing(profile.diffusion, "toy diffusion pipeline")
+    if toy and not (Path(source) / "model_index.json").exists():
+        raise _missing(source, f"toy {what}")
     from importlib.util import find_spec
 
     import transformers
@@ -237,10 +239,9 @@ def load_pipeline(profile: Profile, device: str | None = None):
     transformers.utils.logging.disable_progress_bar()
     kwargs["low_cpu_mem_usage"] = find_spec("accelerate") is not None
     try:
-        pipe = cls.from_pretrained(profile.diffusion, dtype=default_dtype(device), local_files_only=True, **kwargs)
+        pipe = cls.from_pretrained(source, dtype=default_dtype(device), local_files_only=True, **kwargs)
     except OSError as exc:
-        raise _missing(profile.diffusion, "diffusion pipeline", exc) from exc
-    pipe.scheduler = diffusers.DDIMScheduler.from_config(pipe.scheduler.config)
+        raise _missing(source, what, exc) from exc
     pipe.set_progress_bar_config(disable=True)
     if pipe.vae.dtype == torch.float16 and pipe.vae.config.get("force_upcast", False):
         pipe.vae.to(torch.float32)  # SDXL's VAE overflows in fp16; its pipeline upcasts it the same way
@@ -248,6 +249,35 @@ def load_pipeline(profile: Profile, device: str | None = None):
         if module is not None:
             module.requires_grad_(False).eval()
     return pipe.to(device)
+
+
+@cache
+def load_pipeline(profile: Profile, device: str | None = None):
+    """The profile's diffusers pipeline with a DDIM scheduler, frozen, in eval mode."""
+    import diffusers
+
+    pipe = _load_diffusers(getattr(diffusers, profile.pipeline_class), profile.diffusion,
+                           device or default_device(), "diffusion pipeline", profile.is_toy)
+    pipe.scheduler = diffusers.DDIMScheduler.from_config(pipe.scheduler.config)
+    return pipe
+
+
+@cache
+def load_editor(profile: Profile, device: str | None = None):
+    """The profile's instruction editor: a `StableDiffusionInstructPix2PixPipeline` (8-channel UNet) with
+    the scheduler it ships (Euler ancestral for `timbrooks/instruct-pix2pix` and the toy editor)."""
+    import diffusers
+
+    if profile.editor is None:
+        raise ValueError(f"profile {profile.name!r} has no instruction editor (InstructPix2Pix); "
+                         "use an SD 1.x/2.x profile or the toy one")
+    pipe = _load_diffusers(diffusers.StableDiffusionInstructPix2PixPipeline, profile.editor,
+                           device or default_device(), "instruction editor (InstructPix2Pix)", profile.is_toy)
+    if pipe.unet.config.in_channels != 2 * pipe.vae.config.latent_channels:
+        raise ValueError(f"{profile.editor} is not an InstructPix2Pix model: its UNet takes "
+                         f"{pipe.unet.config.in_channels} channels, not latent ⊕ image latent "
+                         f"({2 * pipe.vae.config.latent_channels})")
+    return pipe
 
 
 # ----------------------------------------------------------------------------- captioners

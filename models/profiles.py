@@ -40,6 +40,10 @@ class Profile:
     judge: ClipSource | None = None  # toy only: reads attributes off images
     resolution: int = 512
     textured: bool = False  # toy only: the models were trained on `world.render_textured` images
+    # the instruction editor (an InstructPix2Pix pipeline: 8-channel UNet, noisy latent ⊕ image latent) and
+    # the CLIP its text encoder belongs to (VISII's CLIP loss reads its image tower and text projection)
+    editor: str | None = None
+    editor_clip: ClipSource | None = None
     # The method defaults that depend on the models, by config class (ops/): applied over the class's
     # own defaults (the paper's) and under a preset or a user's settings. Real profiles: none.
     method_defaults: dict[str, dict[str, Any]] = field(default_factory=dict, hash=False, compare=False)
@@ -53,12 +57,18 @@ VIT_H = ClipSource("ViT-H-14", "laion2b_s32b_b79k", "laion/CLIP-ViT-H-14-laion2B
 VIT_L = ClipSource("ViT-L-14", "openai", "timm/vit_large_patch14_clip_224.openai")
 BIGG = ClipSource("ViT-bigG-14", "laion2b_s39b_b160k", "laion/CLIP-ViT-bigG-14-laion2B-39B-b160k")
 
+# InstructPix2Pix (Brooks et al.), fine-tuned from SD 1.5, whose text encoder is OpenAI's CLIP ViT-L/14
+INSTRUCT_PIX2PIX = "timbrooks/instruct-pix2pix"
+
+
 def _real(name: str, diffusion: str, joint_clip: ClipSource, resolution: int,
-          pipeline_class: str = "StableDiffusionPipeline", eval_clip: ClipSource | None = None) -> Profile:
+          pipeline_class: str = "StableDiffusionPipeline", eval_clip: ClipSource | None = None,
+          editor: str | None = INSTRUCT_PIX2PIX) -> Profile:
     """A real profile: BLIP-2 captions, DINOv2 + CLIP evaluation, paper step counts."""
     return Profile(name=name, diffusion=diffusion, pipeline_class=pipeline_class, joint_clip=joint_clip,
                    captioner="Salesforce/blip2-opt-2.7b", eval_clip=eval_clip or joint_clip,
-                   dinov2="facebook/dinov2-base", resolution=resolution)
+                   dinov2="facebook/dinov2-base", resolution=resolution,
+                   editor=editor, editor_clip=VIT_L if editor else None)
 
 
 TOY = Profile(
@@ -70,11 +80,15 @@ TOY = Profile(
     eval_clip=ClipSource(f"local-dir:{TOY_WEIGHTS / 'judge_clip'}"),
     judge=ClipSource(f"local-dir:{TOY_WEIGHTS / 'judge_clip'}"),
     resolution=32,
+    editor=str(TOY_WEIGHTS / "instruct"),
+    editor_clip=ClipSource(f"local-dir:{TOY_WEIGHTS / 'joint_clip'}"),
     method_defaults={
         # Difference Inversion as measured to work on the toy world (benchmarks/DI_RESULTS.md §4, §6): the
         # paper's loss weights let the CLIP loss swamp token consistency here, so λtc = 100 with caption
         # prompts; 300 DIFF (and PEZ) steps instead of 3,000 so the demo and CI stay fast.
         "DIConfig": {"lambda_tc": 100.0, "prompt_source": "caption", "steps": 300, "pez_steps": 300},
+        # VISII's PEZ init as short as Difference Inversion's here; its 1,000 training steps stay
+        "VISIIConfig": {"pez_steps": 300},
     },
 )
 
@@ -83,12 +97,14 @@ PROFILES: dict[str, Profile] = {
     # The textured toy world (`world.render_textured`: blobs on the background), its own VAE and UNet
     # on the toy text side: for Differential Diffusion's reliability score, which needs content in
     # every column (the paper: ImageNet photos). The plain world's background is one colour.
-    "toy-textured": replace(TOY, name="toy-textured", diffusion=str(TOY_WEIGHTS / "textured"), textured=True),
+    "toy-textured": replace(TOY, name="toy-textured", diffusion=str(TOY_WEIGHTS / "textured"), textured=True,
+                            editor=None, editor_clip=None),
     "sd21-base": _real("sd21-base", "stabilityai/stable-diffusion-2-1-base", VIT_H, 512),
     "sd21": _real("sd21", "stabilityai/stable-diffusion-2-1", VIT_H, 768),  # v-prediction
     "sd15": _real("sd15", "stable-diffusion-v1-5/stable-diffusion-v1-5", VIT_L, 512),
+    # no editor: InstructPix2Pix and VISII run on the SD 1.x/2.x profiles
     "sdxl": _real("sdxl", "stabilityai/stable-diffusion-xl-base-1.0", BIGG, 1024,
-                  pipeline_class="StableDiffusionXLPipeline", eval_clip=VIT_L),
+                  pipeline_class="StableDiffusionXLPipeline", eval_clip=VIT_L, editor=None),
 }
 
 

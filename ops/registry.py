@@ -29,8 +29,10 @@ from ops.dia import DIAConfig, dia
 from ops.dia_captions import DIACaptionConfig, dia_captions
 from ops.difference_inversion import ABLATIONS, DIConfig, difference_inversion, prepare_diff_tokens
 from ops.differential_diffusion import DDConfig, as_change_map, differential_diffusion
+from ops.instructpix2pix import IP2PConfig, instructpix2pix
 from ops.no_edit import NoEditConfig, no_edit
 from ops.sdedit import SDEditConfig, sdedit
+from ops.visii import VISIIConfig, prepare_instructions, visii
 
 MethodFn = Callable[..., Image.Image]
 
@@ -199,3 +201,8 @@ register("dia_captions", dia_captions, DIACaptionConfig,
 register("differential_diffusion", differential_diffusion, DDConfig,
          description="Differential Diffusion: B edited by a change map and a text")
 register("sdedit", sdedit, SDEditConfig, description="SDEdit: img2img on B toward the instruction (or A′'s caption)")
+register("instructpix2pix", instructpix2pix, IP2PConfig,
+         description="InstructPix2Pix (Brooks et al.): the instruction editor on B with the triplet's instruction "
+                     "(or A′'s caption)")
+register("visii", visii, VISIIConfig, prepare=prepare_instructions,
+         description="VISII (Nguyen et al.): the editor instruction learned from (A, A′), applied to B")

@@ -238,3 +238,32 @@ def write_tiny_vlm(folder: Path, first_token: str) -> Path:
         model.lm_head.weight.zero_()
     model.save_pretrained(folder)
     return folder
+
+
+def write_tiny_editor(folder: Path, pipe, scheduler: str = "euler_ancestral") -> Path:
+    """A tiny InstructPix2Pix pipeline built from configs: a random 8-channel UNet (noisy latent ⊕ image latent)
+    on the toy pipeline's VAE, text encoder and tokenizer, saved as `StableDiffusionInstructPix2PixPipeline`
+    loads it (the real-format stand-in for `timbrooks/instruct-pix2pix`)."""
+    import torch
+    from diffusers import (
+        DDIMScheduler,
+        EulerAncestralDiscreteScheduler,
+        StableDiffusionInstructPix2PixPipeline,
+        UNet2DConditionModel,
+    )
+
+    from models.toy import architecture as arch
+
+    torch.manual_seed(0)
+    unet = UNet2DConditionModel(
+        sample_size=arch.IMAGE_SIZE // 4, in_channels=8, out_channels=4, layers_per_block=1,
+        block_out_channels=(32, 64), down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"), attention_head_dim=4,
+        cross_attention_dim=pipe.text_encoder.config.hidden_size, norm_num_groups=16)
+    betas = {k: v for k, v in arch.scheduler_config().items() if k not in ("set_alpha_to_one", "clip_sample")}
+    sched = EulerAncestralDiscreteScheduler(**betas) if scheduler == "euler_ancestral" else \
+        DDIMScheduler(**arch.scheduler_config())
+    StableDiffusionInstructPix2PixPipeline(
+        vae=pipe.vae, text_encoder=pipe.text_encoder, tokenizer=pipe.tokenizer, unet=unet, scheduler=sched,
+        safety_checker=None, feature_extractor=None, requires_safety_checker=False).save_pretrained(folder)
+    return folder

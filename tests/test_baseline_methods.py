@@ -12,6 +12,8 @@ FAST = {
     "differential_diffusion": "differential_diffusion[num_steps=10]",
     "dia_captions": "dia_captions[num_steps=10]",
     "dia": "dia[cond_steps=5;lbfgs_iterations=1;lbfgs_max_iter=2]",
+    "instructpix2pix": "instructpix2pix[num_steps=10]",
+    "visii": "visii[steps=20;pez_steps=20;num_steps=5]",
 }
 
 

@@ -130,6 +130,9 @@ def test_the_instruction_reaches_text_guided_baselines():
     ("sdedit[num_steps=20]", 0.03),
     ("differential_diffusion[num_steps=20]", 0.03),
     ("difference_inversion[pez_steps=20;steps=5;num_steps=20;inversion_steps=18]", 0.02),
+    # the editor's last Euler-ancestral step starts from B noised to its last level and adds fresh noise
+    ("instructpix2pix[num_steps=20]", 0.03),
+    ("visii[steps=10;pez_steps=10]", 0.03),
 ])
 def test_a_zero_change_map_keeps_b_in_every_mode(spec, tolerance):
     """`run_method(..., change_map=0)` leaves B′ = B up to the VAE round trip."""

@@ -35,11 +35,13 @@ from diffusers import (
     AutoencoderTiny,
     DDIMScheduler,
     DDPMScheduler,
+    EulerAncestralDiscreteScheduler,
+    StableDiffusionInstructPix2PixPipeline,
     StableDiffusionPipeline,
     UNet2DConditionModel,
 )
 from safetensors.torch import save_file
-from transformers import CLIPTokenizer
+from transformers import CLIPTextModel, CLIPTokenizer
 
 from models.convert import open_clip_text_to_hf
 from models.toy import architecture as arch
@@ -49,6 +51,8 @@ from models.toy.world import (
     all_scenes,
     caption,
     corrected_caption,
+    edit_instruction,
+    edits,
     render,
     render_textured,
     training_scenes,
@@ -293,6 +297,19 @@ def save_pipeline(unet, vae, text_encoder, tokenizer, out: Path) -> None:
     pipe.save_pretrained(out, safe_serialization=True)
 
 
+def ema_update(ema: torch.nn.Module, model: torch.nn.Module, step: int) -> None:
+    """One step of the toy UNets' EMA (decay warming up to 0.999)."""
+    decay = min(0.999, (1 + step) / (10 + step))
+    with torch.no_grad():
+        for pe, p in zip(ema.parameters(), model.parameters()):
+            pe.lerp_(p, 1 - decay)
+
+
+def noise_scheduler() -> DDPMScheduler:
+    """The training-time noise schedule of every toy UNet (the DDIM schedule's betas)."""
+    return DDPMScheduler(**{k: v for k, v in arch.scheduler_config().items() if k != "set_alpha_to_one"})
+
+
 def train_unet(clip_model, vae: AutoencoderKL, steps: int, seed: int, out: Path, save_every: int,
                batch: int = 128, draw=render, corrected: int = 0, init: Path | None = None,
                lr: float = 6e-4) -> None:
@@ -327,8 +344,7 @@ def train_unet(clip_model, vae: AutoencoderKL, steps: int, seed: int, out: Path,
     ema = UNet2DConditionModel(**arch.unet_config(text_encoder.config.hidden_size))
     ema.load_state_dict(unet.state_dict())
     ema.requires_grad_(False)
-    noise_sched = DDPMScheduler(**{k: v for k, v in arch.scheduler_config().items()
-                                   if k not in ("set_alpha_to_one",)})
+    noise_sched = noise_scheduler()
     opt = torch.optim.AdamW(unet.parameters(), lr=lr, weight_decay=0.01)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: cosine_lr(s, steps, 100))
     start = time.time()
@@ -347,10 +363,7 @@ def train_unet(clip_model, vae: AutoencoderKL, steps: int, seed: int, out: Path,
         torch.nn.utils.clip_grad_norm_(unet.parameters(), 1.0)
         opt.step()
         sched.step()
-        decay = min(0.999, (1 + step) / (10 + step))
-        with torch.no_grad():
-            for pe, p in zip(ema.parameters(), unet.parameters()):
-                pe.lerp_(p, 1 - decay)
+        ema_update(ema, unet, step)
         if step % 50 == 0:
             log(f"unet step {step} loss {loss.item():.4f} ({(time.time() - start) / 60:.1f} min)")
         if (step + 1) % save_every == 0 or step == steps - 1:
@@ -361,10 +374,126 @@ def train_unet(clip_model, vae: AutoencoderKL, steps: int, seed: int, out: Path,
             log(f"unet checkpoint at step {step + 1} → {out}")
 
 
+def widen_conv_in(unet: UNet2DConditionModel, in_channels: int) -> UNet2DConditionModel:
+    """The UNet with `in_channels` inputs: its first convolution keeps the trained weights for the first
+    channels, zeros for the new ones (InstructPix2Pix's initialisation from a text-to-image UNet, so
+    training starts from the text-to-image model exactly)."""
+    config = {**unet.config, "in_channels": in_channels}
+    wide = UNet2DConditionModel.from_config(config)
+    state = unet.state_dict()
+    weight = state["conv_in.weight"]
+    state["conv_in.weight"] = torch.cat(
+        [weight, weight.new_zeros(weight.shape[0], in_channels - weight.shape[1], *weight.shape[2:])], dim=1)
+    wide.load_state_dict(state)
+    return wide
+
+
+def edit_pool(per_edit: int, seed: int) -> tuple[torch.Tensor, torch.Tensor, list[str], list[str]]:
+    """The toy editor's training pairs: every one-attribute edit between two training scenes
+    (`world.edits`), each rendered `per_edit` times with one nuisance seed for both images (so only
+    the attribute changes). Returns the before and after images in [-1, 1], each row's instruction and
+    changed attribute."""
+    rng = random.Random(seed)
+    before, after, texts, changed = [], [], [], []
+    for scene, name, value in edits(training_scenes()):
+        for _ in range(per_edit):
+            s = rng.randrange(2**31)
+            before.append(np.asarray(render(scene, s), dtype=np.uint8))
+            after.append(np.asarray(render(scene.replace(**{name: value}), s), dtype=np.uint8))
+            texts.append(edit_instruction(scene, name, value))
+            changed.append(name)
+    pixels = lambda xs: torch.from_numpy(np.stack(xs)).permute(0, 3, 1, 2).float() / 127.5 - 1  # noqa: E731
+    return pixels(before), pixels(after), texts, changed
+
+
+def train_instruct(steps: int, seed: int, out: Path, save_every: int, batch: int = 128, lr: float = 3e-4,
+                   dropout: float = 0.05, per_edit: int = 8, conv_in_lr_scale: float = 10.0,
+                   high_noise_weight: float = 20.0) -> None:
+    """The toy InstructPix2Pix editor, by the InstructPix2Pix recipe at toy size: the text-to-image UNet
+    widened to 8 input channels (noisy latent ⊕ the *unscaled* posterior mode of the input image, as
+    diffusers' pipeline feeds it), the extra channels zero-initialised, trained to predict the noise of
+    the edited image's latent under the instruction through the frozen toy text encoder. Conditioning
+    dropout as the reference training script: with probability `dropout` each, text only, image only,
+    or both are dropped (text → the empty prompt's states, image → zeros), so three-way guidance
+    works. The edited attribute is drawn uniformly per row (the benchmark's round-robin), then an edit
+    of it. Saved as a `StableDiffusionInstructPix2PixPipeline` with an Euler-ancestral scheduler, as
+    `timbrooks/instruct-pix2pix` ships."""
+    torch.manual_seed(seed)
+    g = torch.Generator().manual_seed(seed)
+    sd = WEIGHTS / "sd"
+    vae = AutoencoderKL.from_pretrained(sd / "vae", dtype=torch.float32).requires_grad_(False)
+    text_encoder = CLIPTextModel.from_pretrained(sd / "text_encoder", dtype=torch.float32).requires_grad_(False)
+    tokenizer = CLIPTokenizer.from_pretrained(sd / "tokenizer")
+    before, after, texts, changed = edit_pool(per_edit, seed)
+    unique = sorted(set(texts)) + [""]
+    ids = tokenizer(unique, padding="max_length", max_length=tokenizer.model_max_length, truncation=True,
+                    return_tensors="pt").input_ids
+    with torch.no_grad():
+        states = torch.cat([text_encoder(input_ids=ids[i:i + 512]).last_hidden_state for i in range(0, len(ids), 512)])
+    row_of = {t: i for i, t in enumerate(unique)}
+    text_row = torch.tensor([row_of[t] for t in texts])
+    empty_row = row_of[""]
+    sf = vae.config.scaling_factor
+    image_latents = posterior(vae, before)[0]  # the image condition: the posterior mode, unscaled
+    target_mean, target_std = posterior(vae, after)
+    # rows drawn so that each attribute is a quarter of the edits
+    weights = torch.tensor([1.0 / changed.count(c) for c in changed])
+    unet = widen_conv_in(UNet2DConditionModel.from_pretrained(sd / "unet", dtype=torch.float32), 8)
+    ema = copy.deepcopy(unet).requires_grad_(False)
+    noise_sched = noise_scheduler()
+    # ε-MSE weighted by clamp(1/SNR(t), 1, `high_noise_weight`): the noisier half of the schedule, where the
+    # layout of a sample is decided and only the input image can say what to keep, counts up to that many
+    # times more (a toy-scale shortcut, MODEL_CARD "Instruction editor"; plain ε-MSE is `high_noise_weight=1`)
+    snr = noise_sched.alphas_cumprod / (1 - noise_sched.alphas_cumprod)
+    weight = (1 / snr).clamp(1, high_noise_weight)
+    # the first convolution (whose new image channels start at zero) learns `conv_in_lr_scale`× faster: at toy
+    # scale and 1,500 steps the image channels otherwise stay near zero and the editor ignores its input
+    # (MODEL_CARD, "Instruction editor")
+    first = list(unet.conv_in.parameters())
+    rest = [p for n, p in unet.named_parameters() if not n.startswith("conv_in.")]
+    opt = torch.optim.AdamW([{"params": rest, "lr": lr}, {"params": first, "lr": lr * conv_in_lr_scale}],
+                            weight_decay=0.01)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: cosine_lr(s, steps, 100))
+    start = time.time()
+    for step in range(steps):
+        pick = torch.multinomial(weights, batch, replacement=True, generator=g)
+        z0 = (target_mean[pick] + target_std[pick] * torch.randn_like(target_std[pick])) * sf
+        noise = torch.randn_like(z0)
+        t = torch.randint(0, noise_sched.config.num_train_timesteps, (batch,))
+        zt = noise_sched.add_noise(z0, noise, t)
+        p = torch.rand(batch, generator=g)
+        rows = torch.where(p < 2 * dropout, empty_row, text_row[pick])  # p < 2d: no text
+        keep_image = ~((p >= dropout) & (p < 3 * dropout))  # d ≤ p < 3d: no image (d ≤ p < 2d: neither)
+        condition = image_latents[pick] * keep_image[:, None, None, None].float()
+        per_row = (unet(torch.cat([zt, condition], dim=1), t, states[rows]).sample - noise).pow(2).mean((1, 2, 3))
+        loss = (per_row * weight[t]).mean()
+        opt.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(unet.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        ema_update(ema, unet, step)
+        if step % 50 == 0:
+            log(f"instruct step {step} loss {loss.item():.4f} image weights "
+                f"{ema.conv_in.weight[:, 4:].abs().mean().item():.4f} ({(time.time() - start) / 60:.1f} min)")
+        if (step + 1) % save_every == 0 or step == steps - 1:
+            half = lambda m: copy.deepcopy(m).to(torch.float16)  # noqa: E731
+            scheduler = EulerAncestralDiscreteScheduler(**{k: v for k, v in arch.scheduler_config().items()
+                                                           if k not in ("set_alpha_to_one", "clip_sample")})
+            StableDiffusionInstructPix2PixPipeline(
+                vae=half(vae), text_encoder=half(text_encoder), tokenizer=tokenizer, unet=half(ema),
+                scheduler=scheduler, safety_checker=None, feature_extractor=None, requires_safety_checker=False,
+            ).save_pretrained(out, safe_serialization=True)
+            (out / "train_stats.json").write_text(json.dumps({
+                "steps_done": step + 1, "steps": steps, "batch": batch, "pairs": len(texts),
+                "minutes": round((time.time() - start) / 60, 2), "loss": round(loss.item(), 4)}))
+            log(f"instruct checkpoint at step {step + 1} → {out}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--only", choices=["clip", "judge", "vae", "unet", "decoder", "corrected", "textured",
-                                           "tiny_vae"],
+                                           "instruct", "tiny_vae"],
                         nargs="*",
                         help="stages (default: all but the experimental tiny_vae)")
     parser.add_argument("--decoder-steps", type=int, default=1200, help="spliced, then as many plain")
@@ -372,6 +501,9 @@ def main() -> None:
     parser.add_argument("--vae-steps", type=int, default=1200)
     parser.add_argument("--unet-steps", type=int, default=3500)
     parser.add_argument("--textured-unet-steps", type=int, default=1500)
+    parser.add_argument("--instruct-steps", type=int, default=1000)
+    parser.add_argument("--instruct-out", type=Path, default=WEIGHTS / "instruct",
+                        help="where the instruct stage saves the toy editor (default: the committed one)")
     parser.add_argument("--corrected-captions", type=int, default=12,
                         help="corrected stage: caption rows per scene (beside the 12 plain ones) that say an "
                              "attribute twice, the last one right (world.corrected_caption)")
@@ -388,7 +520,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    only = set(args.only or ["clip", "judge", "vae", "unet", "decoder", "textured"])
+    only = set(args.only or ["clip", "judge", "vae", "unet", "decoder", "textured", "instruct"])
     tokenizer = open_clip.tokenizer.SimpleTokenizer(
         bpe_path=str(bpe.write_tokenizer_files(Path(tempfile.mkdtemp()))["bpe"]),
         context_length=arch.CONTEXT_LENGTH)
@@ -420,6 +552,8 @@ def main() -> None:
         textured_vae = train_vae(args.vae_steps, 2, WEIGHTS / "textured" / "vae", draw=render_textured)
         train_unet(clip_model, textured_vae, args.textured_unet_steps, 3, WEIGHTS / "textured",
                    args.textured_unet_steps, draw=render_textured)
+    if "instruct" in only:
+        train_instruct(args.instruct_steps, 7, args.instruct_out, args.save_every)
     if "tiny_vae" in only:
         def checkpoint(tiny, step, minutes):
             copy.deepcopy(tiny).to(torch.float16).save_pretrained(args.tiny_vae_out, safe_serialization=True)

@@ -213,6 +213,19 @@ INSTRUCTIONS = {
 }
 
 
+def edit_instruction(scene: Scene, changed: str, new: str) -> str:
+    """The edit text that turns `scene` into `scene.replace(changed=new)` ("make the red star blue");
+    a triplet's instruction is B's, whose value of the changed attribute is A's."""
+    return INSTRUCTIONS[changed].format(old=getattr(scene, changed), new=new, shape=scene.shape)
+
+
+def edits(scenes: list[Scene]) -> list[tuple[Scene, str, str]]:
+    """Every one-attribute edit (scene, changed attribute, new value) between two of `scenes`."""
+    allowed = set(scenes)
+    return [(s, name, value) for s in scenes for name in ATTRIBUTE_NAMES for value in ATTRIBUTES[name]
+            if value != getattr(s, name) and s.replace(**{name: value}) in allowed]
+
+
 @dataclass(frozen=True)
 class Triplet:
     """A : A′ :: B : B′gt, with the attribute that changes."""
@@ -228,8 +241,7 @@ class Triplet:
 
     @property
     def instruction(self) -> str:
-        old, new = getattr(self.a, self.changed), getattr(self.a_prime, self.changed)
-        return INSTRUCTIONS[self.changed].format(old=old, new=new, shape=self.b.shape)
+        return edit_instruction(self.b, self.changed, getattr(self.a_prime, self.changed))
 
     def images(self) -> dict[str, Image.Image]:
         return {

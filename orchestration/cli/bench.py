@@ -21,7 +21,8 @@ def add_parser(subparsers) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--limit", type=int, help="score only the first N triplets")
     p.add_argument("--batch-size", type=int, default=PREPARE_BATCH_SIZE,
-                   help=f"Difference Inversion: pairs whose D̃ train together (default {PREPARE_BATCH_SIZE}; "
+                   help=f"(A, A′) pairs trained together: Difference Inversion's D̃, VISII's instructions "
+                        f"(default {PREPARE_BATCH_SIZE}; "
                         "1 = one after another; the scores do not depend on it beyond float rounding)")
     p.add_argument("--json", action="store_true", help="print one JSON object {method: scores} instead of the table")
     p.add_argument("--rows", type=Path, help="also write one row per (method, triplet) to this Parquet file "

@@ -11,7 +11,8 @@ import time
 def add_parser(subparsers) -> None:
     p = subparsers.add_parser("toy", help="the toy world: check its models, write benchmark files")
     sub = p.add_subparsers(dest="toy_command", required=True, metavar="TOY_COMMAND")
-    check = sub.add_parser("check", help="judge the committed toy models (t2i, DDIM reconstruction, VAE)")
+    check = sub.add_parser("check", help="judge the committed toy models (t2i, DDIM reconstruction, VAE, "
+                                                 "composition, the instruction editor)")
     check.add_argument("--json", action="store_true", help="last line: one JSON object")
     check.set_defaults(func=run_check)
     bench = sub.add_parser("benchmark", help="write a seeded toy benchmark file (Parquet)")
@@ -34,7 +35,7 @@ def run_check(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     result = toy_check(ddim_reconstruct, vae_round_trip) | {"seconds": round(time.perf_counter() - start, 1)}
     if not args.json:
-        for section in ("t2i", "reconstruction", "vae", "composition"):
+        for section in ("t2i", "reconstruction", "vae", "composition", "editor"):
             print(f"{section}: {json.dumps(result[section])}")
     print(json.dumps(result))
     return 0
