@@ -297,8 +297,14 @@ def save_pipeline(unet, vae, text_encoder, tokenizer, out: Path) -> None:
     pipe.save_pretrained(out, safe_serialization=True)
 
 
-def ema_update(ema: torch.nn.Module, model: torch.nn.Module, step: int) -> None:
-    """One step of the toy UNets' EMA (decay warming up to 0.999)."""
+def optimise(loss: torch.Tensor, model: torch.nn.Module, opt, sched, ema: torch.nn.Module, step: int) -> None:
+    """One step of the toy UNets' optimiser: gradients clipped at norm 1, the schedule, then the EMA
+    (decay warming up to 0.999)."""
+    opt.zero_grad()
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    opt.step()
+    sched.step()
     decay = min(0.999, (1 + step) / (10 + step))
     with torch.no_grad():
         for pe, p in zip(ema.parameters(), model.parameters()):
@@ -358,12 +364,7 @@ def train_unet(clip_model, vae: AutoencoderKL, steps: int, seed: int, out: Path,
         t = torch.randint(0, noise_sched.config.num_train_timesteps, (batch,))
         zt = noise_sched.add_noise(z0, noise, t)
         loss = F.mse_loss(unet(zt, t, cond[text_row]).sample, noise)
-        opt.zero_grad()
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(unet.parameters(), 1.0)
-        opt.step()
-        sched.step()
-        ema_update(ema, unet, step)
+        optimise(loss, unet, opt, sched, ema, step)
         if step % 50 == 0:
             log(f"unet step {step} loss {loss.item():.4f} ({(time.time() - start) / 60:.1f} min)")
         if (step + 1) % save_every == 0 or step == steps - 1:
@@ -467,12 +468,7 @@ def train_instruct(steps: int, seed: int, out: Path, save_every: int, batch: int
         condition = image_latents[pick] * keep_image[:, None, None, None].float()
         per_row = (unet(torch.cat([zt, condition], dim=1), t, states[rows]).sample - noise).pow(2).mean((1, 2, 3))
         loss = (per_row * weight[t]).mean()
-        opt.zero_grad()
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(unet.parameters(), 1.0)
-        opt.step()
-        sched.step()
-        ema_update(ema, unet, step)
+        optimise(loss, unet, opt, sched, ema, step)
         if step % 50 == 0:
             log(f"instruct step {step} loss {loss.item():.4f} image weights "
                 f"{ema.conv_in.weight[:, 4:].abs().mean().item():.4f} ({(time.time() - start) / 60:.1f} min)")
