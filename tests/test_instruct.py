@@ -7,6 +7,7 @@ import dataclasses
 import pytest
 import torch
 import torch.nn.functional as F
+from makers import write_tiny_editor
 
 from models import loaders
 from models.context import ModelContext
@@ -16,7 +17,6 @@ from ops.instructpix2pix import IP2PConfig, edit_latents
 from ops.registry import get_method, resolve_specs, run_method
 from ops.text import encode_prompt
 from ops.visii import VISIIConfig, train_instruction
-from tests.makers import write_tiny_editor
 
 
 @pytest.fixture(scope="module")
