@@ -34,13 +34,14 @@ Where this differs from the official code, and why:
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from importlib.util import find_spec
 
 import torch
 import torch.nn.functional as F
 from PIL import Image
 
 from ops.cache import Cache, config_hash, content_seed, single
-from ops.ddim import decode_latents
+from ops.ddim import decode_latents, encode_images
 from ops.diff_tokens import TrainingDivergedError
 from ops.images import to_pil
 from ops.instructpix2pix import edit_latents, guided_noise, image_condition
@@ -80,6 +81,8 @@ class VISIIConfig:
         for name, allowed in {"keep": ("best", "last"), "optimizer": ("adamw", "adamw8bit")}.items():
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
+        if self.optimizer == "adamw8bit" and find_spec("bitsandbytes") is None:
+            raise ValueError("optimizer='adamw8bit' needs bitsandbytes (and a GPU); use optimizer='adamw'")
         if not 1 <= self.steps <= 1000:
             raise ValueError(f"steps must be in 1..1000 (one per timestep), got {self.steps}")
 
@@ -104,10 +107,8 @@ class LearnedInstruction:
 def _optimizer(params: list[torch.Tensor], config: VISIIConfig):
     if config.optimizer == "adamw":
         return torch.optim.AdamW(params, lr=config.lr)
-    try:
-        import bitsandbytes as bnb
-    except ImportError:
-        raise ValueError("optimizer='adamw8bit' needs bitsandbytes (and a GPU); use optimizer='adamw'") from None
+    import bitsandbytes as bnb  # present: VISIIConfig checked it
+
     return bnb.optim.AdamW8bit(params, lr=config.lr)
 
 
@@ -146,8 +147,7 @@ def train_instructions(pipe, clip, pairs: list[tuple[Image.Image, Image.Image, s
             init = pipe.text_encoder(input_ids=ids).last_hidden_state.float()
         # 2. the learned rows
         rows = torch.nn.Parameter(init[:, 1:eot].clone())
-        with torch.no_grad():
-            target = image_condition(pipe, [a_prime]) * pipe.vae.config.scaling_factor
+        target = encode_images(pipe, [a_prime])  # E(A′), scaled
         runs.append({
             "init": init, "eot": eot, "rows": rows, "optimizer": _optimizer([rows], config),
             "clip_value": float(torch.maximum(init.max(), uncond.max())),  # the official code: [c, ∅, ∅].max()

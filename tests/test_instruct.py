@@ -158,6 +158,11 @@ def test_bad_settings_fail_before_any_work():
         get_method("instructpix2pix").config({"text": "instructions"})
     with pytest.raises(ValueError, match="keep must be one of"):
         get_method("visii").config({"keep": "first"})
+    from importlib.util import find_spec
+
+    if find_spec("bitsandbytes") is None:
+        with pytest.raises(ValueError, match="needs bitsandbytes"):
+            get_method("visii").config({"optimizer": "adamw8bit"})
     with pytest.raises(ValueError, match="steps must be in 1..1000"):
         get_method("visii").config({"steps": 5000})
 
