@@ -76,6 +76,14 @@ DIFF_TOKENS = pa.schema([("a_hash", pa.string()), ("a_prime_hash", pa.string()),
                          ("final_tc", pa.float64()), ("final_clip", pa.float64()), ("curve", pa.string()),
                          ("seconds", pa.float64()), ("error", pa.string())])
 DI_TABLES = {"captions": CAPTIONS, "pez_prompts": PEZ_PROMPTS, "clip_deltas": CLIP_DELTAS, "diff_tokens": DIFF_TOKENS}
+# VISII's learned instructions (orchestration/visii_assets.py): per distinct (A, A′) pair × VISII method.
+VISII_INSTRUCTIONS = pa.schema([("a_hash", pa.string()), ("a_prime_hash", pa.string()), ("variant", pa.string()),
+                                ("config", pa.string()),
+                                ("instruction_key", pa.string()),  # blobs/cache/visii_instruction/<key>
+                                ("init_text", pa.string()),  # the PEZ prompt of A′ it started from
+                                ("best_step", pa.int64()), ("best_mse", pa.float64()),  # the kept "best" rows
+                                ("final_clip", pa.float64()), ("curve", pa.string()),  # {"mse": [...], "clip": [...]}
+                                ("seconds", pa.float64()), ("error", pa.string())])
 
 # The pairwise judge (evaluation.pairwise): two rows per triplet × method pair × judge, one per order.
 JUDGEMENTS = pa.schema(
@@ -115,4 +123,5 @@ SURVEY_ANSWERS = pa.schema(
 )
 
 TABLES: dict[str, pa.Schema] = {"triplets": TRIPLETS, "generations": GENERATIONS, "metrics": METRICS,
-                                "judgements": JUDGEMENTS, "survey_answers": SURVEY_ANSWERS, **DI_TABLES}
+                                "judgements": JUDGEMENTS, "survey_answers": SURVEY_ANSWERS, **DI_TABLES,
+                                "visii_instructions": VISII_INSTRUCTIONS}

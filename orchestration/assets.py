@@ -6,8 +6,8 @@
 Each asset reads its inputs from the store, calls one function from ops/ or
 evaluation/, writes a table (or files) and returns metadata for the UI.
 Difference Inversion's stages (captions, pez_prompts, clip_deltas, diff_tokens;
-orchestration/di_assets.py) slot in between triplets and generations; new methods
-only need `ops.registry`.
+orchestration/di_assets.py) and VISII's (visii_instructions; orchestration/visii_assets.py)
+slot in between triplets and generations; other methods only need `ops.registry`.
 """
 
 
@@ -34,6 +34,7 @@ from orchestration.generate import generate_rows
 from orchestration.metadata import asset_args, json_value, png_markdown, records_table, table_metadata
 from orchestration.partitions import datasets
 from orchestration.resources import AnalogyStorage, MethodsResource, ModelsResource
+from orchestration.visii_assets import visii_instructions
 
 GROUP = "analogy"
 
@@ -54,14 +55,15 @@ def triplets(context: dg.AssetExecutionContext, storage: AnalogyStorage) -> dg.M
     return dg.MaterializeResult(metadata={**table_metadata(path, rows, "triplets"), "kind": spec.kind})
 
 
-@dg.asset(group_name=GROUP, deps=[triplets, diff_tokens], kinds={"parquet"},
+@dg.asset(group_name=GROUP, deps=[triplets, diff_tokens, visii_instructions], kinds={"parquet"},
           **asset_args("generations", "generate", runs_methods=True, gpu=True))
 def generations(context: dg.AssetExecutionContext, storage: AnalogyStorage, models: ModelsResource,
                 methods: MethodsResource) -> dg.MaterializeResult:
     """B′ for every usable triplet × method of the run (the `methods` resource), as PNG blobs, added to
     the partition's table: other methods' rows are kept and a B′ already made with the same inputs,
     config, seed and profile is reused (orchestration.generate), so a new method runs alone. Method
-    intermediates come from the on-disk cache the DI assets filled (D̃, prompts) or fill it (DIA)."""
+    intermediates come from the on-disk cache the DI and VISII assets filled (D̃, prompts, learned
+    instructions) or fill it (DIA)."""
     store = storage.store()
     key = context.partition_key
     loaded = models.models()

@@ -15,6 +15,7 @@ from orchestration.di_assets import clip_deltas, diff_tokens
 from orchestration.partitions import dataset_partitions
 from orchestration.resources import AnalogyStorage
 from orchestration.storage import Store
+from orchestration.visii_assets import visii_instructions
 
 # Partitioned checks are a Dagster "preview" feature; the warning says nothing a user can act on.
 warnings.filterwarnings("ignore", message=r".*partitions_def on an AssetCheckSpec.*")
@@ -144,4 +145,5 @@ def cached_tensors_finite_check(asset: dg.AssetsDefinition, table: str, column: 
 CHECKS = [triplets_not_empty, triplet_images_valid, generations_complete, b_prime_images_valid,
           metrics_finite_and_complete,
           cached_tensors_finite_check(diff_tokens, "diff_tokens", "tokens_key", "diff_tokens"),
-          cached_tensors_finite_check(clip_deltas, "clip_deltas", "deltas_key", "clip_deltas")]
+          cached_tensors_finite_check(clip_deltas, "clip_deltas", "deltas_key", "clip_deltas"),
+          cached_tensors_finite_check(visii_instructions, "visii_instructions", "instruction_key", "visii_instruction")]

@@ -15,8 +15,9 @@ from orchestration.executors import executor_def
 from orchestration.judge_assets import JUDGE_ASSETS
 from orchestration.resources import default_resources
 from orchestration.schedules import JOBS, SCHEDULES
+from orchestration.visii_assets import visii_instructions
 
-ALL_ASSETS = [*ASSETS, *DI_ASSETS, *JUDGE_ASSETS]
+ALL_ASSETS = [*ASSETS, *DI_ASSETS, visii_instructions, *JUDGE_ASSETS]
 ALL_CHECKS = CHECKS
 
 defs = dg.Definitions(assets=ALL_ASSETS, asset_checks=ALL_CHECKS, jobs=JOBS, schedules=SCHEDULES,

@@ -12,7 +12,6 @@ so a second B costs nothing. Table schemas: evaluation/schemas.py.
 """
 
 
-import io
 import json
 import time
 from dataclasses import asdict
@@ -23,7 +22,7 @@ from ops import difference_inversion as di
 from ops.cache import key_digest
 from ops.captions import caption
 from orchestration.cache import DiskCache
-from orchestration.metadata import asset_args, json_value, png_markdown, table_metadata
+from orchestration.metadata import asset_args, attempt, curves_png, distinct_rows, png_markdown, write_intermediate
 from orchestration.resources import AnalogyStorage, MethodsResource, ModelsResource
 
 GROUP = "difference_inversion"
@@ -38,40 +37,8 @@ def _inputs(context, storage: AnalogyStorage, models: ModelsResource, methods: M
     store = storage.store()
     loaded = models.models()
     variants = {r.label: r.config for r in methods.runs(loaded.profile) if r.method.fn is di.difference_inversion}
-    usable = [t for t in store.read_table("triplets", context.partition_key) if not t["error"]] if variants else []
+    usable = [t for t in store.read_table("triplets", context.partition_key) if not t["error"]]
     return store, loaded, DiskCache(store), usable, variants
-
-
-def _distinct(rows: list[dict], *roles: str) -> list[tuple[str, ...]]:
-    return sorted({tuple(r[f"{role}_hash"] for role in roles) for r in rows})
-
-
-def _attempt(row: dict, fn) -> dict:
-    """Fill `row` from fn(); an exception becomes the row's error (one bad input fails alone)."""
-    try:
-        row.update(fn())
-    except Exception as exc:
-        row["error"] = f"{type(exc).__name__}: {exc}"
-    return row
-
-
-def _write(store, context, cache: DiskCache, table: str, rows: list[dict], usable: list[dict],
-           key: tuple[str, ...], **metadata) -> dg.MaterializeResult:
-    """Write `rows` beside the rows of earlier runs that this run did not recompute (same `key`
-    columns) and whose images are still in the partition: a run without a DI method, or with
-    another DI variant, keeps what earlier runs made."""
-    hashes = {t[f"{role}_hash"] for t in usable for role in ("a", "a_prime", "b")}
-    redone = {tuple(r[k] for k in key) for r in rows}
-    kept = [r for r in store.previous_rows(table, context.partition_key)
-            if tuple(r[k] for k in key) not in redone and all(r[k] in hashes for k in key if k.endswith("_hash"))]
-    path = store.write_table(table, context.partition_key, kept + rows)
-    for r in rows:
-        if r.get("error"):
-            context.log.warning(f"{table}: {r['error']}")
-    context.log.info(f"{table}: cache {json.dumps(cache.stats)}")
-    return dg.MaterializeResult(metadata={**table_metadata(path, kept + rows, table), "computed": len(rows),
-                                          "kept from earlier runs": len(kept), "cache": json_value(cache.stats),
-                                          **metadata})
 
 
 @dg.asset(group_name=GROUP, deps=["triplets"], kinds={"parquet"}, **_args("captions"))
@@ -79,12 +46,12 @@ def captions(context: dg.AssetExecutionContext, storage: AnalogyStorage, models:
              methods: MethodsResource) -> dg.MaterializeResult:
     """A caption for every distinct A, A′ and B (BLIP-2, or retrieval in the toy world), when a
     Difference Inversion method is among the run's methods (else an empty table)."""
-    store, loaded, cache, usable, _ = _inputs(context, storage, models, methods)
-    hashes = sorted({h for t in usable for h in (t["a_hash"], t["a_prime_hash"], t["b_hash"])})
-    rows = [_attempt({"image_hash": h, "captioner": None, "caption": None, "error": None},
+    store, loaded, cache, usable, variants = _inputs(context, storage, models, methods)
+    hashes = sorted({h for t in usable for h in (t["a_hash"], t["a_prime_hash"], t["b_hash"])}) if variants else []
+    rows = [attempt({"image_hash": h, "captioner": None, "caption": None, "error": None},
                      lambda h=h: {"caption": caption(loaded, store.get_png(h), cache),
                                   "captioner": loaded.captioner.model_id}) for h in hashes]
-    return _write(store, context, cache, "captions", rows, usable, ("image_hash",))
+    return write_intermediate(store, context, cache, "captions", rows, usable, ("image_hash",))
 
 
 @dg.asset(group_name=GROUP, deps=[captions], kinds={"parquet"}, **_args("pez_prompts"))
@@ -107,7 +74,7 @@ def pez_prompts(context: dg.AssetExecutionContext, storage: AnalogyStorage, mode
                             "clip": loaded.joint_clip.model_id})
             rows.append(row)
         context.log.info(f"[{variant}] prompts of {len(hashes)} image(s) ({config.prompt_source})")
-    return _write(store, context, cache, "pez_prompts", rows, usable, ("image_hash", "variant"))
+    return write_intermediate(store, context, cache, "pez_prompts", rows, usable, ("image_hash", "variant"))
 
 
 @dg.asset(group_name=GROUP, deps=[captions], kinds={"parquet"}, **_args("clip_deltas"))
@@ -117,16 +84,16 @@ def clip_deltas(context: dg.AssetExecutionContext, storage: AnalogyStorage, mode
     store, loaded, cache, usable, variants = _inputs(context, storage, models, methods)
     rows = []
     for config in {c.alpha: c for c in variants.values()}.values():
-        for a_hash, ap_hash in _distinct(usable, "a", "a_prime"):
+        for a_hash, ap_hash in distinct_rows(usable, "a", "a_prime"):
             def compute(a_hash=a_hash, ap_hash=ap_hash, config=config):
                 a, a_prime = store.get_png(a_hash), store.get_png(ap_hash)
                 d = di.deltas(loaded, a, a_prime, config, cache)
                 return {"deltas_key": key_digest("clip_deltas", di.deltas_key(loaded, a, a_prime, config)),
                         "cos_image_text": float(d.image @ d.text)}
 
-            rows.append(_attempt({"a_hash": a_hash, "a_prime_hash": ap_hash, "alpha": config.alpha,
+            rows.append(attempt({"a_hash": a_hash, "a_prime_hash": ap_hash, "alpha": config.alpha,
                                   "deltas_key": None, "cos_image_text": None, "error": None}, compute))
-    return _write(store, context, cache, "clip_deltas", rows, usable, ("a_hash", "a_prime_hash", "alpha"))
+    return write_intermediate(store, context, cache, "clip_deltas", rows, usable, ("a_hash", "a_prime_hash", "alpha"))
 
 
 @dg.asset(group_name=GROUP, deps=[pez_prompts, clip_deltas], kinds={"parquet", "safetensors"}, **_args("diff_tokens"))
@@ -135,7 +102,7 @@ def diff_tokens(context: dg.AssetExecutionContext, storage: AnalogyStorage, mode
     """D̃ for every distinct (A, A′) × DI method (in the cache, safetensors) with its loss curve,
     the partition's pairs trained `methods.batch_size` at a time."""
     store, loaded, cache, usable, variants = _inputs(context, storage, models, methods)
-    pairs = _distinct(usable, "a", "a_prime")
+    pairs = distinct_rows(usable, "a", "a_prime")
     rows, curves, seed = [], [], methods.seed
     for variant, di_config in variants.items():
         images = [(store.get_png(a_hash), store.get_png(ap_hash)) for a_hash, ap_hash in pairs]
@@ -161,32 +128,10 @@ def diff_tokens(context: dg.AssetExecutionContext, storage: AnalogyStorage, mode
                          f"{seconds:.1f} s per pair")
     metadata = {"batch_size": methods.batch_size}
     if curves:
-        metadata["loss_curve"] = png_markdown(_curve_png(curves), "loss curve")
-    return _write(store, context, cache, "diff_tokens", rows, usable, ("a_hash", "a_prime_hash", "variant"),
-                  **metadata)
-
-
-def _curve_png(curves: list[dict]) -> bytes:
-    """Mean DIFF-token loss curves (Ltc, Lclip, total) as PNG bytes."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import numpy as np
-
-    fig, axes = plt.subplots(1, 3, figsize=(10, 2.6))
-    for ax, key in zip(axes, ("tc", "clip", "total")):
-        series = [c[key] for c in curves if c.get(key)]
-        if series:
-            length = min(len(s) for s in series)
-            ax.plot(np.mean([s[:length] for s in series], axis=0))
-        ax.set_title({"tc": "Ltc", "clip": "Lclip", "total": "L"}[key])
-        ax.set_xlabel("step")
-    fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=80)
-    plt.close(fig)
-    return buffer.getvalue()
+        panels = {"tc": "Ltc", "clip": "Lclip", "total": "L"}
+        metadata["loss_curve"] = png_markdown(curves_png(curves, panels), "loss curve")
+    return write_intermediate(store, context, cache, "diff_tokens", rows, usable,
+                              ("a_hash", "a_prime_hash", "variant"), **metadata)
 
 
 DI_ASSETS = [captions, pez_prompts, clip_deltas, diff_tokens]

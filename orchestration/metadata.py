@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import io
 import json
 import warnings
 from typing import Any
@@ -97,3 +98,63 @@ def records_table(columns: list[str], rows: list[tuple], types: dict[str, str] |
 
 def json_value(value: Any) -> dg.MetadataValue:
     return dg.MetadataValue.json(json.loads(json.dumps(value, default=str)))
+
+
+# ----------------------------------------------------------------------------- method intermediates' tables
+
+
+def distinct_rows(rows: list[dict], *roles: str) -> list[tuple[str, ...]]:
+    """The distinct image-hash tuples of `rows` for `roles` (("a", "a_prime"): the (A, A′) pairs), sorted."""
+    return sorted({tuple(r[f"{role}_hash"] for role in roles) for r in rows})
+
+
+def attempt(row: dict, fn) -> dict:
+    """Fill `row` from fn(); an exception becomes the row's error (one bad input fails alone)."""
+    try:
+        row.update(fn())
+    except Exception as exc:
+        row["error"] = f"{type(exc).__name__}: {exc}"
+    return row
+
+
+def write_intermediate(store, context, cache, table: str, rows: list[dict], usable: list[dict],
+                       key: tuple[str, ...], **metadata) -> dg.MaterializeResult:
+    """A method intermediate's table (DI's, VISII's): `rows` written beside the rows of earlier runs
+    that this run did not recompute (same `key` columns) and whose images are still in the partition,
+    so a run without the method, or with another variant of it, keeps what earlier runs made."""
+    hashes = {t[f"{role}_hash"] for t in usable for role in ("a", "a_prime", "b")}
+    redone = {tuple(r[k] for k in key) for r in rows}
+    kept = [r for r in store.previous_rows(table, context.partition_key)
+            if tuple(r[k] for k in key) not in redone and all(r[k] in hashes for k in key if k.endswith("_hash"))]
+    path = store.write_table(table, context.partition_key, kept + rows)
+    for r in rows:
+        if r.get("error"):
+            context.log.warning(f"{table}: {r['error']}")
+    context.log.info(f"{table}: cache {json.dumps(cache.stats)}")
+    return dg.MaterializeResult(metadata={**table_metadata(path, kept + rows, table), "computed": len(rows),
+                                          "kept from earlier runs": len(kept), "cache": json_value(cache.stats),
+                                          **metadata})
+
+
+def curves_png(curves: list[dict[str, list[float]]], titles: dict[str, str]) -> bytes:
+    """The mean of many training curves, one panel per `titles` key ({key: title}), as PNG bytes
+    (curves of unequal length are cut to the shortest)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    fig, axes = plt.subplots(1, len(titles), figsize=(3.4 * len(titles), 2.6), squeeze=False)
+    for ax, (key, title) in zip(axes[0], titles.items()):
+        series = [c[key] for c in curves if c.get(key)]
+        if series:
+            length = min(len(s) for s in series)
+            ax.plot(np.mean([s[:length] for s in series], axis=0))
+        ax.set_title(title)
+        ax.set_xlabel("step")
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=80)
+    plt.close(fig)
+    return buffer.getvalue()

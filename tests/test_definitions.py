@@ -42,13 +42,14 @@ def test_partitions_schedule_and_job():
 def test_the_scheduled_job_selects_every_asset():
     job = defs.resolve_job_def("analogy_job")
     every = set(defs.resolve_asset_graph().get_all_asset_keys())
-    assert {"captions", "pez_prompts", "clip_deltas", "diff_tokens"} <= {k.to_user_string() for k in every}
+    assert {"captions", "pez_prompts", "clip_deltas", "diff_tokens", "visii_instructions"} <= {
+        k.to_user_string() for k in every}
     assert set(job.asset_layer.selected_asset_keys) == every
 
 
 def test_every_method_setting_is_one_resource_read_by_every_method_asset():
     """No asset has a config of its own for methods: captions … generations read the `methods` resource."""
-    for name in ("captions", "pez_prompts", "clip_deltas", "diff_tokens", "generations"):
+    for name in ("captions", "pez_prompts", "clip_deltas", "diff_tokens", "visii_instructions", "generations"):
         assets_def = defs.resolve_assets_def(name)
         assert "methods" in assets_def.required_resource_keys, name
         assert not getattr(assets_def.op.config_schema.as_field().config_type, "fields", None), name

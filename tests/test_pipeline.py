@@ -238,6 +238,37 @@ def test_dia_and_di_run_through_the_disk_cache_and_generations_reuses_it(tmp_pat
     (materialization,) = rejudged.asset_materializations_for_node("judgements")
     assert (materialization.metadata["pairs asked"].value, materialization.metadata["pairs reused"].value) == (0, 4)
     assert rows(tmp_path, "judgements", "toyshard.001") == judged
+    # a run without DI keeps the D̃ rows (and captions) of the runs before it
+    captions = rows(tmp_path, "captions", "toyshard.001")
+    assert materialize_partition("toyshard.001", str(tmp_path), methods=["no_edit"]).success
+    assert rows(tmp_path, "diff_tokens", "toyshard.001") == tokens and captions
+    assert rows(tmp_path, "captions", "toyshard.001") == captions
+
+
+FAST_VISII = "visii[steps=5;pez_steps=5;num_steps=4]"
+
+
+def test_visii_trains_each_pair_once_in_its_own_asset_and_generations_applies_it(tmp_path):
+    """VISII in the pipeline: visii_instructions trains every distinct (A, A′) into the disk cache with
+    its curves (one row per pair), its finiteness check passes, and generations only applies them."""
+    result = materialize_partition("toyshard.001", str(tmp_path), methods=["no_edit", FAST_VISII])
+    assert result.success
+    learned = rows(tmp_path, "visii_instructions", "toyshard.001")
+    assert len(learned) == 2 and not [r["error"] for r in learned if r["error"]]
+    for r in learned:
+        assert (tmp_path / "blobs/cache/visii_instruction" / f"{r['instruction_key']}.safetensors").exists()
+        curve = json.loads(r["curve"])
+        assert len(curve["mse"]) == len(curve["clip"]) == 5 and r["best_mse"] == min(curve["mse"])
+        assert r["init_text"] and r["variant"] == FAST_VISII
+    assert _cache_stats(result, "visii_instructions")["visii_instruction"] == {"computed": 2, "reused": 0}
+    assert _cache_stats(result, "generations")["visii_instruction"] == {"computed": 0, "reused": 2}
+    generations = rows(tmp_path, "generations", "toyshard.001")
+    assert len(generations) == 4 and not [g["error"] for g in generations if g["error"]]
+    checks = {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
+    assert checks["instruction_key_finite"] is True
+    # a run without VISII keeps the learned instructions of the one before
+    materialize_partition("toyshard.001", str(tmp_path), methods=["no_edit"])
+    assert rows(tmp_path, "visii_instructions", "toyshard.001") == learned
 
 
 def _generation_counts(result) -> dict:
