@@ -44,9 +44,10 @@ def test_composition_check_reads_the_appended_word(toy_profile):
 def test_the_instruction_editor_edits_and_keeps(toy_profile):
     """`analogy toy check`'s editor section, short (16 edits, 20 steps): the toy InstructPix2Pix editor
     changes the instructed attribute and keeps the rest far above chance (an editor that ignores its
-    input image keeps all three other attributes ~5 % of the time; 0.08 measured on such a run)."""
+    input image keeps all three other attributes ~5 % of the time; 0.08 measured on such a run). The
+    committed editor measured 1.00 / 0.81 / 0.81 here; the bounds leave two edits of margin each."""
     from evaluation.toy_check import editor_scores
 
     scores = editor_scores(toy_profile, n=16, num_inference_steps=20)
     assert set(scores) == {"size", "colour", "shape", "background", "all", "held_out_joint"}
-    assert scores["all"]["target"] >= 0.6 and scores["all"]["keep"] >= 0.3 and scores["all"]["joint"] >= 0.2, scores
+    assert scores["all"]["target"] >= 0.85 and scores["all"]["keep"] >= 0.65 and scores["all"]["joint"] >= 0.65, scores

@@ -409,16 +409,20 @@ def edit_pool(per_edit: int, seed: int) -> tuple[torch.Tensor, torch.Tensor, lis
 
 def train_instruct(steps: int, seed: int, out: Path, save_every: int, batch: int = 128, lr: float = 3e-4,
                    dropout: float = 0.05, per_edit: int = 8, conv_in_lr_scale: float = 10.0,
-                   high_noise_weight: float = 20.0) -> None:
-    """The toy InstructPix2Pix editor, by the InstructPix2Pix recipe at toy size: the text-to-image UNet
-    widened to 8 input channels (noisy latent ⊕ the *unscaled* posterior mode of the input image, as
-    diffusers' pipeline feeds it), the extra channels zero-initialised, trained to predict the noise of
-    the edited image's latent under the instruction through the frozen toy text encoder. Conditioning
+                   high_noise_weight: float = 20.0, init: Path | None = None,
+                   previous: tuple[int, ...] = ()) -> None:
+    """One cosine cycle of the toy InstructPix2Pix editor, by the InstructPix2Pix recipe at toy size:
+    the text-to-image UNet widened to 8 input channels (noisy latent ⊕ the *unscaled* posterior mode of
+    the input image, as diffusers' pipeline feeds it), the extra channels zero-initialised, trained to
+    predict the noise of the edited image's latent under the instruction through the frozen toy text
+    encoder. Conditioning
     dropout as the reference training script: with probability `dropout` each, text only, image only,
     or both are dropped (text → the empty prompt's states, image → zeros), so three-way guidance
     works. The edited attribute is drawn uniformly per row (the benchmark's round-robin), then an edit
     of it. Saved as a `StableDiffusionInstructPix2PixPipeline` with an Euler-ancestral scheduler, as
-    `timbrooks/instruct-pix2pix` ships."""
+    `timbrooks/instruct-pix2pix` ships. `init`: continue from a saved editor (the next cycle of a
+    warm-restart schedule, `previous` the lengths of the cycles before it) instead of the widened
+    text-to-image UNet."""
     torch.manual_seed(seed)
     g = torch.Generator().manual_seed(seed)
     sd = WEIGHTS / "sd"
@@ -439,7 +443,8 @@ def train_instruct(steps: int, seed: int, out: Path, save_every: int, batch: int
     target_mean, target_std = posterior(vae, after)
     # rows drawn so that each attribute is a quarter of the edits
     weights = torch.tensor([1.0 / changed.count(c) for c in changed])
-    unet = widen_conv_in(UNet2DConditionModel.from_pretrained(sd / "unet", dtype=torch.float32), 8)
+    unet = (UNet2DConditionModel.from_pretrained(init / "unet", dtype=torch.float32) if init else
+            widen_conv_in(UNet2DConditionModel.from_pretrained(sd / "unet", dtype=torch.float32), 8))
     ema = copy.deepcopy(unet).requires_grad_(False)
     noise_sched = noise_scheduler()
     # ε-MSE weighted by clamp(1/SNR(t), 1, `high_noise_weight`): the noisier half of the schedule, where the
@@ -481,7 +486,8 @@ def train_instruct(steps: int, seed: int, out: Path, save_every: int, batch: int
                 scheduler=scheduler, safety_checker=None, feature_extractor=None, requires_safety_checker=False,
             ).save_pretrained(out, safe_serialization=True)
             (out / "train_stats.json").write_text(json.dumps({
-                "steps_done": step + 1, "steps": steps, "batch": batch, "pairs": len(texts),
+                "cycles": [*previous, steps], "steps_done": sum(previous) + step + 1,
+                "steps": sum(previous) + steps, "batch": batch, "pairs": len(texts),
                 "minutes": round((time.time() - start) / 60, 2), "loss": round(loss.item(), 4)}))
             log(f"instruct checkpoint at step {step + 1} → {out}")
 
@@ -497,7 +503,12 @@ def main() -> None:
     parser.add_argument("--vae-steps", type=int, default=1200)
     parser.add_argument("--unet-steps", type=int, default=3500)
     parser.add_argument("--textured-unet-steps", type=int, default=1500)
-    parser.add_argument("--instruct-steps", type=int, default=1000)
+    parser.add_argument("--instruct-steps", type=int, nargs="+", default=[1000, 3000, 2000],
+                        help="the instruct stage's cosine cycles (warm restarts): each continues from the "
+                             "editor the one before saved, with the next seed")
+    parser.add_argument("--instruct-resume", action="store_true",
+                        help="skip the cycles the editor in --instruct-out has done (its train_stats.json) "
+                             "and continue from it")
     parser.add_argument("--instruct-out", type=Path, default=WEIGHTS / "instruct",
                         help="where the instruct stage saves the toy editor (default: the committed one)")
     parser.add_argument("--corrected-captions", type=int, default=12,
@@ -549,7 +560,18 @@ def main() -> None:
         train_unet(clip_model, textured_vae, args.textured_unet_steps, 3, WEIGHTS / "textured",
                    args.textured_unet_steps, draw=render_textured)
     if "instruct" in only:
-        train_instruct(args.instruct_steps, 7, args.instruct_out, args.save_every)
+        cycles, first, init = args.instruct_steps, 0, None
+        if args.instruct_resume:
+            stats = json.loads((args.instruct_out / "train_stats.json").read_text())
+            done = stats.get("cycles", [stats["steps"]])
+            if stats["steps_done"] != sum(done) or done != cycles[:len(done)]:
+                parser.error(f"--instruct-resume: {args.instruct_out} has done cycles {done} "
+                             f"({stats['steps_done']} steps), not a whole prefix of {cycles}")
+            first, init = len(done), args.instruct_out
+        for i in range(first, len(cycles)):
+            train_instruct(cycles[i], 7 + i, args.instruct_out, args.save_every, init=init,
+                           previous=tuple(cycles[:i]))
+            init = args.instruct_out
     if "tiny_vae" in only:
         def checkpoint(tiny, step, minutes):
             copy.deepcopy(tiny).to(torch.float16).save_pretrained(args.tiny_vae_out, safe_serialization=True)
