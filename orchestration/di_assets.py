@@ -13,7 +13,6 @@ so a second B costs nothing. Table schemas: evaluation/schemas.py.
 
 
 import json
-import time
 from dataclasses import asdict
 
 import dagster as dg
@@ -21,8 +20,16 @@ import dagster as dg
 from ops import difference_inversion as di
 from ops.cache import key_digest
 from ops.captions import caption
-from orchestration.cache import DiskCache
-from orchestration.metadata import asset_args, attempt, curves_png, distinct_rows, png_markdown, write_intermediate
+from orchestration.metadata import (
+    asset_args,
+    attempt,
+    curves_png,
+    distinct_rows,
+    method_inputs,
+    png_markdown,
+    prepared_pairs,
+    write_intermediate,
+)
 from orchestration.resources import AnalogyStorage, MethodsResource, ModelsResource
 
 GROUP = "difference_inversion"
@@ -34,18 +41,14 @@ def _args(table: str) -> dict:
 
 def _inputs(context, storage: AnalogyStorage, models: ModelsResource, methods: MethodsResource):
     """The store, the models, the cache, the usable triplets and the run's DI methods (label → config)."""
-    store = storage.store()
-    loaded = models.models()
-    variants = {r.label: r.config for r in methods.runs(loaded.profile) if r.method.fn is di.difference_inversion}
-    usable = [t for t in store.read_table("triplets", context.partition_key) if not t["error"]]
-    return store, loaded, DiskCache(store), usable, variants
+    return method_inputs(context, storage, models, methods, di.difference_inversion)
 
 
 @dg.asset(group_name=GROUP, deps=["triplets"], kinds={"parquet"}, **_args("captions"))
 def captions(context: dg.AssetExecutionContext, storage: AnalogyStorage, models: ModelsResource,
              methods: MethodsResource) -> dg.MaterializeResult:
     """A caption for every distinct A, A′ and B (BLIP-2, or retrieval in the toy world), when a
-    Difference Inversion method is among the run's methods (else an empty table)."""
+    Difference Inversion method is among the run's methods (else the earlier runs' rows are kept)."""
     store, loaded, cache, usable, variants = _inputs(context, storage, models, methods)
     hashes = sorted({h for t in usable for h in (t["a_hash"], t["a_prime_hash"], t["b_hash"])}) if variants else []
     rows = [attempt({"image_hash": h, "captioner": None, "caption": None, "error": None},
@@ -102,30 +105,24 @@ def diff_tokens(context: dg.AssetExecutionContext, storage: AnalogyStorage, mode
     """D̃ for every distinct (A, A′) × DI method (in the cache, safetensors) with its loss curve,
     the partition's pairs trained `methods.batch_size` at a time."""
     store, loaded, cache, usable, variants = _inputs(context, storage, models, methods)
-    pairs = distinct_rows(usable, "a", "a_prime")
     rows, curves, seed = [], [], methods.seed
-    for variant, di_config in variants.items():
-        images = [(store.get_png(a_hash), store.get_png(ap_hash)) for a_hash, ap_hash in pairs]
-        start = time.perf_counter()  # steps 1–4 for every pair, D̃ trained `batch_size` at a time
-        results = di.prepare_diff_tokens(loaded, images, di_config, seed=seed, cache=cache,
-                                         batch_size=methods.batch_size)
-        seconds = (time.perf_counter() - start) / max(1, len(pairs))
-        for (a_hash, ap_hash), (a, a_prime), result in zip(pairs, images, results):
-            row = {"a_hash": a_hash, "a_prime_hash": ap_hash, "variant": variant,
-                   "config": json.dumps(asdict(di_config)), "tokens_key": None, "final_tc": None,
-                   "final_clip": None, "curve": None, "seconds": None, "error": None}
-            if isinstance(result, Exception):  # a pair whose inputs or training fail is an error row
-                row["error"] = f"{type(result).__name__}: {result}"
-            else:
-                curves.append(result.curve)
-                key = di.diff_tokens_key(loaded, a, a_prime, di_config, seed)
-                row.update({"tokens_key": key_digest("diff_tokens", key),
-                            "final_tc": result.curve["tc"][-1] if result.curve["tc"] else None,
-                            "final_clip": result.curve["clip"][-1] if result.curve["clip"] else None,
-                            "curve": json.dumps(result.curve), "seconds": seconds})
-            rows.append(row)
-        context.log.info(f"[{variant}] D̃ for {len(pairs)} pair(s), batches of {methods.batch_size}, "
-                         f"{seconds:.1f} s per pair")
+    # steps 1–4 for every pair, D̃ trained `batch_size` at a time
+    for variant, di_config, (a_hash, ap_hash), (a, a_prime), result, seconds in prepared_pairs(
+            context, store, loaded, usable, variants, di.prepare_diff_tokens, seed=seed, cache=cache,
+            batch_size=methods.batch_size, what="D̃"):
+        row = {"a_hash": a_hash, "a_prime_hash": ap_hash, "variant": variant,
+               "config": json.dumps(asdict(di_config)), "tokens_key": None, "final_tc": None,
+               "final_clip": None, "curve": None, "seconds": None, "error": None}
+        if isinstance(result, Exception):  # a pair whose inputs or training fail is an error row
+            row["error"] = f"{type(result).__name__}: {result}"
+        else:
+            curves.append(result.curve)
+            key = di.diff_tokens_key(loaded, a, a_prime, di_config, seed)
+            row.update({"tokens_key": key_digest("diff_tokens", key),
+                        "final_tc": result.curve["tc"][-1] if result.curve["tc"] else None,
+                        "final_clip": result.curve["clip"][-1] if result.curve["clip"] else None,
+                        "curve": json.dumps(result.curve), "seconds": seconds})
+        rows.append(row)
     metadata = {"batch_size": methods.batch_size}
     if curves:
         panels = {"tc": "Ltc", "clip": "Lclip", "total": "L"}

@@ -13,6 +13,7 @@ import base64
 import dataclasses
 import io
 import json
+import time
 import warnings
 from typing import Any
 
@@ -101,6 +102,35 @@ def json_value(value: Any) -> dg.MetadataValue:
 
 
 # ----------------------------------------------------------------------------- method intermediates' tables
+
+
+def method_inputs(context, storage, models, methods, fn):
+    """What a method intermediate's asset starts from: (the store, the loaded models, the disk cache, the
+    partition's usable triplets, the run's variants of the method whose function is `fn`: label → config)."""
+    from orchestration.cache import DiskCache
+
+    store = storage.store()
+    loaded = models.models()
+    variants = {r.label: r.config for r in methods.runs(loaded.profile) if r.method.fn is fn}
+    usable = [t for t in store.read_table("triplets", context.partition_key) if not t["error"]]
+    return store, loaded, DiskCache(store), usable, variants
+
+
+def prepared_pairs(context, store, loaded, usable: list[dict], variants: dict, prepare, *, seed: int, cache,
+                   batch_size: int, what: str):
+    """A method's `prepare` hook (ops.registry) on every distinct (A, A′) of `usable`, per variant,
+    `batch_size` pairs at a time, the pairs' images read once. Yields (variant, config, (a_hash,
+    a_prime_hash), (A, A′), the result or the pair's Exception, seconds per pair)."""
+    pairs = distinct_rows(usable, "a", "a_prime")
+    images = [(store.get_png(a_hash), store.get_png(ap_hash)) for a_hash, ap_hash in pairs] if variants else []
+    for variant, config in variants.items():
+        start = time.perf_counter()
+        results = prepare(loaded, images, config, seed=seed, cache=cache, batch_size=batch_size)
+        seconds = (time.perf_counter() - start) / max(1, len(pairs))
+        context.log.info(f"[{variant}] {what} for {len(pairs)} pair(s), batches of {batch_size}, "
+                         f"{seconds:.1f} s per pair")
+        for pair, pair_images, result in zip(pairs, images, results):
+            yield variant, config, pair, pair_images, result, seconds
 
 
 def distinct_rows(rows: list[dict], *roles: str) -> list[tuple[str, ...]]:

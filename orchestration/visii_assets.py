@@ -11,15 +11,20 @@ training record (the MSE and CLIP curves, the step kept). Table schema: evaluati
 """
 
 import json
-import time
 from dataclasses import asdict
 
 import dagster as dg
 
 from ops import visii
 from ops.cache import key_digest
-from orchestration.cache import DiskCache
-from orchestration.metadata import asset_args, curves_png, distinct_rows, png_markdown, write_intermediate
+from orchestration.metadata import (
+    asset_args,
+    curves_png,
+    method_inputs,
+    png_markdown,
+    prepared_pairs,
+    write_intermediate,
+)
 from orchestration.resources import AnalogyStorage, MethodsResource, ModelsResource
 
 GROUP = "visii"
@@ -30,40 +35,29 @@ GROUP = "visii"
 def visii_instructions(context: dg.AssetExecutionContext, storage: AnalogyStorage, models: ModelsResource,
                        methods: MethodsResource) -> dg.MaterializeResult:
     """The learned instruction of every distinct (A, A′) × VISII method (in the cache, safetensors)
-    with its training curves, `methods.batch_size` pairs at a time; an empty table when the run has
-    no VISII method."""
-    store = storage.store()
-    loaded = models.models()
-    variants = {r.label: r.config for r in methods.runs(loaded.profile) if r.method.fn is visii.visii}
-    usable = [t for t in store.read_table("triplets", context.partition_key) if not t["error"]]
-    cache = DiskCache(store)
-    pairs = distinct_rows(usable, "a", "a_prime")
+    with its training curves, `methods.batch_size` pairs at a time; a run without a VISII method keeps
+    the earlier runs' rows."""
+    store, loaded, cache, usable, variants = method_inputs(context, storage, models, methods, visii.visii)
     rows, curves, seed = [], [], methods.seed
-    for variant, config in variants.items():
-        images = [(store.get_png(a_hash), store.get_png(ap_hash)) for a_hash, ap_hash in pairs]
-        start = time.perf_counter()
-        results = visii.prepare_instructions(loaded, images, config, seed=seed, cache=cache,
-                                             batch_size=methods.batch_size)
-        seconds = (time.perf_counter() - start) / max(1, len(pairs))
-        for (a_hash, ap_hash), (a, a_prime), result in zip(pairs, images, results):
-            row = {"a_hash": a_hash, "a_prime_hash": ap_hash, "variant": variant,
-                   "config": json.dumps(asdict(config)), "instruction_key": None, "init_text": None,
-                   "best_step": None, "best_mse": None, "final_clip": None, "curve": None, "seconds": None,
-                   "error": None}
-            if isinstance(result, Exception):  # a pair whose inputs or training fail is an error row
-                row["error"] = f"{type(result).__name__}: {result}"
-            else:
-                curve = {"mse": result.mse, "clip": result.clip}
-                curves.append(curve)
-                key = visii.instruction_key(loaded, a, a_prime, config, seed)
-                row.update({"instruction_key": key_digest("visii_instruction", key), "init_text": result.init_text,
-                            "best_step": result.best_step,
-                            "best_mse": result.mse[result.best_step] if result.mse else None,
-                            "final_clip": result.clip[-1] if result.clip else None,
-                            "curve": json.dumps(curve), "seconds": seconds})
-            rows.append(row)
-        context.log.info(f"[{variant}] instructions for {len(pairs)} pair(s), batches of {methods.batch_size}, "
-                         f"{seconds:.1f} s per pair")
+    for variant, config, (a_hash, ap_hash), (a, a_prime), result, seconds in prepared_pairs(
+            context, store, loaded, usable, variants, visii.prepare_instructions, seed=seed, cache=cache,
+            batch_size=methods.batch_size, what="instructions"):
+        row = {"a_hash": a_hash, "a_prime_hash": ap_hash, "variant": variant,
+               "config": json.dumps(asdict(config)), "instruction_key": None, "init_text": None,
+               "best_step": None, "best_mse": None, "final_clip": None, "curve": None, "seconds": None,
+               "error": None}
+        if isinstance(result, Exception):  # a pair whose inputs or training fail is an error row
+            row["error"] = f"{type(result).__name__}: {result}"
+        else:
+            curve = {"mse": result.mse, "clip": result.clip}
+            curves.append(curve)
+            key = visii.instruction_key(loaded, a, a_prime, config, seed)
+            row.update({"instruction_key": key_digest("visii_instruction", key), "init_text": result.init_text,
+                        "best_step": result.best_step,
+                        "best_mse": result.mse[result.best_step] if result.mse else None,
+                        "final_clip": result.clip[-1] if result.clip else None,
+                        "curve": json.dumps(curve), "seconds": seconds})
+        rows.append(row)
     metadata = {"batch_size": methods.batch_size}
     if curves:
         metadata["loss_curve"] = png_markdown(curves_png(curves, {"mse": "MSE(ε̂, ε)", "clip": "clamped cos"}),

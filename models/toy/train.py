@@ -415,9 +415,8 @@ def train_instruct(steps: int, seed: int, out: Path, save_every: int, batch: int
     the text-to-image UNet widened to 8 input channels (noisy latent ⊕ the *unscaled* posterior mode of
     the input image, as diffusers' pipeline feeds it), the extra channels zero-initialised, trained to
     predict the noise of the edited image's latent under the instruction through the frozen toy text
-    encoder. Conditioning
-    dropout as the reference training script: with probability `dropout` each, text only, image only,
-    or both are dropped (text → the empty prompt's states, image → zeros), so three-way guidance
+    encoder. Conditioning dropout as the reference training script: with probability `dropout` each,
+    text only, image only, or both are dropped (text → the empty prompt's states, image → zeros), so three-way guidance
     works. The edited attribute is drawn uniformly per row (the benchmark's round-robin), then an edit
     of it. Saved as a `StableDiffusionInstructPix2PixPipeline` with an Euler-ancestral scheduler, as
     `timbrooks/instruct-pix2pix` ships. `init`: continue from a saved editor (the next cycle of a
