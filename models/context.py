@@ -39,6 +39,13 @@ class ModelContext:
         return load_editor(self.profile, self.device)
 
     @property
+    def inpainter(self):
+        """The profile's inpainter (an inpainting pipeline, 9-channel UNet), frozen."""
+        from models.loaders import load_inpainter
+
+        return load_inpainter(self.profile, self.device)
+
+    @property
     def editor_clip(self):
         """The CLIP of the editor's text encoder (VISII's CLIP loss)."""
         from models.loaders import load_clip

@@ -225,7 +225,8 @@ def _load_diffusers(cls, source: str, device: str, what: str, toy: bool):
     eval mode, on `device`, progress bars off; a missing one raises `ModelMissingError` naming it."""
     import diffusers
 
-    is_sd = cls in (diffusers.StableDiffusionPipeline, diffusers.StableDiffusionInstructPix2PixPipeline)
+    is_sd = cls in (diffusers.StableDiffusionPipeline, diffusers.StableDiffusionInstructPix2PixPipeline,
+                    diffusers.StableDiffusionInpaintPipeline)
     kwargs = {"safety_checker": None, "requires_safety_checker": False} if is_sd else {}
     if toy and not (Path(source) / "model_index.json").exists():
         raise _missing(source, f"toy {what}")
@@ -277,6 +278,24 @@ def load_editor(profile: Profile, device: str | None = None):
         raise ValueError(f"{profile.editor} is not an InstructPix2Pix model: its UNet takes "
                          f"{pipe.unet.config.in_channels} channels, not latent ⊕ image latent "
                          f"({2 * pipe.vae.config.latent_channels})")
+    return pipe
+
+
+@cache
+def load_inpainter(profile: Profile, device: str | None = None):
+    """The profile's inpainter (Analogist's): a `StableDiffusionInpaintPipeline` whose UNet takes the
+    noisy latent ⊕ the mask ⊕ the masked image's latent (9 channels for 4 latent channels)."""
+    import diffusers
+
+    if profile.inpainter is None:
+        hint = " or train the toy one: python -m models.toy.train --only inpaint" if profile.is_toy else ""
+        raise ValueError(f"profile {profile.name!r} has no inpainter (Analogist); use a real SD profile{hint}")
+    pipe = _load_diffusers(diffusers.StableDiffusionInpaintPipeline, profile.inpainter, device or default_device(),
+                           "inpainter (SD inpainting)", profile.is_toy)
+    if pipe.unet.config.in_channels != 2 * pipe.vae.config.latent_channels + 1:
+        raise ValueError(f"{profile.inpainter} is not an inpainting model: its UNet takes "
+                         f"{pipe.unet.config.in_channels} channels, not latent ⊕ mask ⊕ masked latent "
+                         f"({2 * pipe.vae.config.latent_channels + 1})")
     return pipe
 
 

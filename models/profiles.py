@@ -44,6 +44,8 @@ class Profile:
     # the CLIP its text encoder belongs to (VISII's CLIP loss reads its image tower and text projection)
     editor: str | None = None
     editor_clip: ClipSource | None = None
+    # the inpainter of Analogist (an inpainting pipeline: 9-channel UNet, noisy latent ⊕ mask ⊕ masked latent)
+    inpainter: str | None = None
     # The method defaults that depend on the models, by config class (ops/): applied over the class's
     # own defaults (the paper's) and under a preset or a user's settings. Real profiles: none.
     method_defaults: dict[str, dict[str, Any]] = field(default_factory=dict, hash=False, compare=False)
@@ -59,6 +61,10 @@ BIGG = ClipSource("ViT-bigG-14", "laion2b_s39b_b160k", "laion/CLIP-ViT-bigG-14-l
 
 # InstructPix2Pix (Brooks et al.), fine-tuned from SD 1.5, whose text encoder is OpenAI's CLIP ViT-L/14
 INSTRUCT_PIX2PIX = "timbrooks/instruct-pix2pix"
+# Analogist's inpainter: the official code's `runwayml/stable-diffusion-inpainting`, which no longer
+# resolves; the same weights under the organisation that now hosts SD 1.5. Analogist runs on it whatever
+# model the profile's other methods use, as its authors ran it.
+SD_INPAINTING = "stable-diffusion-v1-5/stable-diffusion-inpainting"
 
 
 def _real(name: str, diffusion: str, joint_clip: ClipSource, resolution: int,
@@ -68,7 +74,7 @@ def _real(name: str, diffusion: str, joint_clip: ClipSource, resolution: int,
     return Profile(name=name, diffusion=diffusion, pipeline_class=pipeline_class, joint_clip=joint_clip,
                    captioner="Salesforce/blip2-opt-2.7b", eval_clip=eval_clip or joint_clip,
                    dinov2="facebook/dinov2-base", resolution=resolution,
-                   editor=editor, editor_clip=VIT_L if editor else None)
+                   editor=editor, editor_clip=VIT_L if editor else None, inpainter=SD_INPAINTING)
 
 
 TOY = Profile(

@@ -267,3 +267,26 @@ def write_tiny_editor(folder: Path, pipe, scheduler: str = "euler_ancestral") ->
         vae=pipe.vae, text_encoder=pipe.text_encoder, tokenizer=pipe.tokenizer, unet=unet, scheduler=sched,
         safety_checker=None, feature_extractor=None, requires_safety_checker=False).save_pretrained(folder)
     return folder
+
+
+def write_tiny_inpainter(folder: Path, pipe, grid: int = 64) -> Path:
+    """A tiny inpainting pipeline built from configs: a random 9-channel UNet (noisy latent ⊕ mask ⊕ masked
+    latent) at `grid` px with 7 transformer blocks (down 2, mid 1, up 4), on the toy pipeline's VAE, text
+    encoder and tokenizer, saved as `StableDiffusionInpaintPipeline` loads it (the real-format stand-in for
+    `stable-diffusion-v1-5/stable-diffusion-inpainting`)."""
+    import torch
+    from diffusers import DDIMScheduler, StableDiffusionInpaintPipeline, UNet2DConditionModel
+
+    from models.toy import architecture as arch
+
+    torch.manual_seed(0)
+    unet = UNet2DConditionModel(
+        sample_size=grid // 4, in_channels=9, out_channels=4, layers_per_block=1,
+        block_out_channels=(32, 64), down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D"), attention_head_dim=4,
+        cross_attention_dim=pipe.text_encoder.config.hidden_size, norm_num_groups=16)
+    StableDiffusionInpaintPipeline(
+        vae=pipe.vae, text_encoder=pipe.text_encoder, tokenizer=pipe.tokenizer, unet=unet,
+        scheduler=DDIMScheduler(**arch.scheduler_config()), safety_checker=None, feature_extractor=None,
+        requires_safety_checker=False).save_pretrained(folder)
+    return folder

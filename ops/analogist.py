@@ -1,0 +1,278 @@
+"""Analogist (Gu et al.): solve A : A′ :: B : ? as inpainting of the missing quadrant of a 2×2 grid,
+steering the inpainter's attention. As the official code (`analogist.py`, `visual_prompting.py`,
+`models/attn_utils.py`) runs it:
+
+    0. the grid: a white square of 2×2 cells (the inpainter's native size), each image resized to the
+       cell less 1.5·padding and pasted at the padding, A | A′ over B | (black); then B's whole cell is
+       pasted over the B′ cell (the initialisation), and the mask is the B′ cell (bottom right)
+    1. the text: a prompt for B′ from the profile's prompter, with the official suffix
+       ", best quality, extremely detailed"; against the official negative prompt
+    2. the inpainter (9 channels: noisy latent ⊕ mask ⊕ masked-image latent) from the pasted grid noised
+       to strength 0.98, DDIM 50 steps, CFG 15, with two attention edits in transformer blocks 3–10 of
+       the UNet's 16 (counted in forward order: down, mid, up), at every step and in both CFG branches:
+         - self-attention cloning (SAC), on the pre-softmax logits of the self-attention:
+               sim[A′ → B′] = s · sim[A → B],   sim[B′ → A′] = s · sim[B → A],   s = 1.3
+           (query rows → key columns, position by position within the quadrants)
+         - cross-attention masking (CAM), after the softmax of the cross-attention: the text attention
+           of every query in the A, A′ and B quadrants set to 0, so the text drives only B′
+    3. B′ = the B′ cell of the decoded grid, resized to B's size
+
+The quadrant token indices are computed for each attention resolution from the number of queries
+(the official code loads them from a pickle of the same quadrants). The edits are diffusers attention
+processors, installed for the call and removed after it, never left on the shared pipeline.
+
+Where ours differs from the official code, and why:
+- the sampling loop is diffusers' `StableDiffusionInpaintPipeline` (the official code subclasses an
+  older one). For a 9-channel UNet the two run the same steps: the start latent is the pasted grid's
+  VAE sample noised to the first timestep with one fresh noise (the official code passes that noise as
+  `latents`, which current diffusers would take as the start itself, so ours lets the pipeline draw it
+  from the seeded generator), no blending of the unmasked region, the whole grid decoded.
+- the official code runs in fp16 on a GPU; ours in the profile's dtype (fp32 on CPU).
+- the official prompt comes from GPT-4V (the DI paper used MiniCPM-V); see `prompt_for`.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+
+import torch
+from diffusers import DDIMScheduler, StableDiffusionInpaintPipeline
+from PIL import Image
+
+from ops.cache import Cache
+from ops.captions import caption
+
+NEGATIVE_PROMPT = "Messy,Disordered,Chaotic,Cluttered,Haphazard,Unkempt,Scattered,Disheveled,Tangled,Random"
+PROMPT_SUFFIX = "best quality, extremely detailed"
+
+
+@dataclass(frozen=True)
+class AnalogistConfig:
+    """Defaults: the official `analogist.py` arguments (SD inpainting at 512 px, 16 transformer blocks).
+    The toy profile maps the block range onto its 7 blocks (models/profiles.py)."""
+
+    strength: float = 0.98
+    guidance_scale: float = 15.0
+    num_steps: int = 50
+    padding: int = 2
+    # self-attention cloning / cross-attention masking: transformer blocks [start, end) in forward order
+    sac: bool = True
+    sac_start_layer: int = 3
+    sac_end_layer: int = 11
+    scale_sac: float = 1.3
+    cam: bool = True
+    cam_start_layer: int = 3
+    cam_end_layer: int = 11
+    negative_prompt: str = NEGATIVE_PROMPT
+    prompt_suffix: str = PROMPT_SUFFIX
+
+    def __post_init__(self):
+        if not 0.0 < self.strength <= 1.0:
+            raise ValueError(f"strength must be in (0, 1], got {self.strength}")
+        if self.padding < 0 or self.padding % 2:
+            raise ValueError(f"padding must be an even number ≥ 0 (the official grid asserts it), got {self.padding}")
+        for name in ("sac", "cam"):
+            start, end = getattr(self, f"{name}_start_layer"), getattr(self, f"{name}_end_layer")
+            if not 0 <= start <= end:
+                raise ValueError(f"{name}_start_layer..{name}_end_layer must be 0 ≤ start ≤ end, got {start}..{end}")
+
+
+# ----------------------------------------------------------------------------- 0. the grid
+
+
+def make_grid(a: Image.Image, a_prime: Image.Image, b: Image.Image, cell: int, padding: int) -> Image.Image:
+    """A | A′ over B | black on white, `cell` px per cell, each image at cell − 1.5·padding px."""
+    inner = int(cell - padding * 1.5)
+    grid = Image.new("RGB", (2 * cell, 2 * cell), (255, 255, 255))
+    for image, (x, y) in ((a, (padding, padding)), (a_prime, (cell + padding - 1, padding)),
+                          (b, (padding, cell + padding - 1))):
+        grid.paste(image.convert("RGB").resize((inner, inner)), (x, y))
+    grid.paste(Image.new("RGB", (inner, inner), (0, 0, 0)), (cell + padding - 1, cell + padding - 1))
+    return grid
+
+
+def paste_b(grid: Image.Image) -> Image.Image:
+    """The initialisation: B's whole cell (bottom left) copied over the B′ cell (bottom right)."""
+    cell = grid.width // 2
+    pasted = grid.copy()
+    pasted.paste(grid.crop((0, cell, cell, 2 * cell)), (cell, cell))
+    return pasted
+
+
+def b_prime_mask(size: int) -> Image.Image:
+    """The fixed mask: white (inpaint) on the bottom-right cell."""
+    mask = Image.new("L", (size, size), 0)
+    mask.paste(255, (size // 2, size // 2, size, size))
+    return mask
+
+
+# ----------------------------------------------------------------------------- 1. the text
+
+
+def prompt_for(models, a: Image.Image, a_prime: Image.Image, b: Image.Image, cache: Cache) -> str:
+    """The prompt of B′. The toy stand-in for the paper's VLM: the words in which caption(A′) differs
+    from caption(A), put in their places in caption(B) (the toy captions name the attributes in one
+    order); where the captions do not line up word by word, A′'s new words are appended to B's."""
+    words = [re.findall(r"\S+", caption(models, image, cache)) for image in (a, a_prime, b)]
+    ca, cap, cb = words
+    if len(ca) == len(cap) == len(cb):
+        return " ".join(wp if wa != wp else wb for wa, wp, wb in zip(ca, cap, cb))
+    new = [w for w in cap if w not in ca]
+    return " ".join(cb + new)
+
+
+# ----------------------------------------------------------------------------- 2. the attention edits
+
+
+def quadrants(n_queries: int, device=None) -> dict[str, torch.Tensor]:
+    """Flat token indices (row-major) of the A, A′, B and B′ quadrants of an r×r attention map."""
+    r = math.isqrt(n_queries)
+    if r * r != n_queries or r % 2:
+        raise ValueError(f"an Analogist grid needs square attention maps of even side, got {n_queries} tokens")
+    h = r // 2
+    rows, cols = torch.arange(h, device=device)[:, None], torch.arange(h, device=device)[None, :]
+    at = lambda y, x: ((rows + y) * r + cols + x).flatten()  # noqa: E731
+    return {"A": at(0, 0), "A'": at(0, h), "B": at(h, 0), "B'": at(h, h)}
+
+
+def clone_self_attention(sim: torch.Tensor, q: dict[str, torch.Tensor], scale: float) -> torch.Tensor:
+    """SAC on pre-softmax logits (batch·heads, queries, keys), in place: A′→B′ from A→B, B′→A′ from B→A."""
+    sim[:, q["A'"][:, None], q["B'"][None, :]] = sim[:, q["A"][:, None], q["B"][None, :]] * scale
+    sim[:, q["B'"][:, None], q["A'"][None, :]] = sim[:, q["B"][:, None], q["A"][None, :]] * scale
+    return sim
+
+
+def mask_cross_attention(probs: torch.Tensor, q: dict[str, torch.Tensor]) -> torch.Tensor:
+    """CAM on the softmaxed cross-attention, in place: rows of A, A′ and B queries set to 0."""
+    probs[:, torch.cat([q["A"], q["A'"], q["B"]])] = 0.0
+    return probs
+
+
+class AnalogistAttnProcessor:
+    """Attention with SAC (self-attention) or CAM (cross-attention) for one transformer block; the rest
+    is diffusers' plain `AttnProcessor` (logits, softmax, values, output projection). `capture`: keep
+    the last logits and probabilities (for tests)."""
+
+    def __init__(self, sac: bool, cam: bool, scale_sac: float, capture: bool = False):
+        self.sac, self.cam, self.scale_sac, self.capture = sac, cam, scale_sac, capture
+        self.last: dict[str, torch.Tensor] = {}
+
+    def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, temb=None,
+                 *args, **kwargs):
+        residual = hidden_states
+        if hidden_states.ndim == 4:  # a spatial input (not in transformer blocks; kept for completeness)
+            b, c, h, w = hidden_states.shape
+            hidden_states = hidden_states.view(b, c, h * w).transpose(1, 2)
+        is_cross = encoder_hidden_states is not None
+        context = encoder_hidden_states if is_cross else hidden_states
+        query = attn.head_to_batch_dim(attn.to_q(hidden_states))
+        key = attn.head_to_batch_dim(attn.to_k(context))
+        value = attn.head_to_batch_dim(attn.to_v(context))
+        sim = torch.bmm(query, key.transpose(-1, -2)) * attn.scale
+        if attention_mask is not None:
+            sim = sim + attn.prepare_attention_mask(attention_mask, context.shape[1], hidden_states.shape[0])
+        q = quadrants(query.shape[1], sim.device)
+        if self.sac and not is_cross:
+            clone_self_attention(sim, q, self.scale_sac)
+        probs = sim.softmax(dim=-1)
+        if self.cam and is_cross:
+            mask_cross_attention(probs, q)
+        if self.capture:
+            self.last = {"sim": sim.detach().clone(), "probs": probs.detach().clone(), "is_cross": is_cross}
+        out = attn.batch_to_head_dim(torch.bmm(probs.to(value.dtype), value))
+        out = attn.to_out[1](attn.to_out[0](out))
+        if residual.ndim == 4:
+            out = out.transpose(-1, -2).reshape(residual.shape)
+        if attn.residual_connection:
+            out = out + residual
+        return out / attn.rescale_output_factor
+
+
+_STAGE = {"down_blocks": 0, "mid_block": 1, "up_blocks": 2}
+
+
+def transformer_blocks(unet) -> list[str]:
+    """The UNet's transformer blocks (module name prefixes) in forward order: down, mid, up."""
+    names = {name.rsplit(".attn", 1)[0] for name in unet.attn_processors if ".transformer_blocks." in name}
+
+    def order(name: str) -> tuple:
+        parts = name.split(".")
+        numbers = [int(p) for p in parts if p.isdigit()]
+        return (_STAGE[parts[0]], *numbers)
+
+    return sorted(names, key=order)
+
+
+def analogist_processors(unet, config: AnalogistConfig, capture: bool = False) -> dict:
+    """A processor map for `unet.set_attn_processor`: Analogist's on the blocks in the SAC/CAM ranges,
+    the UNet's current processors elsewhere."""
+    processors = dict(unet.attn_processors)
+    for index, block in enumerate(transformer_blocks(unet)):
+        sac = config.sac and config.sac_start_layer <= index < config.sac_end_layer
+        cam = config.cam and config.cam_start_layer <= index < config.cam_end_layer
+        if sac:
+            processors[f"{block}.attn1.processor"] = AnalogistAttnProcessor(True, False, config.scale_sac, capture)
+        if cam:
+            processors[f"{block}.attn2.processor"] = AnalogistAttnProcessor(False, True, config.scale_sac, capture)
+    return processors
+
+
+class attention_edits:  # noqa: N801 (a context manager, used like a function)
+    """`with attention_edits(unet, config):` Analogist's processors for the block; the UNet's own after."""
+
+    def __init__(self, unet, config: AnalogistConfig, capture: bool = False):
+        self.unet, self.config, self.capture = unet, config, capture
+
+    def __enter__(self) -> dict:
+        self.saved = dict(self.unet.attn_processors)
+        self.installed = analogist_processors(self.unet, self.config, self.capture)
+        self.unet.set_attn_processor(dict(self.installed))
+        return self.installed
+
+    def __exit__(self, *exc) -> None:
+        self.unet.set_attn_processor(self.saved)
+
+
+# ----------------------------------------------------------------------------- the method
+
+
+def native_size(pipe) -> int:
+    """The inpainter's native grid side in pixels (512 for SD inpainting, 64 for the toy)."""
+    return pipe.unet.config.sample_size * pipe.vae_scale_factor
+
+
+@torch.no_grad()
+def inpaint_grid(pipe, grid: Image.Image, prompt: str, config: AnalogistConfig, seed: int = 0) -> Image.Image:
+    """Step 2: the pasted grid inpainted in its B′ cell under the attention edits."""
+    size = grid.width
+    sampler = StableDiffusionInpaintPipeline(**{**pipe.components,
+                                               "scheduler": DDIMScheduler.from_config(pipe.scheduler.config)})
+    sampler.set_progress_bar_config(disable=True)
+    with attention_edits(pipe.unet, config):
+        return sampler(prompt, image=grid, mask_image=b_prime_mask(size), height=size, width=size,
+                       strength=config.strength, num_inference_steps=config.num_steps,
+                       guidance_scale=config.guidance_scale, negative_prompt=config.negative_prompt,
+                       generator=torch.Generator().manual_seed(seed)).images[0]
+
+
+def analogist(models, a: Image.Image, a_prime: Image.Image, b: Image.Image, config: AnalogistConfig = AnalogistConfig(),
+              *, seed: int = 0, cache: Cache | None = None, change_map: torch.Tensor | None = None,
+              instruction: str | None = None) -> Image.Image:
+    """Analogist: B′ inpainted as the fourth cell of the A | A′ / B | ? grid (the written instruction is
+    not used: the prompt comes from the prompter, as the official code's from GPT-4V)."""
+    if change_map is not None:
+        raise ValueError("analogist inpaints the whole B′ cell; it takes no change map")
+    pipe, cache = models.inpainter, cache or Cache()
+    # 0. the grid, B pasted into the B′ cell
+    grid = paste_b(make_grid(a, a_prime, b, native_size(pipe) // 2, config.padding))
+    # 1. the text
+    prompt = prompt_for(models, a, a_prime, b, cache)
+    if config.prompt_suffix:
+        prompt = f"{prompt}, {config.prompt_suffix}"
+    # 2. inpainting under SAC and CAM
+    out = inpaint_grid(pipe, grid, prompt, config, seed)
+    # 3. the B′ cell
+    cell = grid.width // 2
+    return out.crop((cell, cell, 2 * cell, 2 * cell)).resize(b.size)
