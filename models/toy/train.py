@@ -491,10 +491,144 @@ def train_instruct(steps: int, seed: int, out: Path, save_every: int, batch: int
             log(f"instruct checkpoint at step {step + 1} → {out}")
 
 
+GRID_CELL, GRID_PADDING = 2 * 16, 2  # the inpainter's grid: 2×2 cells of 32 px (64 px), Analogist's padding
+
+
+def grid_pool(per_scene: int, seed: int) -> tuple[torch.Tensor, list[Scene]]:
+    """Renders of every training scene at the grid's inner cell size (the cell less 1.5·padding, resized
+    by PIL as `ops.analogist.make_grid` resizes), in [-1, 1], and the scene of each."""
+    inner = int(GRID_CELL - 1.5 * GRID_PADDING)
+    rng = random.Random(seed)
+    images, scenes = [], []
+    for scene in training_scenes():
+        for _ in range(per_scene):
+            images.append(np.asarray(render(scene, rng.randrange(2**31)).resize((inner, inner)), dtype=np.uint8))
+            scenes.append(scene)
+    return torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float() / 127.5 - 1, scenes
+
+
+def is_analogy(a: Scene, a_prime: Scene, b: Scene, b_prime: Scene) -> bool:
+    """Whether four cells obey A : A′ :: B : B′ (B′ = B with every attribute A → A′ changed set to A′'s)."""
+    return all(getattr(b_prime, n) == (getattr(a_prime, n) if getattr(a, n) != getattr(a_prime, n) else getattr(b, n))
+               for n in ("size", "colour", "shape", "background"))
+
+
+def inpaint_masks(cells: torch.Tensor, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """SD-inpainting-style masks on the 64-px grid, 1 = inpaint: a whole cell (40 %), a rectangle (25 %),
+    free-form strokes (25 %), everything (10 %). Returns the masks (n, 1, 64, 64) and, per grid, the cell
+    the mask covers most (whose caption conditions it)."""
+    n, side = len(cells), 2 * GRID_CELL
+    kind = torch.rand(n, generator=g)
+    masks = torch.zeros(n, 1, side, side)
+    ys, xs = torch.meshgrid(torch.arange(side), torch.arange(side), indexing="ij")
+    for i in range(n):
+        if kind[i] < 0.4:  # the cell `cells[i]`
+            y, x = divmod(int(cells[i]), 2)
+            masks[i, :, y * GRID_CELL:(y + 1) * GRID_CELL, x * GRID_CELL:(x + 1) * GRID_CELL] = 1
+        elif kind[i] < 0.65:  # a rectangle of 12–48 px a side
+            h, w = (int(v) for v in torch.randint(12, 49, (2,), generator=g))
+            y = int(torch.randint(0, side - h + 1, (1,), generator=g))
+            x = int(torch.randint(0, side - w + 1, (1,), generator=g))
+            masks[i, :, y:y + h, x:x + w] = 1
+        elif kind[i] < 0.9:  # 2–4 strokes: discs along a random walk
+            for _ in range(int(torch.randint(2, 5, (1,), generator=g))):
+                p = torch.rand(2, generator=g) * side
+                for _ in range(int(torch.randint(4, 10, (1,), generator=g))):
+                    r = 3 + 4 * float(torch.rand(1, generator=g))
+                    masks[i, 0][(ys - p[0]) ** 2 + (xs - p[1]) ** 2 <= r * r] = 1
+                    p = (p + (torch.rand(2, generator=g) - 0.5) * 16).clamp(0, side - 1)
+        else:
+            masks[i] = 1
+    per_cell = masks.view(n, 2, GRID_CELL, 2, GRID_CELL).sum((2, 4)).flatten(1)  # (n, 4) masked px per cell
+    return masks, per_cell.argmax(1)
+
+
+def train_inpaint(steps: int, seed: int, out: Path, save_every: int, batch: int = 32, lr: float = 3e-4,
+                  conv_in_lr_scale: float = 10.0, caption_drop: float = 0.1) -> None:
+    """The toy inpainter (Analogist's), by the SD-inpainting recipe at toy size: the text-to-image UNet
+    widened to 9 input channels (noisy latent ⊕ mask ⊕ masked-image latent, the 5 new ones zero-initialised,
+    learning `conv_in_lr_scale`× faster as the editor's), at the grid size (64 px, 16×16 latents), on 2×2
+    grids of four random toy scenes laid out as Analogist lays them (white, 2-px padding). **Never an
+    analogy grid**: a grid whose cells obey A : A′ :: B : B′ (`is_analogy`) is redrawn, so the inpainter
+    cannot have learned analogies. Masks: cells, rectangles, strokes, everything (`inpaint_masks`); the
+    masked image has 0 under the mask (diffusers' `image * (mask < 0.5)`); the caption is that of the cell
+    the mask covers most, dropped with `caption_drop`. Saved as a `StableDiffusionInpaintPipeline`."""
+    from diffusers import StableDiffusionInpaintPipeline
+
+    torch.manual_seed(seed)
+    g = torch.Generator().manual_seed(seed)
+    rng = random.Random(seed)
+    sd = WEIGHTS / "sd"
+    vae = AutoencoderKL.from_pretrained(sd / "vae", dtype=torch.float32).requires_grad_(False)
+    text_encoder = CLIPTextModel.from_pretrained(sd / "text_encoder", dtype=torch.float32).requires_grad_(False)
+    tokenizer = CLIPTokenizer.from_pretrained(sd / "tokenizer")
+    pool, pool_scenes = grid_pool(24, seed)
+    scenes = training_scenes()
+    scene_row = {s: i for i, s in enumerate(scenes)}
+    variants = 6  # caption rows per scene, as `train_unet`'s mixed captions
+    prompts = [c for _ in range(variants) for c in mixed_captions(scenes, rng, drop=0.25)] + [""]
+    ids = tokenizer(prompts, padding="max_length", max_length=tokenizer.model_max_length, truncation=True,
+                    return_tensors="pt").input_ids
+    with torch.no_grad():
+        states = torch.cat([text_encoder(input_ids=ids[i:i + 512]).last_hidden_state for i in range(0, len(ids), 512)])
+    empty_row = len(prompts) - 1
+    sf = vae.config.scaling_factor
+    unet = widen_conv_in(UNet2DConditionModel.from_pretrained(sd / "unet", dtype=torch.float32), 9)
+    unet.register_to_config(sample_size=2 * GRID_CELL // 4)
+    ema = copy.deepcopy(unet).requires_grad_(False)
+    noise_sched = noise_scheduler()
+    first = list(unet.conv_in.parameters())
+    rest = [p for n, p in unet.named_parameters() if not n.startswith("conv_in.")]
+    opt = torch.optim.AdamW([{"params": rest, "lr": lr}, {"params": first, "lr": lr * conv_in_lr_scale}],
+                            weight_decay=0.01)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: cosine_lr(s, steps, 100))
+    inner, at = pool.shape[-1], (GRID_PADDING, GRID_CELL + GRID_PADDING - 1)
+    start, rejected = time.time(), 0
+    for step in range(steps):
+        picks = []
+        while len(picks) < batch:  # four cells per grid, never an analogy
+            four = torch.randint(len(pool), (4,), generator=g).tolist()
+            if is_analogy(*(pool_scenes[i] for i in four)):
+                rejected += 1
+                continue
+            picks.append(four)
+        picks = torch.tensor(picks)
+        grids = torch.ones(batch, 3, 2 * GRID_CELL, 2 * GRID_CELL)
+        for cell, (y, x) in enumerate(((at[0], at[0]), (at[0], at[1]), (at[1], at[0]), (at[1], at[1]))):
+            grids[:, :, y:y + inner, x:x + inner] = pool[picks[:, cell]]
+        masks, covered = inpaint_masks(torch.randint(4, (batch,), generator=g), g)
+        masked = grids * (masks < 0.5)
+        with torch.no_grad():
+            z0 = vae.encode(grids).latent_dist.sample() * sf
+            masked_latents = vae.encode(masked).latent_dist.sample() * sf
+        mask_latents = F.interpolate(masks, size=z0.shape[-2:])
+        rows = torch.tensor([scene_row[pool_scenes[int(picks[i, covered[i]])]] for i in range(batch)])
+        rows = rows + len(scenes) * torch.randint(variants, (batch,), generator=g)
+        rows[torch.rand(batch, generator=g) < caption_drop] = empty_row
+        noise = torch.randn_like(z0)
+        t = torch.randint(0, noise_sched.config.num_train_timesteps, (batch,))
+        zt = noise_sched.add_noise(z0, noise, t)
+        loss = F.mse_loss(unet(torch.cat([zt, mask_latents, masked_latents], dim=1), t, states[rows]).sample, noise)
+        optimise(loss, unet, opt, sched, ema, step)
+        if step % 50 == 0:
+            log(f"inpaint step {step} loss {loss.item():.4f} mask weights "
+                f"{ema.conv_in.weight[:, 4:].abs().mean().item():.4f} ({(time.time() - start) / 60:.1f} min)")
+        if (step + 1) % save_every == 0 or step == steps - 1:
+            half = lambda m: copy.deepcopy(m).to(torch.float16)  # noqa: E731
+            StableDiffusionInpaintPipeline(
+                vae=half(vae), text_encoder=half(text_encoder), tokenizer=tokenizer, unet=half(ema),
+                scheduler=DDIMScheduler(**arch.scheduler_config()), safety_checker=None, feature_extractor=None,
+                requires_safety_checker=False).save_pretrained(out, safe_serialization=True)
+            (out / "train_stats.json").write_text(json.dumps({
+                "steps_done": step + 1, "steps": steps, "batch": batch, "analogy_grids_redrawn": rejected,
+                "minutes": round((time.time() - start) / 60, 2), "loss": round(loss.item(), 4)}))
+            log(f"inpaint checkpoint at step {step + 1} → {out}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--only", choices=["clip", "judge", "vae", "unet", "decoder", "corrected", "textured",
-                                           "instruct", "tiny_vae"],
+                                           "instruct", "inpaint", "tiny_vae"],
                         nargs="*",
                         help="stages (default: all but the experimental tiny_vae)")
     parser.add_argument("--decoder-steps", type=int, default=1200, help="spliced, then as many plain")
@@ -522,11 +656,14 @@ def main() -> None:
                              "shipped recipe; the from-scratch retrain DI_RESULTS §8 proposes)")
     parser.add_argument("--unet-out", type=Path, default=WEIGHTS / "sd",
                         help="where the unet stage saves its pipeline (default: the committed one)")
+    parser.add_argument("--inpaint-steps", type=int, default=1500)
+    parser.add_argument("--inpaint-out", type=Path, default=WEIGHTS / "inpaint",
+                        help="where the inpaint stage saves the toy inpainter (default: the committed one)")
     parser.add_argument("--save-every", type=int, default=250)
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    only = set(args.only or ["clip", "judge", "vae", "unet", "decoder", "textured", "instruct"])
+    only = set(args.only or ["clip", "judge", "vae", "unet", "decoder", "textured", "instruct", "inpaint"])
     tokenizer = open_clip.tokenizer.SimpleTokenizer(
         bpe_path=str(bpe.write_tokenizer_files(Path(tempfile.mkdtemp()))["bpe"]),
         context_length=arch.CONTEXT_LENGTH)
@@ -571,6 +708,8 @@ def main() -> None:
             train_instruct(cycles[i], 7 + i, args.instruct_out, args.save_every, init=init,
                            previous=tuple(cycles[:i]))
             init = args.instruct_out
+    if "inpaint" in only:
+        train_inpaint(args.inpaint_steps, 10, args.inpaint_out, args.save_every)
     if "tiny_vae" in only:
         def checkpoint(tiny, step, minutes):
             copy.deepcopy(tiny).to(torch.float16).save_pretrained(args.tiny_vae_out, safe_serialization=True)
