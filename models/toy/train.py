@@ -22,6 +22,7 @@ import json
 import math
 import os
 import random
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -297,6 +298,33 @@ def save_pipeline(unet, vae, text_encoder, tokenizer, out: Path) -> None:
     pipe.save_pretrained(out, safe_serialization=True)
 
 
+def share_with_sd(out: Path, names: tuple[str, ...] = ("vae", "text_encoder", "tokenizer")) -> None:
+    """The components of a pipeline saved in `out` that are the text-to-image pipeline's (weights/sd)
+    become relative links to it, so the committed toy world stores each file once (the editor and the
+    inpainter reuse its VAE, text encoder and tokenizer unchanged). The same: every weight and
+    vocabulary file byte for byte, and every setting the two configs share, the savers' versions aside."""
+    sd = WEIGHTS / "sd"
+    if out.resolve() == sd.resolve():
+        return
+    for name in names:
+        mine, theirs = out / name, sd / name
+        if mine.is_symlink() or not (mine.is_dir() and theirs.is_dir()):
+            continue
+        if all(_same_file(f, theirs / f.name) for f in mine.iterdir()):
+            shutil.rmtree(mine)
+            mine.symlink_to(os.path.relpath(theirs, out), target_is_directory=True)
+
+
+def _same_file(mine: Path, theirs: Path) -> bool:
+    if not theirs.is_file():
+        return False
+    if mine.name.endswith("config.json"):
+        a, b = (json.loads(p.read_text()) for p in (mine, theirs))
+        versions = {"_diffusers_version", "transformers_version", "_name_or_path"}
+        return all(a[k] == b[k] for k in (a.keys() & b.keys()) - versions)
+    return mine.read_bytes() == theirs.read_bytes()
+
+
 def optimise(loss: torch.Tensor, model: torch.nn.Module, opt, sched, ema: torch.nn.Module, step: int) -> None:
     """One step of the toy UNets' optimiser: gradients clipped at norm 1, the schedule, then the EMA
     (decay warming up to 0.999)."""
@@ -369,6 +397,7 @@ def train_unet(clip_model, vae: AutoencoderKL, steps: int, seed: int, out: Path,
             log(f"unet step {step} loss {loss.item():.4f} ({(time.time() - start) / 60:.1f} min)")
         if (step + 1) % save_every == 0 or step == steps - 1:
             save_pipeline(ema, vae, text_encoder, tokenizer, out)
+            share_with_sd(out)
             (out / "train_stats.json").write_text(json.dumps({
                 "steps_done": step + 1, "steps": steps, "batch": batch,
                 "minutes": round((time.time() - start) / 60, 2), "loss": round(loss.item(), 4)}))
@@ -484,6 +513,7 @@ def train_instruct(steps: int, seed: int, out: Path, save_every: int, batch: int
                 vae=half(vae), text_encoder=half(text_encoder), tokenizer=tokenizer, unet=half(ema),
                 scheduler=scheduler, safety_checker=None, feature_extractor=None, requires_safety_checker=False,
             ).save_pretrained(out, safe_serialization=True)
+            share_with_sd(out)
             (out / "train_stats.json").write_text(json.dumps({
                 "cycles": [*previous, steps], "steps_done": sum(previous) + step + 1,
                 "steps": sum(previous) + steps, "batch": batch, "pairs": len(texts),
@@ -619,6 +649,7 @@ def train_inpaint(steps: int, seed: int, out: Path, save_every: int, batch: int 
                 vae=half(vae), text_encoder=half(text_encoder), tokenizer=tokenizer, unet=half(ema),
                 scheduler=DDIMScheduler(**arch.scheduler_config()), safety_checker=None, feature_extractor=None,
                 requires_safety_checker=False).save_pretrained(out, safe_serialization=True)
+            share_with_sd(out)
             (out / "train_stats.json").write_text(json.dumps({
                 "steps_done": step + 1, "steps": steps, "batch": batch, "analogy_grids_redrawn": rejected,
                 "minutes": round((time.time() - start) / 60, 2), "loss": round(loss.item(), 4)}))
