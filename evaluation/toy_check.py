@@ -14,6 +14,10 @@
   its defaults: 100 steps, text guidance 7.5, image guidance 1.5) on fresh renders with the world's
   instruction for a one-attribute edit: is the attribute changed (`target`), the rest kept (`keep`),
   both (`joint`)? Seen and held-out (colour, shape) targets apart.
+- inpainter: Analogist's inpainter (`StableDiffusionInpaintPipeline.__call__`, 50 DDIM steps, CFG 7.5) on
+  grids of four fresh renders with the bottom-right cell masked and that cell's caption: does the judge
+  read the scene that was there (each attribute, and all four)? The grid layout is an argument (the CLI
+  passes `ops.analogist`'s).
 
 The sampler is an argument (the CLI passes `ops.ddim.ddim_reconstruct` and
 `ops.ddim.vae_round_trip`): evaluation never imports the methods.
@@ -27,7 +31,7 @@ from collections.abc import Callable
 import torch
 from PIL import Image
 
-from models.loaders import load_editor, load_judge, load_pipeline
+from models.loaders import load_editor, load_inpainter, load_judge, load_pipeline
 from models.profiles import Profile, get_profile
 from models.toy.world import (
     ATTRIBUTE_NAMES,
@@ -145,8 +149,40 @@ def editor_scores(profile: Profile, n: int = 48, seed: int = 4, **call) -> dict:
     return out
 
 
-def toy_check(reconstruct: Reconstruct, round_trip: RoundTrip, profile_name: str = "toy") -> dict:
+Grid = Callable[[Image.Image, Image.Image, Image.Image], Image.Image]  # (A, A′, B) → the grid, B′ cell black
+
+
+def inpainter_scores(profile: Profile, grid: Grid, box: tuple[int, int, int, int], mask: Image.Image,
+                     n: int = 48, seed: int = 5) -> dict:
+    """The share of masked bottom-right cells, inpainted from their caption, in which the judge reads the
+    cell's scene: per attribute and `joint` (all four). The cells are fresh renders of four random scenes
+    (no analogy among them need be avoided here: nothing is trained). `box`: where the cell's image is."""
+    pipe, judge = load_inpainter(profile), load_judge(profile)
+    rng = random.Random(seed)
+    scenes = [[rng.choice(all_scenes()) for _ in range(4)] for _ in range(n)]
+    grids = [grid(*(render(s, rng.randrange(2**31)) for s in four[:3])) for four in scenes]
+    generator = torch.Generator().manual_seed(seed)
+    images = []
+    for start in range(0, n, 16):
+        chunk = range(start, min(n, start + 16))
+        out = pipe([caption(scenes[i][3]) for i in chunk], image=[grids[i] for i in chunk],
+                   mask_image=[mask] * len(chunk), height=grids[0].height, width=grids[0].width,
+                   generator=generator).images
+        images += [im.crop(box).resize((grids[0].width // 2,) * 2) for im in out]
+    read = judge.read(images)
+    out = {name: round(sum(read[i][name] == getattr(scenes[i][3], name) for i in range(n)) / n, 4)
+           for name in ATTRIBUTE_NAMES}
+    out["joint"] = round(sum(read[i] == scenes[i][3].as_dict() for i in range(n)) / n, 4)
+    return out
+
+
+def toy_check(reconstruct: Reconstruct, round_trip: RoundTrip, profile_name: str = "toy",
+              inpaint_grid: tuple[Grid, tuple, Image.Image] | None = None) -> dict:
+    """Every section; `inpaint_grid` = (grid, box, mask) for the inpainter's (left out without it)."""
     profile = get_profile(profile_name)
-    return {"t2i": t2i_scores(profile), "reconstruction": reconstruction_scores(profile, reconstruct),
-            "vae": vae_scores(profile, round_trip), "composition": composition_scores(profile),
-            "editor": editor_scores(profile)}
+    result = {"t2i": t2i_scores(profile), "reconstruction": reconstruction_scores(profile, reconstruct),
+              "vae": vae_scores(profile, round_trip), "composition": composition_scores(profile),
+              "editor": editor_scores(profile)}
+    if inpaint_grid is not None:
+        result["inpainter"] = inpainter_scores(profile, *inpaint_grid)
+    return result

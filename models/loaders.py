@@ -288,8 +288,7 @@ def load_inpainter(profile: Profile, device: str | None = None):
     import diffusers
 
     if profile.inpainter is None:
-        hint = " or train the toy one: python -m models.toy.train --only inpaint" if profile.is_toy else ""
-        raise ValueError(f"profile {profile.name!r} has no inpainter (Analogist); use a real SD profile{hint}")
+        raise ValueError(f"profile {profile.name!r} has no inpainter (Analogist); use the toy profile or an SD one")
     pipe = _load_diffusers(diffusers.StableDiffusionInpaintPipeline, profile.inpainter, device or default_device(),
                            "inpainter (SD inpainting)", profile.is_toy)
     if pipe.unet.config.in_channels != 2 * pipe.vae.config.latent_channels + 1:

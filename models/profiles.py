@@ -88,6 +88,7 @@ TOY = Profile(
     resolution=32,
     editor=str(TOY_WEIGHTS / "instruct"),
     editor_clip=ClipSource(f"local-dir:{TOY_WEIGHTS / 'joint_clip'}"),
+    inpainter=str(TOY_WEIGHTS / "inpaint"),
     method_defaults={
         # Difference Inversion as measured to work on the toy world (benchmarks/DI_RESULTS.md §4, §6): the
         # paper's loss weights let the CLIP loss swamp token consistency here, so λtc = 100 with caption
@@ -95,6 +96,12 @@ TOY = Profile(
         "DIConfig": {"lambda_tc": 100.0, "prompt_source": "caption", "steps": 300, "pez_steps": 300},
         # VISII's PEZ init as short as Difference Inversion's here; its 1,000 training steps stay
         "VISIIConfig": {"pez_steps": 300},
+        # Analogist's blocks 3–10 of SD's 16 skip the highest resolution and the last of the next: on the toy
+        # UNet's 7 blocks (16×16 down, 8×8 down, 4×4 mid, 8×8 up ×2, 16×16 up ×2) the same is blocks 1–4
+        # The official prompt suffix and negative prompt are words the toy text encoder never saw (they become
+        # byte tokens, cut at its 32): joint 0.06 with them, 0.31 without, on 16 triplets (benchmarks/RESULTS.md)
+        "AnalogistConfig": {"sac_start_layer": 1, "sac_end_layer": 5, "cam_start_layer": 1, "cam_end_layer": 5,
+                            "prompt_suffix": "", "negative_prompt": ""},
     },
 )
 
@@ -104,7 +111,7 @@ PROFILES: dict[str, Profile] = {
     # on the toy text side: for Differential Diffusion's reliability score, which needs content in
     # every column (the paper: ImageNet photos). The plain world's background is one colour.
     "toy-textured": replace(TOY, name="toy-textured", diffusion=str(TOY_WEIGHTS / "textured"), textured=True,
-                            editor=None, editor_clip=None),
+                            editor=None, editor_clip=None, inpainter=None),
     "sd21-base": _real("sd21-base", "stabilityai/stable-diffusion-2-1-base", VIT_H, 512),
     "sd21": _real("sd21", "stabilityai/stable-diffusion-2-1", VIT_H, 768),  # v-prediction
     "sd15": _real("sd15", "stable-diffusion-v1-5/stable-diffusion-v1-5", VIT_L, 512),

@@ -67,10 +67,15 @@ class AnalogistConfig:
     cam_end_layer: int = 11
     negative_prompt: str = NEGATIVE_PROMPT
     prompt_suffix: str = PROMPT_SUFFIX
+    # B′ read off the grid: "cell" (the whole B′ cell, padding and all: the official crop) | "inner" (the
+    # pasted image's square inside it: at 512 px the padding is 1 % of a cell, at the toy's 32 px it is 9 %)
+    crop: str = "cell"
 
     def __post_init__(self):
         if not 0.0 < self.strength <= 1.0:
             raise ValueError(f"strength must be in (0, 1], got {self.strength}")
+        if self.crop not in ("cell", "inner"):
+            raise ValueError(f"crop must be 'cell' or 'inner', got {self.crop!r}")
         if self.padding < 0 or self.padding % 2:
             raise ValueError(f"padding must be an even number ≥ 0 (the official grid asserts it), got {self.padding}")
         for name in ("sac", "cam"):
@@ -93,6 +98,15 @@ def make_grid(a: Image.Image, a_prime: Image.Image, b: Image.Image, cell: int, p
     return grid
 
 
+def b_prime_box(size: int, padding: int, crop: str) -> tuple[int, int, int, int]:
+    """Where B′ is read off a grid of side `size`: the whole bottom-right cell, or its pasted square."""
+    cell = size // 2
+    if crop == "cell":
+        return cell, cell, size, size
+    start, inner = cell + padding - 1, int(cell - padding * 1.5)
+    return start, start, start + inner, start + inner
+
+
 def paste_b(grid: Image.Image) -> Image.Image:
     """The initialisation: B's whole cell (bottom left) copied over the B′ cell (bottom right)."""
     cell = grid.width // 2
@@ -101,10 +115,17 @@ def paste_b(grid: Image.Image) -> Image.Image:
     return pasted
 
 
-def b_prime_mask(size: int) -> Image.Image:
-    """The fixed mask: white (inpaint) on the bottom-right cell."""
+def b_prime_mask(size: int, change_map: torch.Tensor | None = None) -> Image.Image:
+    """The fixed mask: white (inpaint) on the bottom-right cell. With a change map (1 = change fully), only
+    where the map, resized to the cell, is at least ½: elsewhere the B′ cell keeps B."""
     mask = Image.new("L", (size, size), 0)
-    mask.paste(255, (size // 2, size // 2, size, size))
+    cell = size // 2
+    if change_map is None:
+        mask.paste(255, (cell, cell, size, size))
+    else:
+        values = (change_map.float().clamp(0, 1) * 255).round().to(torch.uint8).cpu().numpy()
+        region = Image.fromarray(values, mode="L").resize((cell, cell), Image.Resampling.BILINEAR)
+        mask.paste(region.point(lambda v: 255 if v >= 128 else 0), (cell, cell))
     return mask
 
 
@@ -244,14 +265,15 @@ def native_size(pipe) -> int:
 
 
 @torch.no_grad()
-def inpaint_grid(pipe, grid: Image.Image, prompt: str, config: AnalogistConfig, seed: int = 0) -> Image.Image:
-    """Step 2: the pasted grid inpainted in its B′ cell under the attention edits."""
+def inpaint_grid(pipe, grid: Image.Image, prompt: str, config: AnalogistConfig, seed: int = 0,
+                 change_map: torch.Tensor | None = None) -> Image.Image:
+    """Step 2: the pasted grid inpainted in its B′ cell (where the change map allows) under the attention edits."""
     size = grid.width
-    sampler = StableDiffusionInpaintPipeline(**{**pipe.components,
+    sampler = StableDiffusionInpaintPipeline(**{**pipe.components, "requires_safety_checker": False,
                                                "scheduler": DDIMScheduler.from_config(pipe.scheduler.config)})
     sampler.set_progress_bar_config(disable=True)
     with attention_edits(pipe.unet, config):
-        return sampler(prompt, image=grid, mask_image=b_prime_mask(size), height=size, width=size,
+        return sampler(prompt, image=grid, mask_image=b_prime_mask(size, change_map), height=size, width=size,
                        strength=config.strength, num_inference_steps=config.num_steps,
                        guidance_scale=config.guidance_scale, negative_prompt=config.negative_prompt,
                        generator=torch.Generator().manual_seed(seed)).images[0]
@@ -261,9 +283,8 @@ def analogist(models, a: Image.Image, a_prime: Image.Image, b: Image.Image, conf
               *, seed: int = 0, cache: Cache | None = None, change_map: torch.Tensor | None = None,
               instruction: str | None = None) -> Image.Image:
     """Analogist: B′ inpainted as the fourth cell of the A | A′ / B | ? grid (the written instruction is
-    not used: the prompt comes from the prompter, as the official code's from GPT-4V)."""
-    if change_map is not None:
-        raise ValueError("analogist inpaints the whole B′ cell; it takes no change map")
+    not used: the prompt comes from the prompter, as the official code's from GPT-4V). A change map
+    narrows the mask inside the B′ cell."""
     pipe, cache = models.inpainter, cache or Cache()
     # 0. the grid, B pasted into the B′ cell
     grid = paste_b(make_grid(a, a_prime, b, native_size(pipe) // 2, config.padding))
@@ -272,7 +293,6 @@ def analogist(models, a: Image.Image, a_prime: Image.Image, b: Image.Image, conf
     if config.prompt_suffix:
         prompt = f"{prompt}, {config.prompt_suffix}"
     # 2. inpainting under SAC and CAM
-    out = inpaint_grid(pipe, grid, prompt, config, seed)
-    # 3. the B′ cell
-    cell = grid.width // 2
-    return out.crop((cell, cell, 2 * cell, 2 * cell)).resize(b.size)
+    out = inpaint_grid(pipe, grid, prompt, config, seed, change_map)
+    # 3. B′: the B′ cell (or its inner square)
+    return out.crop(b_prime_box(grid.width, config.padding, config.crop)).resize(b.size)

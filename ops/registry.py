@@ -24,6 +24,7 @@ from typing import Any
 
 from PIL import Image
 
+from ops.analogist import AnalogistConfig, analogist
 from ops.cache import Cache, config_hash
 from ops.dia import DIAConfig, dia
 from ops.dia_captions import DIACaptionConfig, dia_captions
@@ -206,3 +207,10 @@ register("instructpix2pix", instructpix2pix, IP2PConfig,
                      "(or A′'s caption)")
 register("visii", visii, VISIIConfig, prepare=prepare_instructions,
          description="VISII (Nguyen et al.): the editor instruction learned from (A, A′), applied to B")
+register("analogist", analogist, AnalogistConfig,
+         description="Analogist (Gu et al.): B′ inpainted as the fourth cell of the A | A′ / B grid, with "
+                     "self-attention cloning and cross-attention masking")
+register("analogist_no_sac", analogist, AnalogistConfig, preset={"sac": False},
+         description="Analogist ablation: no self-attention cloning")
+register("analogist_no_cam", analogist, AnalogistConfig, preset={"cam": False},
+         description="Analogist ablation: no cross-attention masking")

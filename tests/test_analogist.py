@@ -149,8 +149,11 @@ def test_bad_settings_and_a_missing_inpainter_fail_with_clear_messages(tmp_path,
     fetch = "hf download stable-diffusion-v1-5/stable-diffusion-inpainting"
     with pytest.raises(loaders.ModelMissingError, match=fetch):
         loaders.load_inpainter(get_profile("sd15"), "cpu")
-    with pytest.raises(ValueError, match="no inpainter.*--only inpaint"):
-        loaders.load_inpainter(get_profile("toy"), "cpu")
+    with pytest.raises(ValueError, match="no inpainter"):
+        loaders.load_inpainter(get_profile("toy-textured"), "cpu")
+    toy = dataclasses.replace(get_profile("toy"), inpainter=str(tmp_path / "nothing"))
+    with pytest.raises(loaders.ModelMissingError, match="python -m models.toy.train"):
+        loaders.load_inpainter(toy, "cpu")
     loaders.load_inpainter.cache_clear()
 
 
@@ -169,3 +172,39 @@ def test_the_processor_without_edits_is_diffusers_attention(inpainter):
         finally:
             unet.set_attn_processor(saved)
     assert torch.allclose(got, want, atol=1e-5), (got - want).abs().max()
+
+
+def test_analogist_and_its_ablations_are_registered_and_run_on_a_tiny_real_format_model(tiny_profile, triplet,
+                                                                                      monkeypatch):
+    from ops.registry import resolve_specs, run_method
+
+    monkeypatch.setitem(PROFILES, tiny_profile.name, tiny_profile)
+    models, images = ModelContext(tiny_profile.name, "cpu"), triplet.images()
+    runs = resolve_specs(["analogist[num_steps=2]", "analogist_no_sac[num_steps=2]", "analogist_no_cam[num_steps=2]"],
+                         tiny_profile)
+    assert [(r.config.sac, r.config.cam) for r in runs] == [(True, True), (False, True), (True, False)]
+    for run in runs:
+        out = run_method(run, models, images["a"], images["a_prime"], images["b"], seed=0,
+                         change_map=torch.ones(8, 8))
+        assert out.size == images["b"].size
+
+
+def test_the_toy_inpainter_fills_a_masked_cell_with_the_scene_its_caption_names():
+    """The committed toy inpainter through `StableDiffusionInpaintPipeline`: the bottom-right cell of a grid
+    of fresh renders masked, inpainted from that cell's caption, read by the judge (toy check's section)."""
+    from diffusers import DDIMScheduler, StableDiffusionInpaintPipeline
+
+    from evaluation.toy_check import inpainter_scores
+
+    toy = get_profile("toy")
+    pipe = loaders.load_inpainter(toy, "cpu")
+    assert isinstance(pipe, StableDiffusionInpaintPipeline) and isinstance(pipe.scheduler, DDIMScheduler)
+    assert pipe.unet.config.in_channels == 9 and an.native_size(pipe) == 64
+    grid = (lambda a, a_prime, b: an.make_grid(a, a_prime, b, 32, 2), an.b_prime_box(64, 2, "inner"),
+            an.b_prime_mask(64))
+    scores = inpainter_scores(toy, *grid, n=16)
+    # measured (n = 16): size 0.75, colour 0.75, shape 0.25, background 0.62, joint 0.19; chance is 1/2, 1/6,
+    # 1/5, 1/3 and 1/180. The toy VAE caps it: B's own cell survives a round trip in the grid 50 % of the
+    # time (MODEL_CARD "inpaint/")
+    assert scores["colour"] >= 0.5 and scores["size"] >= 0.6 and scores["background"] >= 0.5, scores
+    assert scores["joint"] >= 0.12, scores

@@ -51,3 +51,17 @@ def test_the_instruction_editor_edits_and_keeps(toy_profile):
     scores = editor_scores(toy_profile, n=16, num_inference_steps=20)
     assert set(scores) == {"size", "colour", "shape", "background", "all", "held_out_joint"}
     assert scores["all"]["target"] >= 0.85 and scores["all"]["keep"] >= 0.65 and scores["all"]["joint"] >= 0.65, scores
+
+
+def test_the_committed_toy_world_stays_small_and_stores_each_file_once():
+    """≤ 60 MB on disk, links not followed: the editor and the inpainter link to the text-to-image
+    pipeline's VAE, text encoder and tokenizer (models.toy.train.share_with_sd) instead of copying them."""
+    from pathlib import Path
+
+    weights = Path(__file__).resolve().parents[1] / "models" / "toy" / "weights"
+    files = [p for p in weights.rglob("*") if p.is_file() and not any(q.is_symlink() for q in p.parents)]
+    assert sum(p.stat().st_size for p in files) <= 60_000_000
+    for pipeline in ("instruct", "inpaint"):
+        for component in ("vae", "text_encoder", "tokenizer"):
+            link = weights / pipeline / component
+            assert link.is_symlink() and link.resolve() == (weights / "sd" / component).resolve(), link

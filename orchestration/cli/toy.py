@@ -12,7 +12,7 @@ def add_parser(subparsers) -> None:
     p = subparsers.add_parser("toy", help="the toy world: check its models, write benchmark files")
     sub = p.add_subparsers(dest="toy_command", required=True, metavar="TOY_COMMAND")
     check = sub.add_parser("check", help="judge the committed toy models (t2i, DDIM reconstruction, VAE, "
-                                                 "composition, the instruction editor)")
+                                                 "composition, the instruction editor, the inpainter)")
     check.add_argument("--json", action="store_true", help="last line: one JSON object")
     check.set_defaults(func=run_check)
     bench = sub.add_parser("benchmark", help="write a seeded toy benchmark file (Parquet)")
@@ -30,12 +30,17 @@ def add_parser(subparsers) -> None:
 
 def run_check(args: argparse.Namespace) -> int:
     from evaluation.toy_check import toy_check
+    from ops import analogist
     from ops.ddim import ddim_reconstruct, vae_round_trip
 
     start = time.perf_counter()
-    result = toy_check(ddim_reconstruct, vae_round_trip) | {"seconds": round(time.perf_counter() - start, 1)}
+    cell, padding = 32, analogist.AnalogistConfig().padding  # the toy grid: 2×2 cells of the 32-px world
+    inpaint_grid = (lambda a, a_prime, b: analogist.make_grid(a, a_prime, b, cell, padding),
+                    analogist.b_prime_box(2 * cell, padding, "inner"), analogist.b_prime_mask(2 * cell))
+    result = (toy_check(ddim_reconstruct, vae_round_trip, inpaint_grid=inpaint_grid)
+              | {"seconds": round(time.perf_counter() - start, 1)})
     if not args.json:
-        for section in ("t2i", "reconstruction", "vae", "composition", "editor"):
+        for section in ("t2i", "reconstruction", "vae", "composition", "editor", "inpainter"):
             print(f"{section}: {json.dumps(result[section])}")
     print(json.dumps(result))
     return 0
