@@ -42,8 +42,9 @@ def run(args: argparse.Namespace) -> int:
         print(f"analogy demo: {exc}", file=sys.stderr)
         return 2
     os.environ["ANALOGY_HOME"] = str(home)
-    own_instance = "DAGSTER_HOME" not in os.environ
-    os.environ.setdefault("DAGSTER_HOME", str(dagster_home(home)))
+    own_instance = not os.environ.get("DAGSTER_HOME")  # unset or empty: the demo's own instance
+    if own_instance:
+        os.environ["DAGSTER_HOME"] = str(dagster_home(home))
     from orchestration.materialize import INSTANCE_CONFIG
 
     dagster_yaml = Path(os.environ["DAGSTER_HOME"]) / "dagster.yaml"
