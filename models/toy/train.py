@@ -224,6 +224,19 @@ def finetune_decoder(vae: AutoencoderKL, steps: int, seed: int, splice: bool) ->
     torch.manual_seed(seed)
     g = torch.Generator().manual_seed(seed)
     _, images = vae_images(seed)
+
+    def batch(step: int) -> tuple[torch.Tensor, torch.Tensor]:
+        x = images[torch.randint(len(images), (64,))]
+        with torch.no_grad():
+            z = vae.encode(x).latent_dist.sample()
+        return splice_pairs(z, x, len(x) // 2 if splice else 0, g)
+
+    return tune_decoder(vae, steps, batch, "decoder", every=100)
+
+
+def tune_decoder(vae: AutoencoderKL, steps: int, batch, label: str, every: int) -> AutoencoderKL:
+    """The decoder stages' loop: the decoder (and post-quant conv) alone trained on `batch(step)` →
+    (latents, images) with the VAEs' pixel loss, AdamW 3e-4 on a cosine schedule; the encoder frozen."""
     vae.requires_grad_(False)
     decoder_params = [*vae.decoder.parameters(), *vae.post_quant_conv.parameters()]
     for p in decoder_params:
@@ -231,19 +244,16 @@ def finetune_decoder(vae: AutoencoderKL, steps: int, seed: int, splice: bool) ->
     opt = torch.optim.AdamW(decoder_params, lr=3e-4, weight_decay=0.0)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: cosine_lr(s, steps, 20))
     vae.train()
+    start = time.time()
     for step in range(steps):
-        x = images[torch.randint(len(images), (64,))]
-        with torch.no_grad():
-            z = vae.encode(x).latent_dist.sample()
-        z, x = splice_pairs(z, x, len(x) // 2 if splice else 0, g)
-        recon = vae.decode(z).sample
-        loss = pixel_loss(recon, x)
+        z, x = batch(step)
+        loss = pixel_loss(vae.decode(z).sample, x)
         opt.zero_grad()
         loss.backward()
         opt.step()
         sched.step()
-        if step % 100 == 0 or step == steps - 1:
-            log(f"decoder step {step} loss {loss.item():.5f}")
+        if step % every == 0 or step == steps - 1:
+            log(f"{label} step {step} loss {loss.item():.5f} ({(time.time() - start) / 60:.1f} min)")
     return vae.eval().requires_grad_(False)
 
 
@@ -571,29 +581,18 @@ def finetune_grid_decoder(steps: int, seed: int, batch: int = 32) -> Autoencoder
     (MODEL_CARD, "inpaint/"). SD's VAE has no such trouble with a 512-px grid."""
     torch.manual_seed(seed)
     g = torch.Generator().manual_seed(seed)
-    vae = AutoencoderKL.from_pretrained(WEIGHTS / "sd" / "vae", dtype=torch.float32).requires_grad_(False)
+    vae = AutoencoderKL.from_pretrained(WEIGHTS / "sd" / "vae", dtype=torch.float32)
     pool, pool_scenes = grid_pool(24, seed)
-    decoder_params = [*vae.decoder.parameters(), *vae.post_quant_conv.parameters()]
-    for p in decoder_params:
-        p.requires_grad_(True)
-    opt = torch.optim.AdamW(decoder_params, lr=3e-4, weight_decay=0.0)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: cosine_lr(s, steps, 20))
-    vae.train()
-    rejected, start = [0], time.time()
-    for step in range(steps):
+    rejected = [0]
+
+    def grids(step: int) -> tuple[torch.Tensor, torch.Tensor]:
         x, _ = random_grids(pool, pool_scenes, batch, g, rejected)
         if step % 2:  # half the batches as Analogist starts: B's cell copied into the B′ cell
             x[:, :, GRID_CELL:, GRID_CELL:] = x[:, :, GRID_CELL:, :GRID_CELL]
         with torch.no_grad():
-            z = vae.encode(x).latent_dist.sample()
-        loss = pixel_loss(vae.decode(z).sample, x)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        sched.step()
-        if step % 50 == 0 or step == steps - 1:
-            log(f"grid decoder step {step} loss {loss.item():.5f} ({(time.time() - start) / 60:.1f} min)")
-    return vae.eval().requires_grad_(False)
+            return vae.encode(x).latent_dist.sample(), x
+
+    return tune_decoder(vae, steps, grids, "grid decoder", every=50)
 
 
 def inpaint_masks(cells: torch.Tensor, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
