@@ -28,6 +28,8 @@ Where ours differs from the official code, and why:
   `latents`, which current diffusers would take as the start itself, so ours lets the pipeline draw it
   from the seeded generator), no blending of the unmasked region, the whole grid decoded.
 - the official code runs in fp16 on a GPU; ours in the profile's dtype (fp32 on CPU).
+- the official script draws 8 images for each of up to 3 prompts; a benchmark row is one B′: one
+  image (the seeded generator) of one prompt.
 - the official prompt comes from GPT-4V (the DI paper used MiniCPM-V); see `prompt_for`.
 """
 
