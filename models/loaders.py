@@ -284,7 +284,8 @@ def load_editor(profile: Profile, device: str | None = None):
 @cache
 def load_inpainter(profile: Profile, device: str | None = None):
     """The profile's inpainter (Analogist's): a `StableDiffusionInpaintPipeline` whose UNet takes the
-    noisy latent ⊕ the mask ⊕ the masked image's latent (9 channels for 4 latent channels)."""
+    noisy latent ⊕ the mask ⊕ the masked image's latent (9 channels for 4 latent channels), with a DDIM
+    scheduler (the official Analogist code swaps it in; SD inpainting ships PNDM)."""
     import diffusers
 
     if profile.inpainter is None:
@@ -295,6 +296,7 @@ def load_inpainter(profile: Profile, device: str | None = None):
         raise ValueError(f"{profile.inpainter} is not an inpainting model: its UNet takes "
                          f"{pipe.unet.config.in_channels} channels, not latent ⊕ mask ⊕ masked latent "
                          f"({2 * pipe.vae.config.latent_channels + 1})")
+    pipe.scheduler = diffusers.DDIMScheduler.from_config(pipe.scheduler.config)
     return pipe
 
 

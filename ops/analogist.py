@@ -22,8 +22,9 @@ The quadrant token indices are computed for each attention resolution from the n
 processors, installed for the call and removed after it, never left on the shared pipeline.
 
 Where ours differs from the official code, and why:
-- the sampling loop is diffusers' `StableDiffusionInpaintPipeline` (the official code subclasses an
-  older one). For a 9-channel UNet the two run the same steps: the start latent is the pasted grid's
+- the sampling loop is diffusers' `StableDiffusionInpaintPipeline` with a DDIM scheduler
+  (`models.loaders.load_inpainter` sets it, as the official code does; the official code subclasses
+  an older pipeline). For a 9-channel UNet the two run the same steps: the start latent is the pasted grid's
   VAE sample noised to the first timestep with one fresh noise (the official code passes that noise as
   `latents`, which current diffusers would take as the start itself, so ours lets the pipeline draw it
   from the seeded generator), no blending of the unmasked region, the whole grid decoded.
@@ -35,12 +36,12 @@ Where ours differs from the official code, and why:
 
 from __future__ import annotations
 
+import contextlib
 import math
 import re
 from dataclasses import dataclass
 
 import torch
-from diffusers import DDIMScheduler, StableDiffusionInpaintPipeline
 from PIL import Image
 
 from ops.cache import Cache
@@ -89,14 +90,20 @@ class AnalogistConfig:
 # ----------------------------------------------------------------------------- 0. the grid
 
 
+def cell_layout(cell: int, padding: int) -> tuple[int, int, int]:
+    """The grid's geometry: (the side of a pasted image, the offset of the first column/row's image, the
+    offset of the second's): each image at the cell less 1.5·padding, pasted at the padding (the second
+    one pixel early, as the official `make_grid`)."""
+    return int(cell - padding * 1.5), padding, cell + padding - 1
+
+
 def make_grid(a: Image.Image, a_prime: Image.Image, b: Image.Image, cell: int, padding: int) -> Image.Image:
-    """A | A′ over B | black on white, `cell` px per cell, each image at cell − 1.5·padding px."""
-    inner = int(cell - padding * 1.5)
+    """A | A′ over B | black on white, `cell` px per cell (`cell_layout`)."""
+    inner, first, second = cell_layout(cell, padding)
     grid = Image.new("RGB", (2 * cell, 2 * cell), (255, 255, 255))
-    for image, (x, y) in ((a, (padding, padding)), (a_prime, (cell + padding - 1, padding)),
-                          (b, (padding, cell + padding - 1))):
+    for image, (x, y) in ((a, (first, first)), (a_prime, (second, first)), (b, (first, second))):
         grid.paste(image.convert("RGB").resize((inner, inner)), (x, y))
-    grid.paste(Image.new("RGB", (inner, inner), (0, 0, 0)), (cell + padding - 1, cell + padding - 1))
+    grid.paste(Image.new("RGB", (inner, inner), (0, 0, 0)), (second, second))
     return grid
 
 
@@ -105,7 +112,7 @@ def b_prime_box(size: int, padding: int, crop: str) -> tuple[int, int, int, int]
     cell = size // 2
     if crop == "cell":
         return cell, cell, size, size
-    start, inner = cell + padding - 1, int(cell - padding * 1.5)
+    inner, _, start = cell_layout(cell, padding)
     return start, start, start + inner, start + inner
 
 
@@ -175,8 +182,9 @@ def mask_cross_attention(probs: torch.Tensor, q: dict[str, torch.Tensor]) -> tor
 
 class AnalogistAttnProcessor:
     """Attention with SAC (self-attention) or CAM (cross-attention) for one transformer block; the rest
-    is diffusers' plain `AttnProcessor` (logits, softmax, values, output projection). `capture`: keep
-    the last logits and probabilities (for tests)."""
+    is diffusers' plain `AttnProcessor` on token inputs (logits, softmax, values, output projection; a
+    transformer block's attention has no group or spatial norm). `capture`: keep the last logits and
+    probabilities (for tests)."""
 
     def __init__(self, sac: bool, cam: bool, scale_sac: float, capture: bool = False):
         self.sac, self.cam, self.scale_sac, self.capture = sac, cam, scale_sac, capture
@@ -184,10 +192,7 @@ class AnalogistAttnProcessor:
 
     def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, temb=None,
                  *args, **kwargs):
-        residual = hidden_states
-        if hidden_states.ndim == 4:  # a spatial input (not in transformer blocks; kept for completeness)
-            b, c, h, w = hidden_states.shape
-            hidden_states = hidden_states.view(b, c, h * w).transpose(1, 2)
+        residual = hidden_states  # (batch, tokens, channels): a transformer block's attention
         is_cross = encoder_hidden_states is not None
         context = encoder_hidden_states if is_cross else hidden_states
         query = attn.head_to_batch_dim(attn.to_q(hidden_states))
@@ -206,8 +211,6 @@ class AnalogistAttnProcessor:
             self.last = {"sim": sim.detach().clone(), "probs": probs.detach().clone(), "is_cross": is_cross}
         out = attn.batch_to_head_dim(torch.bmm(probs.to(value.dtype), value))
         out = attn.to_out[1](attn.to_out[0](out))
-        if residual.ndim == 4:
-            out = out.transpose(-1, -2).reshape(residual.shape)
         if attn.residual_connection:
             out = out + residual
         return out / attn.rescale_output_factor
@@ -242,20 +245,17 @@ def analogist_processors(unet, config: AnalogistConfig, capture: bool = False) -
     return processors
 
 
-class attention_edits:  # noqa: N801 (a context manager, used like a function)
-    """`with attention_edits(unet, config):` Analogist's processors for the block; the UNet's own after."""
-
-    def __init__(self, unet, config: AnalogistConfig, capture: bool = False):
-        self.unet, self.config, self.capture = unet, config, capture
-
-    def __enter__(self) -> dict:
-        self.saved = dict(self.unet.attn_processors)
-        self.installed = analogist_processors(self.unet, self.config, self.capture)
-        self.unet.set_attn_processor(dict(self.installed))
-        return self.installed
-
-    def __exit__(self, *exc) -> None:
-        self.unet.set_attn_processor(self.saved)
+@contextlib.contextmanager
+def attention_edits(unet, config: AnalogistConfig, capture: bool = False):
+    """`with attention_edits(unet, config) as installed:` Analogist's processors inside the block, the UNet's
+    own restored after it (also on an error)."""
+    saved = dict(unet.attn_processors)
+    installed = analogist_processors(unet, config, capture)
+    unet.set_attn_processor(dict(installed))
+    try:
+        yield installed
+    finally:
+        unet.set_attn_processor(saved)
 
 
 # ----------------------------------------------------------------------------- the method
@@ -271,14 +271,11 @@ def inpaint_grid(pipe, grid: Image.Image, prompt: str, config: AnalogistConfig, 
                  change_map: torch.Tensor | None = None) -> Image.Image:
     """Step 2: the pasted grid inpainted in its B′ cell (where the change map allows) under the attention edits."""
     size = grid.width
-    sampler = StableDiffusionInpaintPipeline(**{**pipe.components, "requires_safety_checker": False,
-                                               "scheduler": DDIMScheduler.from_config(pipe.scheduler.config)})
-    sampler.set_progress_bar_config(disable=True)
     with attention_edits(pipe.unet, config):
-        return sampler(prompt, image=grid, mask_image=b_prime_mask(size, change_map), height=size, width=size,
-                       strength=config.strength, num_inference_steps=config.num_steps,
-                       guidance_scale=config.guidance_scale, negative_prompt=config.negative_prompt,
-                       generator=torch.Generator().manual_seed(seed)).images[0]
+        return pipe(prompt, image=grid, mask_image=b_prime_mask(size, change_map), height=size, width=size,
+                    strength=config.strength, num_inference_steps=config.num_steps,
+                    guidance_scale=config.guidance_scale, negative_prompt=config.negative_prompt,
+                    generator=torch.Generator().manual_seed(seed)).images[0]
 
 
 def analogist(models, a: Image.Image, a_prime: Image.Image, b: Image.Image, config: AnalogistConfig = AnalogistConfig(),

@@ -37,6 +37,7 @@ from diffusers import (
     DDIMScheduler,
     DDPMScheduler,
     EulerAncestralDiscreteScheduler,
+    StableDiffusionInpaintPipeline,
     StableDiffusionInstructPix2PixPipeline,
     StableDiffusionPipeline,
     UNet2DConditionModel,
@@ -48,6 +49,8 @@ from models.convert import open_clip_text_to_hf
 from models.toy import architecture as arch
 from models.toy import bpe
 from models.toy.world import (
+    ATTRIBUTE_NAMES,
+    IMAGE_SIZE,
     Scene,
     all_scenes,
     caption,
@@ -59,6 +62,7 @@ from models.toy.world import (
     training_scenes,
     varied_caption,
 )
+from ops.analogist import AnalogistConfig, cell_layout
 
 WEIGHTS = Path(__file__).parent / "weights"
 
@@ -297,15 +301,16 @@ def distil_tiny_vae(teacher: AutoencoderKL, steps: int, seed: int, checkpoint=No
     return tiny.eval().requires_grad_(False)
 
 
-def save_pipeline(unet, vae, text_encoder, tokenizer, out: Path) -> None:
-    """Saved in float16 (half the bytes; loaders up-cast to float32 on CPU)."""
+def save_pipeline(unet, vae, text_encoder, tokenizer, out: Path, cls=StableDiffusionPipeline,
+                  scheduler=None) -> None:
+    """A toy pipeline of class `cls` (text-to-image, instruction editor, inpainter), its scheduler DDIM on
+    the toy schedule unless given, saved in float16 (half the bytes; loaders up-cast to float32 on CPU);
+    then the components it shares with weights/sd become links (`share_with_sd`)."""
     half = lambda m: copy.deepcopy(m).to(torch.float16)  # noqa: E731
-    pipe = StableDiffusionPipeline(
-        vae=half(vae), text_encoder=half(text_encoder), tokenizer=tokenizer, unet=half(unet),
-        scheduler=DDIMScheduler(**arch.scheduler_config()), safety_checker=None,
-        feature_extractor=None, requires_safety_checker=False,
-    )
-    pipe.save_pretrained(out, safe_serialization=True)
+    cls(vae=half(vae), text_encoder=half(text_encoder), tokenizer=tokenizer, unet=half(unet),
+        scheduler=scheduler or DDIMScheduler(**arch.scheduler_config()), safety_checker=None,
+        feature_extractor=None, requires_safety_checker=False).save_pretrained(out, safe_serialization=True)
+    share_with_sd(out)
 
 
 def share_with_sd(out: Path, names: tuple[str, ...] = ("vae", "text_encoder", "tokenizer")) -> None:
@@ -407,7 +412,6 @@ def train_unet(clip_model, vae: AutoencoderKL, steps: int, seed: int, out: Path,
             log(f"unet step {step} loss {loss.item():.4f} ({(time.time() - start) / 60:.1f} min)")
         if (step + 1) % save_every == 0 or step == steps - 1:
             save_pipeline(ema, vae, text_encoder, tokenizer, out)
-            share_with_sd(out)
             (out / "train_stats.json").write_text(json.dumps({
                 "steps_done": step + 1, "steps": steps, "batch": batch,
                 "minutes": round((time.time() - start) / 60, 2), "loss": round(loss.item(), 4)}))
@@ -516,14 +520,9 @@ def train_instruct(steps: int, seed: int, out: Path, save_every: int, batch: int
             log(f"instruct step {step} loss {loss.item():.4f} image weights "
                 f"{ema.conv_in.weight[:, 4:].abs().mean().item():.4f} ({(time.time() - start) / 60:.1f} min)")
         if (step + 1) % save_every == 0 or step == steps - 1:
-            half = lambda m: copy.deepcopy(m).to(torch.float16)  # noqa: E731
             scheduler = EulerAncestralDiscreteScheduler(**{k: v for k, v in arch.scheduler_config().items()
                                                            if k not in ("set_alpha_to_one", "clip_sample")})
-            StableDiffusionInstructPix2PixPipeline(
-                vae=half(vae), text_encoder=half(text_encoder), tokenizer=tokenizer, unet=half(ema),
-                scheduler=scheduler, safety_checker=None, feature_extractor=None, requires_safety_checker=False,
-            ).save_pretrained(out, safe_serialization=True)
-            share_with_sd(out)
+            save_pipeline(ema, vae, text_encoder, tokenizer, out, StableDiffusionInstructPix2PixPipeline, scheduler)
             (out / "train_stats.json").write_text(json.dumps({
                 "cycles": [*previous, steps], "steps_done": sum(previous) + step + 1,
                 "steps": sum(previous) + steps, "batch": batch, "pairs": len(texts),
@@ -531,13 +530,14 @@ def train_instruct(steps: int, seed: int, out: Path, save_every: int, batch: int
             log(f"instruct checkpoint at step {step + 1} → {out}")
 
 
-GRID_CELL, GRID_PADDING = 2 * 16, 2  # the inpainter's grid: 2×2 cells of 32 px (64 px), Analogist's padding
+# the inpainter's grid: 2×2 cells of the world's 32 px (64 px) with Analogist's padding
+GRID_CELL, GRID_PADDING = IMAGE_SIZE, AnalogistConfig().padding
 
 
 def grid_pool(per_scene: int, seed: int) -> tuple[torch.Tensor, list[Scene]]:
     """Renders of every training scene at the grid's inner cell size (the cell less 1.5·padding, resized
     by PIL as `ops.analogist.make_grid` resizes), in [-1, 1], and the scene of each."""
-    inner = int(GRID_CELL - 1.5 * GRID_PADDING)
+    inner = cell_layout(GRID_CELL, GRID_PADDING)[0]
     rng = random.Random(seed)
     images, scenes = [], []
     for scene in training_scenes():
@@ -550,7 +550,7 @@ def grid_pool(per_scene: int, seed: int) -> tuple[torch.Tensor, list[Scene]]:
 def is_analogy(a: Scene, a_prime: Scene, b: Scene, b_prime: Scene) -> bool:
     """Whether four cells obey A : A′ :: B : B′ (B′ = B with every attribute A → A′ changed set to A′'s)."""
     return all(getattr(b_prime, n) == (getattr(a_prime, n) if getattr(a, n) != getattr(a_prime, n) else getattr(b, n))
-               for n in ("size", "colour", "shape", "background"))
+               for n in ATTRIBUTE_NAMES)
 
 
 def random_grids(pool: torch.Tensor, pool_scenes: list[Scene], n: int, g: torch.Generator,
@@ -566,7 +566,7 @@ def random_grids(pool: torch.Tensor, pool_scenes: list[Scene], n: int, g: torch.
             continue
         picks.append(four)
     picks = torch.tensor(picks)
-    inner, at = pool.shape[-1], (GRID_PADDING, GRID_CELL + GRID_PADDING - 1)
+    inner, *at = cell_layout(GRID_CELL, GRID_PADDING)
     grids = torch.ones(n, 3, 2 * GRID_CELL, 2 * GRID_CELL)
     for cell, (y, x) in enumerate(((at[0], at[0]), (at[0], at[1]), (at[1], at[0]), (at[1], at[1]))):
         grids[:, :, y:y + inner, x:x + inner] = pool[picks[:, cell]]
@@ -637,8 +637,6 @@ def train_inpaint(steps: int, seed: int, out: Path, save_every: int, batch: int 
     the mask covers most, dropped with `caption_drop`. Saved as a `StableDiffusionInpaintPipeline` on
     weights/sd's VAE (linked); `decoder_steps` > 0 (an experiment, not shipped: MODEL_CARD "inpaint/")
     saves a decoder fine-tuned on grids instead (`finetune_grid_decoder`; its encoder is the one trained on)."""
-    from diffusers import StableDiffusionInpaintPipeline
-
     torch.manual_seed(seed)
     g = torch.Generator().manual_seed(seed)
     rng = random.Random(seed)
@@ -688,12 +686,7 @@ def train_inpaint(steps: int, seed: int, out: Path, save_every: int, batch: int 
             log(f"inpaint step {step} loss {loss.item():.4f} mask weights "
                 f"{ema.conv_in.weight[:, 4:].abs().mean().item():.4f} ({(time.time() - start) / 60:.1f} min)")
         if (step + 1) % save_every == 0 or step == steps - 1:
-            half = lambda m: copy.deepcopy(m).to(torch.float16)  # noqa: E731
-            StableDiffusionInpaintPipeline(
-                vae=half(vae), text_encoder=half(text_encoder), tokenizer=tokenizer, unet=half(ema),
-                scheduler=DDIMScheduler(**arch.scheduler_config()), safety_checker=None, feature_extractor=None,
-                requires_safety_checker=False).save_pretrained(out, safe_serialization=True)
-            share_with_sd(out)
+            save_pipeline(ema, vae, text_encoder, tokenizer, out, StableDiffusionInpaintPipeline)
             (out / "train_stats.json").write_text(json.dumps({
                 "steps_done": step + 1, "steps": steps, "batch": batch, "analogy_grids_redrawn": rejected[0],
                 "minutes": round((time.time() - start) / 60, 2), "loss": round(loss.item(), 4)}))

@@ -30,11 +30,12 @@ def add_parser(subparsers) -> None:
 
 def run_check(args: argparse.Namespace) -> int:
     from evaluation.toy_check import toy_check
+    from models.toy.world import IMAGE_SIZE
     from ops import analogist
     from ops.ddim import ddim_reconstruct, vae_round_trip
 
     start = time.perf_counter()
-    cell, padding = 32, analogist.AnalogistConfig().padding  # the toy grid: 2×2 cells of the 32-px world
+    cell, padding = IMAGE_SIZE, analogist.AnalogistConfig().padding  # the toy grid: 2×2 cells of the world
     inpaint_grid = (lambda a, a_prime, b: analogist.make_grid(a, a_prime, b, cell, padding),
                     analogist.b_prime_box(2 * cell, padding, "inner"), analogist.b_prime_mask(2 * cell))
     result = (toy_check(ddim_reconstruct, vae_round_trip, inpaint_grid=inpaint_grid)
