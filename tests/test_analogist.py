@@ -208,3 +208,23 @@ def test_the_toy_inpainter_fills_a_masked_cell_with_the_scene_its_caption_names(
     # time (MODEL_CARD "inpaint/")
     assert scores["colour"] >= 0.5 and scores["size"] >= 0.6 and scores["background"] >= 0.5, scores
     assert scores["joint"] >= 0.12, scores
+
+
+def test_the_toy_inpainter_trains_on_grids_laid_out_as_analogist_lays_them():
+    """models/toy/train.py builds its training grids in tensors (models never import ops): the same pixels
+    as `ops.analogist.make_grid` with the B′ cell holding a fourth image, for the default padding."""
+    import numpy as np
+    from PIL import Image
+
+    from models.toy import train
+
+    assert (train.GRID_PADDING, 2 * train.GRID_CELL) == (an.AnalogistConfig().padding, 64)
+    pool, scenes = train.grid_pool(1, 3)
+    grids, picks = train.random_grids(pool, scenes, 2, torch.Generator().manual_seed(0), [0])
+    to_pil = lambda x: Image.fromarray(((x + 1) * 127.5).round().byte().permute(1, 2, 0).numpy())  # noqa: E731
+    for grid, four in zip(grids, picks.tolist()):
+        cells = [to_pil(pool[i]) for i in four]
+        want = an.make_grid(*cells[:3], cell=train.GRID_CELL, padding=train.GRID_PADDING)
+        inner, _, second = an.cell_layout(train.GRID_CELL, train.GRID_PADDING)
+        want.paste(cells[3], (second, second))
+        assert np.array_equal(np.asarray(to_pil(grid)), np.asarray(want))

@@ -62,7 +62,6 @@ from models.toy.world import (
     training_scenes,
     varied_caption,
 )
-from ops.analogist import AnalogistConfig, cell_layout
 
 WEIGHTS = Path(__file__).parent / "weights"
 
@@ -530,14 +529,17 @@ def train_instruct(steps: int, seed: int, out: Path, save_every: int, batch: int
             log(f"instruct checkpoint at step {step + 1} → {out}")
 
 
-# the inpainter's grid: 2×2 cells of the world's 32 px (64 px) with Analogist's padding
-GRID_CELL, GRID_PADDING = IMAGE_SIZE, AnalogistConfig().padding
+# The inpainter's grid: 2×2 cells of the world's 32 px (64 px), laid out as Analogist lays them
+# (ops.analogist.make_grid; models never import ops, so tests/test_analogist.py checks the two agree):
+# each image at the cell less 1.5·padding, pasted at the padding, the second column/row one pixel early.
+GRID_CELL, GRID_PADDING = IMAGE_SIZE, 2
+GRID_INNER, GRID_AT = int(GRID_CELL - 1.5 * GRID_PADDING), (GRID_PADDING, GRID_CELL + GRID_PADDING - 1)
 
 
 def grid_pool(per_scene: int, seed: int) -> tuple[torch.Tensor, list[Scene]]:
     """Renders of every training scene at the grid's inner cell size (the cell less 1.5·padding, resized
     by PIL as `ops.analogist.make_grid` resizes), in [-1, 1], and the scene of each."""
-    inner = cell_layout(GRID_CELL, GRID_PADDING)[0]
+    inner = GRID_INNER
     rng = random.Random(seed)
     images, scenes = [], []
     for scene in training_scenes():
@@ -566,7 +568,7 @@ def random_grids(pool: torch.Tensor, pool_scenes: list[Scene], n: int, g: torch.
             continue
         picks.append(four)
     picks = torch.tensor(picks)
-    inner, *at = cell_layout(GRID_CELL, GRID_PADDING)
+    inner, at = GRID_INNER, GRID_AT
     grids = torch.ones(n, 3, 2 * GRID_CELL, 2 * GRID_CELL)
     for cell, (y, x) in enumerate(((at[0], at[0]), (at[0], at[1]), (at[1], at[0]), (at[1], at[1]))):
         grids[:, :, y:y + inner, x:x + inner] = pool[picks[:, cell]]
