@@ -26,11 +26,11 @@ import httpx
 
 from evaluation.images import png_bytes
 from evaluation.pairwise import Question
+from models.profiles import VLM_ID as DEFAULT_VLM
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
 DEFAULT_CHAT_MODEL = "gpt-4o"  # the paper's API judge
 DEFAULT_REQUESTS_PER_MINUTE = 60.0
-DEFAULT_VLM = "Qwen/Qwen2.5-VL-7B-Instruct"
 RETRY_STATUS = {408, 409, 429, 500, 502, 503, 504}
 
 
@@ -103,19 +103,10 @@ class LocalVLMJudge:
     def __init__(self, model_id: str = DEFAULT_VLM, device: str | None = None, max_new_tokens: int = 64):
         from models.loaders import load_vlm
 
-        self.processor, self.model = load_vlm(model_id, device)
+        self.vlm = load_vlm(model_id, device, "the judge VLM")
         self.judge_id = f"vlm:{model_id}"
         self.max_new_tokens = max_new_tokens
 
     def answer(self, question: Question) -> str:
-        import torch
-
-        images = [im.convert("RGB") for im in (question.a, question.a_prime, question.b, question.first,
-                                                question.second)]
-        messages = [{"role": "user", "content": [{"type": "image"} for _ in images]
-                     + [{"type": "text", "text": question.prompt}]}]
-        text = self.processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
-        inputs = self.processor(text=[text], images=images, return_tensors="pt").to(self.model.device)
-        with torch.no_grad():
-            out = self.model.generate(**inputs, max_new_tokens=self.max_new_tokens, do_sample=False)
-        return self.processor.batch_decode(out[:, inputs["input_ids"].shape[1]:], skip_special_tokens=True)[0].strip()
+        images = [question.a, question.a_prime, question.b, question.first, question.second]
+        return self.vlm.ask(images, question.prompt, self.max_new_tokens)

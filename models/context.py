@@ -46,6 +46,13 @@ class ModelContext:
         return load_inpainter(self.profile, self.device)
 
     @property
+    def prompter(self):
+        """Analogist's prompter (a VLM), or None where the profile has none (the toy world)."""
+        from models.loaders import load_prompter
+
+        return load_prompter(self.profile, self.device)
+
+    @property
     def editor_clip(self):
         """The CLIP of the editor's text encoder (VISII's CLIP loss)."""
         from models.loaders import load_clip

@@ -382,12 +382,32 @@ def load_judge(profile: Profile) -> Judge:
     return Judge(clip, captions, torch.nn.functional.normalize(clip.encode_texts(list(captions)), dim=-1))
 
 
-# ----------------------------------------------------------------------------- VLM (pairwise judge)
+# ------------------------------------------------------------------- VLM (pairwise judge, Analogist's prompter)
 
 
-def load_vlm(model_id: str, device: str | None = None):
-    """(processor, model) of an image-text-to-text model (Qwen2-VL, Qwen2.5-VL, …) from a local folder
-    or the Hugging Face cache, never the network, in eval mode."""
+@dataclass
+class VLM:
+    """An image-text-to-text model with its processor: `ask(images, text)` is one user turn (the images,
+    then the text) through the model's chat template, greedy-decoded."""
+
+    model_id: str
+    processor: object
+    model: torch.nn.Module
+
+    @torch.no_grad()
+    def ask(self, images: list[Image.Image], text: str, max_new_tokens: int = 64) -> str:
+        images = pil_rgb(images)
+        messages = [{"role": "user", "content": [{"type": "image"} for _ in images] + [{"type": "text", "text": text}]}]
+        prompt = self.processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+        inputs = self.processor(text=[prompt], images=images, return_tensors="pt").to(self.model.device)
+        out = self.model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False)
+        return self.processor.batch_decode(out[:, inputs["input_ids"].shape[1]:], skip_special_tokens=True)[0].strip()
+
+
+@cache
+def load_vlm(model_id: str, device: str | None = None, what: str = "the VLM") -> VLM:
+    """An image-text-to-text model (Qwen2-VL, Qwen2.5-VL, …) with its processor from a local folder or the
+    Hugging Face cache, never the network, in eval mode."""
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
     device = device or default_device()
@@ -396,5 +416,13 @@ def load_vlm(model_id: str, device: str | None = None):
         model = AutoModelForImageTextToText.from_pretrained(model_id, local_files_only=True,
                                                             dtype=default_dtype(device))
     except OSError as exc:
-        raise _missing(model_id, "the judge VLM", exc) from None
-    return processor, model.to(device).eval()
+        raise _missing(model_id, what, exc) from None
+    return VLM(model_id, processor, model.to(device).eval())
+
+
+def load_prompter(profile: Profile, device: str | None = None) -> VLM | None:
+    """Analogist's prompter: the profile's VLM, or None where the profile has none (the toy world, whose
+    stand-in is ops.analogist.prompt_for's caption difference)."""
+    if profile.prompter is None:
+        return None
+    return load_vlm(profile.prompter, device, "Analogist's prompter (a VLM)")

@@ -46,6 +46,9 @@ class Profile:
     editor_clip: ClipSource | None = None
     # the inpainter of Analogist (an inpainting pipeline: 9-channel UNet, noisy latent ⊕ mask ⊕ masked latent)
     inpainter: str | None = None
+    # Analogist's prompter: an image-text-to-text VLM (transformers' AutoModelForImageTextToText) that reads
+    # the marked grid and writes B′'s prompt; None: the toy stand-in (ops.analogist.prompt_for)
+    prompter: str | None = None
     # The method defaults that depend on the models, by config class (ops/): applied over the class's
     # own defaults (the paper's) and under a preset or a user's settings. Real profiles: none.
     method_defaults: dict[str, dict[str, Any]] = field(default_factory=dict, hash=False, compare=False)
@@ -65,6 +68,10 @@ INSTRUCT_PIX2PIX = "timbrooks/instruct-pix2pix"
 # resolves; the same weights under the organisation that now hosts SD 1.5. Analogist runs on it whatever
 # model the profile's other methods use, as its authors ran it.
 SD_INPAINTING = "stable-diffusion-v1-5/stable-diffusion-inpainting"
+# The project's one local VLM: the pairwise judge's default and Analogist's prompter on real profiles (the
+# official Analogist code asks GPT-4V, the DI paper ran it with MiniCPM-V, which loads only as remote code;
+# Qwen2.5-VL is a maintained AutoModelForImageTextToText model of the same size class)
+VLM_ID = "Qwen/Qwen2.5-VL-7B-Instruct"
 
 
 def _real(name: str, diffusion: str, joint_clip: ClipSource, resolution: int,
@@ -74,7 +81,8 @@ def _real(name: str, diffusion: str, joint_clip: ClipSource, resolution: int,
     return Profile(name=name, diffusion=diffusion, pipeline_class=pipeline_class, joint_clip=joint_clip,
                    captioner="Salesforce/blip2-opt-2.7b", eval_clip=eval_clip or joint_clip,
                    dinov2="facebook/dinov2-base", resolution=resolution,
-                   editor=editor, editor_clip=VIT_L if editor else None, inpainter=SD_INPAINTING)
+                   editor=editor, editor_clip=VIT_L if editor else None, inpainter=SD_INPAINTING,
+                   prompter=VLM_ID)
 
 
 TOY = Profile(

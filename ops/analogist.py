@@ -31,7 +31,9 @@ Where ours differs from the official code, and why:
 - the official code runs in fp16 on a GPU; ours in the profile's dtype (fp32 on CPU).
 - the official script draws 8 images for each of up to 3 prompts; a benchmark row is one B′: one
   image (the seeded generator) of one prompt.
-- the official prompt comes from GPT-4V (the DI paper used MiniCPM-V); see `prompt_for`.
+- the official prompt comes from GPT-4V (the DI paper used MiniCPM-V); ours from the profile's VLM
+  (`models.profiles.VLM_ID`, Qwen2.5-VL) with the official instruction and marked grid, greedy-decoded;
+  the official marks are Arial Bold, ours Pillow's default font. See `prompt_for`.
 """
 
 from __future__ import annotations
@@ -42,7 +44,7 @@ import re
 from dataclasses import dataclass
 
 import torch
-from PIL import Image
+from PIL import Image, ImageDraw, ImageFont
 
 from ops.cache import Cache
 from ops.captions import caption
@@ -141,10 +143,66 @@ def b_prime_mask(size: int, change_map: torch.Tensor | None = None) -> Image.Ima
 # ----------------------------------------------------------------------------- 1. the text
 
 
-def prompt_for(models, a: Image.Image, a_prime: Image.Image, b: Image.Image, cache: Cache) -> str:
-    """The prompt of B′. The toy stand-in for the paper's VLM: the words in which caption(A′) differs
-    from caption(A), put in their places in caption(B) (the toy captions name the attributes in one
-    order); where the captions do not line up word by word, A′'s new words are appended to B's."""
+# The official prompter's instruction (`textual_prompting.py`, as its script runs it): three prompts of at
+# most five words for the marked grid, comma-separated
+PROMPTER_INSTRUCTION = (
+    "Please help me with the image analogy task: take an image A and its transformation A', and provide any image "
+    "B to produce an output B' that is analogous to A'. Or, more succinctly: A : A' :: B : B'. You should give me "
+    "three most possible text prompts of image B', each prompt should contain no more than 5 words. Please "
+    "separate the prompts with comma and format your answer as follows: prompt1, prompt2, prompt3")
+PROMPTER_MAX_TOKENS = 300  # the official request's max_tokens
+
+
+def marked_grid(a: Image.Image, a_prime: Image.Image, b: Image.Image, cell: int, padding: int) -> Image.Image:
+    """The grid the prompter reads (the official `make_grid(add_marks=True, add_arrows=True)`): the plain
+    grid with a white letter on a black square at each image's corner (A, A', B, B'; 36 px at a 256-px
+    cell) and a red arrow across each row's middle (half length cell/10, width cell/64, tip 0.35 of it)."""
+    grid = make_grid(a, a_prime, b, cell, padding)
+    draw = ImageDraw.Draw(grid)
+    _, first, second = cell_layout(cell, padding)
+    size = max(1, round(36 * cell / 256))
+    font = ImageFont.load_default(size=size)
+    for text, (x, y) in (("A", (first, first)), ("A'", (second, first)), ("B", (first, second)),
+                         ("B'", (second, second))):
+        draw.rectangle([x, y, x + size, y + size], fill=(0, 0, 0))
+        draw.text((x + 2, y), text, font=font, fill=(255, 255, 255))
+    half, width = cell // 10, max(1, cell // 64)
+    for y in (cell // 2, cell // 2 + cell):
+        tip, tail = (cell + half, y), (cell - half, y)
+        draw.line([tail, tip], fill=(230, 0, 0), width=width)
+        barb = 0.35 * 2 * half  # cv2.arrowedLine: barbs of tipLength × the line's length, at ±45°
+        for sign in (-1, 1):
+            draw.line([tip, (tip[0] - barb * math.cos(math.pi / 4), y + sign * barb * math.sin(math.pi / 4))],
+                      fill=(230, 0, 0), width=width)
+    return grid
+
+
+def parse_prompts(answer: str) -> list[str]:
+    """The official post-processing: the answer split at commas, each part stripped (empty parts dropped)."""
+    prompts = [part.strip() for part in answer.strip().split(",")]
+    prompts = [part for part in prompts if part]
+    if not prompts:
+        raise ValueError(f"Analogist's prompter gave no prompt (answer {answer!r})")
+    return prompts
+
+
+def prompt_for(models, a: Image.Image, a_prime: Image.Image, b: Image.Image, cache: Cache,
+               padding: int = AnalogistConfig.padding) -> str:
+    """The prompt of B′: the first of the prompts the profile's VLM prompter writes for the marked grid
+    (the official code makes 8 images for each of up to 3; a benchmark row is one B′), its answer cached
+    by the model and the images.
+
+    Where the profile has no prompter (the toy world): the words in which caption(A′) differs from
+    caption(A), put in their places in caption(B) (the toy captions name the attributes in one order);
+    where the captions do not line up word by word, A′'s new words are appended to B's. This stand-in
+    reads off the captioner what a VLM reads off the grid: what changed from A to A′, applied to B."""
+    vlm = models.prompter
+    if vlm is not None:
+        cell = native_size(models.inpainter) // 2
+        answer = cache("analogist_prompt", (vlm.model_id, PROMPTER_INSTRUCTION, cell, padding, a, a_prime, b),
+                       lambda: vlm.ask([marked_grid(a, a_prime, b, cell, padding)],
+                                       PROMPTER_INSTRUCTION, PROMPTER_MAX_TOKENS))
+        return parse_prompts(answer)[0]
     words = [re.findall(r"\S+", caption(models, image, cache)) for image in (a, a_prime, b)]
     ca, cap, cb = words
     if len(ca) == len(cap) == len(cb):
@@ -288,7 +346,7 @@ def analogist(models, a: Image.Image, a_prime: Image.Image, b: Image.Image, conf
     # 0. the grid, B pasted into the B′ cell
     grid = paste_b(make_grid(a, a_prime, b, native_size(pipe) // 2, config.padding))
     # 1. the text
-    prompt = prompt_for(models, a, a_prime, b, cache)
+    prompt = prompt_for(models, a, a_prime, b, cache, config.padding)
     if config.prompt_suffix:
         prompt = f"{prompt}, {config.prompt_suffix}"
     # 2. inpainting under SAC and CAM

@@ -132,10 +132,58 @@ def test_the_toy_prompter_puts_a_prime_s_new_words_into_b_s_caption(triplet):
 
     images = triplet.images()
     captions = {images[k].tobytes(): caption(getattr(triplet, k)) for k in ("a", "a_prime", "b")}
-    models = dataclasses.make_dataclass("M", [("captioner", object)])(Captions())
+    models = dataclasses.make_dataclass("M", [("captioner", object), ("prompter", object)])(Captions(), None)
     from ops.cache import Cache
 
     assert an.prompt_for(models, images["a"], images["a_prime"], images["b"], Cache()) == caption(triplet.b_prime_gt)
+
+
+def test_the_marked_grid_is_the_grid_with_the_official_letters_and_arrows(triplet):
+    images = triplet.images()
+    plain = an.make_grid(images["a"], images["a_prime"], images["b"], cell=256, padding=2)
+    marked = an.marked_grid(images["a"], images["a_prime"], images["b"], cell=256, padding=2)
+    assert marked.size == plain.size == (512, 512)
+    for x, y in ((2, 2), (257, 2), (2, 257), (257, 257)):  # a 36-px black mark with white letters at each corner
+        square = marked.crop((x, y, x + 37, y + 37))
+        colours = set(square.getdata())
+        assert (0, 0, 0) in colours and (255, 255, 255) in colours, (x, y)
+        assert len(colours) > 2  # the letters are anti-aliased text, not a blank square
+    for y in (128, 384):  # a red arrow across each row's boundary, tip at the right
+        assert marked.getpixel((256, y)) == (230, 0, 0) and marked.getpixel((280, y)) == (230, 0, 0)
+        assert marked.getpixel((284, y)) != (230, 0, 0) and marked.getpixel((200, y)) != (230, 0, 0)
+    changed = [i for i, (p, q) in enumerate(zip(plain.getdata(), marked.getdata())) if p != q]
+    assert 4 * 20 < len(changed) < 4 * 37 * 37 + 2 * 60 * 12  # only the marks and the arrows
+
+
+def test_a_vlm_prompter_writes_the_prompt_from_the_marked_grid(tmp_path, tiny_profile, triplet, monkeypatch):
+    """A real profile's prompter: a tiny Qwen2-VL from a config (it says "red," at every step) reads the marked
+    grid with the official instruction; its first comma-separated prompt drives the inpainter, the answer is
+    cached by the images, and the method runs end to end with it."""
+    from makers import write_tiny_vlm
+
+    from ops.cache import Cache
+    from ops.registry import resolve_specs, run_method
+
+    vlm_folder = write_tiny_vlm(tmp_path / "vlm", "red,")
+    profile = dataclasses.replace(tiny_profile, name="tiny-prompted", prompter=str(vlm_folder))
+    monkeypatch.setitem(PROFILES, profile.name, profile)
+    models, images, cache = ModelContext(profile.name, "cpu"), triplet.images(), Cache()
+    vlm = models.prompter
+    grid = an.marked_grid(images["a"], images["a_prime"], images["b"], 32, 2)
+    text = vlm.processor.apply_chat_template([{"role": "user", "content": [
+        {"type": "image"}, {"type": "text", "text": an.PROMPTER_INSTRUCTION}]}], add_generation_prompt=True,
+        tokenize=False)
+    assert text.count("<|vision_start|>") == 1 and an.PROMPTER_INSTRUCTION in text
+    assert vlm.ask([grid], an.PROMPTER_INSTRUCTION, 3) == "red, red, red,"
+    assert an.prompt_for(models, images["a"], images["a_prime"], images["b"], cache) == "red"
+    assert an.prompt_for(models, images["a"], images["a_prime"], images["b"], cache) == "red"
+    assert cache.stats["analogist_prompt"] == {"computed": 1, "reused": 1}
+    (run,) = resolve_specs(["analogist[num_steps=2]"], profile)
+    out = run_method(run, models, images["a"], images["a_prime"], images["b"], seed=0)
+    assert out.size == images["b"].size
+    assert an.parse_prompts(" a red circle , a red square,, ") == ["a red circle", "a red square"]
+    with pytest.raises(ValueError, match="prompter gave no prompt"):
+        an.parse_prompts(" , ")
 
 
 def test_bad_settings_and_a_missing_inpainter_fail_with_clear_messages(tmp_path, monkeypatch):
@@ -155,6 +203,10 @@ def test_bad_settings_and_a_missing_inpainter_fail_with_clear_messages(tmp_path,
     with pytest.raises(loaders.ModelMissingError, match="python -m models.toy.train"):
         loaders.load_inpainter(toy, "cpu")
     loaders.load_inpainter.cache_clear()
+    fetch = "Analogist's prompter.*hf download Qwen/Qwen2.5-VL-7B-Instruct"
+    with pytest.raises(loaders.ModelMissingError, match=fetch):
+        loaders.load_prompter(get_profile("sd15"), "cpu")
+    assert loaders.load_prompter(get_profile("toy"), "cpu") is None
 
 
 def test_the_processor_without_edits_is_diffusers_attention(inpainter):

@@ -23,7 +23,7 @@ def test_a_vlm_that_always_says_1_answers_by_position_and_is_caught_as_inconsist
 
     judge = LocalVLMJudge(str(write_tiny_vlm(tmp_path / "says-1", "1")), device="cpu", max_new_tokens=1)
     question = Question(solid(10), solid(50), solid(90), solid(200), solid(100), prompt_text(False))
-    text = judge.processor.apply_chat_template([{"role": "user", "content": [{"type": "image"}] * 5 + [
+    text = judge.vlm.processor.apply_chat_template([{"role": "user", "content": [{"type": "image"}] * 5 + [
         {"type": "text", "text": question.prompt}]}], add_generation_prompt=True, tokenize=False)
     assert text.count("<|vision_start|>") == 5 and question.prompt in text
     assert judge.answer(question) == "1"
