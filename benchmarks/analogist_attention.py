@@ -67,16 +67,8 @@ def run(pipe, grid, prompt, config, sac: bool, seed: int):
             stats[index].append(block_stats(processor.last["sim"], processor.last["probs"]))
         return kwargs
 
-    saved = dict(pipe.unet.attn_processors)
-    pipe.unet.set_attn_processor(processors)
-    try:
-        size = grid.width
-        out = pipe(prompt, image=grid, mask_image=an.b_prime_mask(size), height=size, width=size,
-                   strength=config.strength, num_inference_steps=config.num_steps,
-                   guidance_scale=config.guidance_scale, negative_prompt=config.negative_prompt,
-                   generator=torch.Generator().manual_seed(seed), callback_on_step_end=on_step).images[0]
-    finally:
-        pipe.unet.set_attn_processor(saved)
+    with an.processors_installed(pipe.unet, processors):
+        out = an.sample_grid(pipe, grid, prompt, config, seed, callback_on_step_end=on_step)
     means = {index: {k: float(np.mean([s[k] for s in steps])) for k in steps[0]} for index, steps in stats.items()}
     return out, means
 

@@ -395,7 +395,7 @@ class VLM:
     model: torch.nn.Module
 
     @torch.no_grad()
-    def ask(self, images: list[Image.Image], text: str, max_new_tokens: int = 64) -> str:
+    def ask(self, images: list[Image.Image], text: str, max_new_tokens: int) -> str:
         images = pil_rgb(images)
         messages = [{"role": "user", "content": [{"type": "image"} for _ in images] + [{"type": "text", "text": text}]}]
         prompt = self.processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
@@ -405,19 +405,23 @@ class VLM:
 
 
 @cache
-def load_vlm(model_id: str, device: str | None = None, what: str = "the VLM") -> VLM:
-    """An image-text-to-text model (Qwen2-VL, Qwen2.5-VL, …) with its processor from a local folder or the
-    Hugging Face cache, never the network, in eval mode."""
+def _vlm(model_id: str, device: str) -> VLM:
+    """One load per (model, device), whoever asks for it (the judge and the prompter share it)."""
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
-    device = device or default_device()
+    processor = AutoProcessor.from_pretrained(model_id, local_files_only=True)
+    model = AutoModelForImageTextToText.from_pretrained(model_id, local_files_only=True, dtype=default_dtype(device))
+    return VLM(model_id, processor, model.to(device).eval())
+
+
+def load_vlm(model_id: str, device: str | None = None, what: str = "the VLM") -> VLM:
+    """An image-text-to-text model (Qwen2-VL, Qwen2.5-VL, …) with its processor from a local folder or the
+    Hugging Face cache, never the network, in eval mode; a missing one raises `ModelMissingError` naming
+    it as `what`."""
     try:
-        processor = AutoProcessor.from_pretrained(model_id, local_files_only=True)
-        model = AutoModelForImageTextToText.from_pretrained(model_id, local_files_only=True,
-                                                            dtype=default_dtype(device))
+        return _vlm(model_id, device or default_device())
     except OSError as exc:
         raise _missing(model_id, what, exc) from None
-    return VLM(model_id, processor, model.to(device).eval())
 
 
 def load_prompter(profile: Profile, device: str | None = None) -> VLM | None:

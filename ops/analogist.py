@@ -304,16 +304,21 @@ def analogist_processors(unet, config: AnalogistConfig, capture: bool = False) -
 
 
 @contextlib.contextmanager
+def processors_installed(unet, processors: dict):
+    """`with processors_installed(unet, processors) as installed:` the processor map inside the block, the
+    UNet's own restored after it (also on an error)."""
+    saved = dict(unet.attn_processors)
+    unet.set_attn_processor(dict(processors))
+    try:
+        yield processors
+    finally:
+        unet.set_attn_processor(saved)
+
+
 def attention_edits(unet, config: AnalogistConfig, capture: bool = False):
     """`with attention_edits(unet, config) as installed:` Analogist's processors inside the block, the UNet's
     own restored after it (also on an error)."""
-    saved = dict(unet.attn_processors)
-    installed = analogist_processors(unet, config, capture)
-    unet.set_attn_processor(dict(installed))
-    try:
-        yield installed
-    finally:
-        unet.set_attn_processor(saved)
+    return processors_installed(unet, analogist_processors(unet, config, capture))
 
 
 # ----------------------------------------------------------------------------- the method
@@ -325,15 +330,22 @@ def native_size(pipe) -> int:
 
 
 @torch.no_grad()
+def sample_grid(pipe, grid: Image.Image, prompt: str, config: AnalogistConfig, seed: int = 0,
+                change_map: torch.Tensor | None = None, **pipe_kwargs) -> Image.Image:
+    """The pasted grid inpainted in its B′ cell (where the change map allows) with the UNet's processors as
+    they are; `pipe_kwargs` go to the pipeline (e.g. `callback_on_step_end`)."""
+    size = grid.width
+    return pipe(prompt, image=grid, mask_image=b_prime_mask(size, change_map), height=size, width=size,
+                strength=config.strength, num_inference_steps=config.num_steps,
+                guidance_scale=config.guidance_scale, negative_prompt=config.negative_prompt,
+                generator=torch.Generator().manual_seed(seed), **pipe_kwargs).images[0]
+
+
 def inpaint_grid(pipe, grid: Image.Image, prompt: str, config: AnalogistConfig, seed: int = 0,
                  change_map: torch.Tensor | None = None) -> Image.Image:
-    """Step 2: the pasted grid inpainted in its B′ cell (where the change map allows) under the attention edits."""
-    size = grid.width
+    """Step 2: `sample_grid` under the attention edits."""
     with attention_edits(pipe.unet, config):
-        return pipe(prompt, image=grid, mask_image=b_prime_mask(size, change_map), height=size, width=size,
-                    strength=config.strength, num_inference_steps=config.num_steps,
-                    guidance_scale=config.guidance_scale, negative_prompt=config.negative_prompt,
-                    generator=torch.Generator().manual_seed(seed)).images[0]
+        return sample_grid(pipe, grid, prompt, config, seed, change_map)
 
 
 def analogist(models, a: Image.Image, a_prime: Image.Image, b: Image.Image, config: AnalogistConfig = AnalogistConfig(),

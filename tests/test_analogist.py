@@ -169,6 +169,7 @@ def test_a_vlm_prompter_writes_the_prompt_from_the_marked_grid(tmp_path, tiny_pr
     monkeypatch.setitem(PROFILES, profile.name, profile)
     models, images, cache = ModelContext(profile.name, "cpu"), triplet.images(), Cache()
     vlm = models.prompter
+    assert loaders.load_vlm(str(vlm_folder), "cpu", "the judge VLM") is vlm  # one load, judge and prompter
     grid = an.marked_grid(images["a"], images["a_prime"], images["b"], 32, 2)
     text = vlm.processor.apply_chat_template([{"role": "user", "content": [
         {"type": "image"}, {"type": "text", "text": an.PROMPTER_INSTRUCTION}]}], add_generation_prompt=True,
