@@ -91,7 +91,7 @@ def main() -> None:
     for i, row in enumerate(rows):
         a, a_prime, b = (decode_image(row[f"{k}_png"]).image for k in ("a", "a_prime", "b"))
         grid = an.paste_b(an.make_grid(a, a_prime, b, an.native_size(pipe) // 2, config.padding))
-        prompt = an.prompt_for(models, a, a_prime, b, cache, config.padding)
+        prompt = an.prompt_for(models, a, a_prime, b, cache, config)
         outs = {}
         for sac in (True, False):
             out, means = run(pipe, grid, prompt, config, sac, seed=i)

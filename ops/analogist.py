@@ -51,6 +51,13 @@ from ops.captions import caption
 
 NEGATIVE_PROMPT = "Messy,Disordered,Chaotic,Cluttered,Haphazard,Unkempt,Scattered,Disheveled,Tangled,Random"
 PROMPT_SUFFIX = "best quality, extremely detailed"
+# The official prompter's instruction (`textual_prompting.py`, as its script runs it): three prompts of at
+# most five words for the marked grid, comma-separated
+PROMPTER_INSTRUCTION = (
+    "Please help me with the image analogy task: take an image A and its transformation A', and provide any image "
+    "B to produce an output B' that is analogous to A'. Or, more succinctly: A : A' :: B : B'. You should give me "
+    "three most possible text prompts of image B', each prompt should contain no more than 5 words. Please "
+    "separate the prompts with comma and format your answer as follows: prompt1, prompt2, prompt3")
 
 
 @dataclass(frozen=True)
@@ -72,6 +79,9 @@ class AnalogistConfig:
     cam_end_layer: int = 11
     negative_prompt: str = NEGATIVE_PROMPT
     prompt_suffix: str = PROMPT_SUFFIX
+    # what the prompter (a VLM; real profiles) is asked, and the most tokens it may answer (the official request's)
+    prompter_instruction: str = PROMPTER_INSTRUCTION
+    prompter_max_tokens: int = 300
     # B′ read off the grid: "cell" (the whole B′ cell, padding and all: the official crop) | "inner" (the
     # pasted image's square inside it: at 512 px the padding is 1 % of a cell, at the toy's 32 px it is 9 %)
     crop: str = "cell"
@@ -79,6 +89,8 @@ class AnalogistConfig:
     def __post_init__(self):
         if not 0.0 < self.strength <= 1.0:
             raise ValueError(f"strength must be in (0, 1], got {self.strength}")
+        if self.prompter_max_tokens < 1:
+            raise ValueError(f"prompter_max_tokens must be ≥ 1, got {self.prompter_max_tokens}")
         if self.crop not in ("cell", "inner"):
             raise ValueError(f"crop must be 'cell' or 'inner', got {self.crop!r}")
         if self.padding < 0 or self.padding % 2:
@@ -143,14 +155,6 @@ def b_prime_mask(size: int, change_map: torch.Tensor | None = None) -> Image.Ima
 # ----------------------------------------------------------------------------- 1. the text
 
 
-# The official prompter's instruction (`textual_prompting.py`, as its script runs it): three prompts of at
-# most five words for the marked grid, comma-separated
-PROMPTER_INSTRUCTION = (
-    "Please help me with the image analogy task: take an image A and its transformation A', and provide any image "
-    "B to produce an output B' that is analogous to A'. Or, more succinctly: A : A' :: B : B'. You should give me "
-    "three most possible text prompts of image B', each prompt should contain no more than 5 words. Please "
-    "separate the prompts with comma and format your answer as follows: prompt1, prompt2, prompt3")
-PROMPTER_MAX_TOKENS = 300  # the official request's max_tokens
 
 
 def marked_grid(a: Image.Image, a_prime: Image.Image, b: Image.Image, cell: int, padding: int) -> Image.Image:
@@ -187,7 +191,7 @@ def parse_prompts(answer: str) -> list[str]:
 
 
 def prompt_for(models, a: Image.Image, a_prime: Image.Image, b: Image.Image, cache: Cache,
-               padding: int = AnalogistConfig.padding) -> str:
+               config: AnalogistConfig = AnalogistConfig()) -> str:
     """The prompt of B′: the first of the prompts the profile's VLM prompter writes for the marked grid
     (the official code makes 8 images for each of up to 3; a benchmark row is one B′), its answer cached
     by the model and the images.
@@ -199,9 +203,11 @@ def prompt_for(models, a: Image.Image, a_prime: Image.Image, b: Image.Image, cac
     vlm = models.prompter
     if vlm is not None:
         cell = native_size(models.inpainter) // 2
-        answer = cache("analogist_prompt", (vlm.model_id, PROMPTER_INSTRUCTION, cell, padding, a, a_prime, b),
-                       lambda: vlm.ask([marked_grid(a, a_prime, b, cell, padding)],
-                                       PROMPTER_INSTRUCTION, PROMPTER_MAX_TOKENS))
+        key = (vlm.model_id, config.prompter_instruction, config.prompter_max_tokens, cell, config.padding,
+               a, a_prime, b)
+        answer = cache("analogist_prompt", key,
+                       lambda: vlm.ask([marked_grid(a, a_prime, b, cell, config.padding)],
+                                       config.prompter_instruction, config.prompter_max_tokens))
         return parse_prompts(answer)[0]
     words = [re.findall(r"\S+", caption(models, image, cache)) for image in (a, a_prime, b)]
     ca, cap, cb = words
@@ -358,7 +364,7 @@ def analogist(models, a: Image.Image, a_prime: Image.Image, b: Image.Image, conf
     # 0. the grid, B pasted into the B′ cell
     grid = paste_b(make_grid(a, a_prime, b, native_size(pipe) // 2, config.padding))
     # 1. the text
-    prompt = prompt_for(models, a, a_prime, b, cache, config.padding)
+    prompt = prompt_for(models, a, a_prime, b, cache, config)
     if config.prompt_suffix:
         prompt = f"{prompt}, {config.prompt_suffix}"
     # 2. inpainting under SAC and CAM

@@ -188,6 +188,8 @@ def test_a_vlm_prompter_writes_the_prompt_from_the_marked_grid(tmp_path, tiny_pr
 
 
 def test_bad_settings_and_a_missing_inpainter_fail_with_clear_messages(tmp_path, monkeypatch):
+    with pytest.raises(ValueError, match="prompter_max_tokens must be ≥ 1"):
+        an.AnalogistConfig(prompter_max_tokens=0)
     with pytest.raises(ValueError, match="padding must be an even number"):
         an.AnalogistConfig(padding=3)
     with pytest.raises(ValueError, match="sac_start_layer..sac_end_layer"):
