@@ -65,3 +65,19 @@ def test_the_committed_toy_world_stays_small_and_stores_each_file_once():
         for component in ("vae", "text_encoder", "tokenizer"):
             link = weights / pipeline / component
             assert link.is_symlink() and link.resolve() == (weights / "sd" / component).resolve(), link
+
+
+def test_saving_a_candidate_pipeline_twice_leaves_the_shipped_one_untouched(tmp_path):
+    """A training stage saves its checkpoint into the same folder again and again; after the first save
+    the shared components are links to weights/sd, and a second save must not write through them."""
+    from models.loaders import load_pipeline
+    from models.profiles import get_profile
+    from models.toy.train import WEIGHTS, save_pipeline
+
+    pipe = load_pipeline(get_profile("toy"))
+    shipped = {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in (WEIGHTS / "sd").rglob("*") if p.is_file()}
+    out = tmp_path / "candidate"
+    for _ in range(2):
+        save_pipeline(pipe.unet, pipe.vae, pipe.text_encoder, pipe.tokenizer, out)
+    assert {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in shipped} == shipped
+    assert (out / "text_encoder").is_symlink() and (out / "unet" / "config.json").is_file()

@@ -304,8 +304,12 @@ def save_pipeline(unet, vae, text_encoder, tokenizer, out: Path, cls=StableDiffu
                   scheduler=None) -> None:
     """A toy pipeline of class `cls` (text-to-image, instruction editor, inpainter), its scheduler DDIM on
     the toy schedule unless given, saved in float16 (half the bytes; loaders up-cast to float32 on CPU);
-    then the components it shares with weights/sd become links (`share_with_sd`)."""
+    then the components it shares with weights/sd become links (`share_with_sd`). Links a former save
+    left in `out` are removed first: saving through them would write into weights/sd itself."""
     half = lambda m: copy.deepcopy(m).to(torch.float16)  # noqa: E731
+    for link in (out.iterdir() if out.is_dir() else ()):
+        if link.is_symlink():
+            link.unlink()
     cls(vae=half(vae), text_encoder=half(text_encoder), tokenizer=tokenizer, unet=half(unet),
         scheduler=scheduler or DDIMScheduler(**arch.scheduler_config()), safety_checker=None,
         feature_extractor=None, requires_safety_checker=False).save_pretrained(out, safe_serialization=True)
