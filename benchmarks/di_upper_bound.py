@@ -32,6 +32,7 @@ import json
 import random
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -116,6 +117,9 @@ def main() -> None:
     parser.add_argument("--conditions", help="only these conditions (comma-separated), e.g. 'learned'")
     parser.add_argument("--extra-pairs", type=int, default=0, help="K: add the learned_k condition")
     parser.add_argument("--rows", type=Path, help="write the per-(triplet, condition) rows here as JSON")
+    parser.add_argument("--diffusion", type=Path,
+                        help="a candidate toy diffusion pipeline folder in place of the shipped one (models.toy.train "
+                             "--unet-out); its profile gets its own name, so nothing is cached under the shipped one's")
     args = parser.parse_args()
 
     scales = [float(s) for s in args.hand_scales.split(",") if s]
@@ -127,6 +131,8 @@ def main() -> None:
             parser.error(f"unknown conditions {sorted(unknown)}; choose from {', '.join(conditions)}")
         conditions = tuple(c for c in conditions if c in args.conditions.split(","))
     models, cache, seed = ModelContext(), Cache(), 0
+    if args.diffusion:
+        models.profile = replace(models.profile, name=f"toy@{args.diffusion}", diffusion=str(args.diffusion))
     pipe, judge = models.pipeline, load_judge(models.profile)
     config = get_method(args.method).config(json.loads(args.settings), models.profile)
     table = pipe.text_encoder.get_input_embeddings().weight.detach()
