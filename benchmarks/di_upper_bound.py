@@ -119,7 +119,7 @@ def main() -> None:
     parser.add_argument("--rows", type=Path, help="write the per-(triplet, condition) rows here as JSON")
     parser.add_argument("--diffusion", type=Path,
                         help="a candidate toy diffusion pipeline folder in place of the shipped one (models.toy.train "
-                             "--unet-out); its profile gets its own name, so nothing is cached under the shipped one's")
+                             "--unet-out); the cache here is this process's own, so nothing mixes with the shipped one")
     args = parser.parse_args()
 
     scales = [float(s) for s in args.hand_scales.split(",") if s]
@@ -132,7 +132,7 @@ def main() -> None:
         conditions = tuple(c for c in conditions if c in args.conditions.split(","))
     models, cache, seed = ModelContext(), Cache(), 0
     if args.diffusion:
-        models.profile = replace(models.profile, name=f"toy@{args.diffusion}", diffusion=str(args.diffusion))
+        models.profile = replace(models.profile, diffusion=str(args.diffusion))
     pipe, judge = models.pipeline, load_judge(models.profile)
     config = get_method(args.method).config(json.loads(args.settings), models.profile)
     table = pipe.text_encoder.get_input_embeddings().weight.detach()
