@@ -43,7 +43,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from evaluation.judge_scores import judge_triplet, summarise  # noqa: E402
 from models.context import ModelContext  # noqa: E402
 from models.loaders import load_judge  # noqa: E402
-from models.toy.world import ATTRIBUTE_NAMES, ATTRIBUTES, Scene, caption, make_triplets, render  # noqa: E402
+from models.toy.world import ATTRIBUTE_NAMES, ATTRIBUTES, Scene, caption, make_triplets, phrase, render  # noqa: E402
 from ops import difference_inversion as di  # noqa: E402
 from ops.cache import Cache, content_seed  # noqa: E402
 from ops.ddim import Schedule, ddim_invert, ddim_sample, decode_latents, encode_images  # noqa: E402
@@ -53,11 +53,6 @@ from ops.registry import get_method  # noqa: E402
 from ops.text import DiffusionText  # noqa: E402
 
 BASE_CONDITIONS = ("nothing", "learned", "hand_diff", "word", "hand_diff_first", "word_first", "oracle")
-
-
-def phrase(scene: Scene, attribute: str) -> str:
-    value = getattr(scene, attribute)
-    return f"on a {value} background" if attribute == "background" else value
 
 
 @torch.no_grad()
