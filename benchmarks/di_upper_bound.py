@@ -139,7 +139,7 @@ def main() -> None:
     start = time.perf_counter()
     triplets = make_triplets(args.seed, args.n)
     images = [t.images() for t in triplets]
-    learned = (di.prepare_diff_tokens(models, [(im["a"], im["a_prime"]) for im in images], config, seed=seed,
+    learned = (di.prepare_diff_tokens(models, [(im["a"], im["a_prime"], im["b"]) for im in images], config, seed=seed,
                                       cache=cache, batch_size=args.batch_size)
                if "learned" in conditions else [None] * len(triplets))
     shared = (shared_diff_tokens(models, config, triplets, images, args.extra_pairs, seed, cache,

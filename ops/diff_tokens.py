@@ -74,6 +74,8 @@ class PairInputs:
     prompt_a_prime: list[int]
     delta: torch.Tensor
     seed: int
+    # clip_context='b': B's prompt ids, the context the CLIP term reads D̃ in
+    context: list[int] | None = None
 
 
 def train_diff_tokens(pipe, clip, z_a: torch.Tensor, z_a_prime: torch.Tensor, prompt_a: list[int],
@@ -134,6 +136,15 @@ def train_diff_tokens_batch(pipe, clip, pairs: list[PairInputs], config: DIConfi
     results: list[DiffTokens | TrainingDivergedError | None] = [None] * len(pairs)
     active = list(range(len(pairs)))
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=config.precision == "bf16")
+    contexts = None
+    if config.clip_context == "b":
+        if any(p.context is None for p in pairs):
+            raise ValueError("clip_context='b' needs B's prompt ids for every pair (PairInputs.context)")
+        contexts = [torch.tensor(p.context) for p in pairs]
+        with torch.no_grad(), autocast:
+            plain = [token_sequence(clip.token_table, [c], clip_specials_) for c in contexts]
+            context_text = clip.encode_token_embeddings(torch.stack([e for e, _ in plain]),
+                                                        torch.stack([i for _, i in plain])).float()
 
     for step in range(config.steps):
         losses = torch.zeros(len(active), device=device)
@@ -158,11 +169,15 @@ def train_diff_tokens_batch(pipe, clip, pairs: list[PairInputs], config: DIConfi
                 curves[i]["tc"].append(tc[j].item())
         if config.clip_loss:
             # Lclip = 1 − cos(ET([SOT, D̃, EOT]), Dinter), per pair, one text-tower batch
-            sequences = [token_sequence(clip.token_table, [tokens[owner[i]][:, tsd.clip_columns]], clip_specials_)
-                         for i in active]
+            # (clip_context='b': 1 − cos(ET([SOT, prompt(B), D̃, EOT]) − ET([SOT, prompt(B), EOT]), Dinter))
+            rows = {i: tokens[owner[i]][:, tsd.clip_columns] for i in active}
+            sequences = [token_sequence(clip.token_table, with_tokens(contexts[i], rows[i], config.placement)
+                                        if contexts else [rows[i]], clip_specials_) for i in active]
             with autocast:
                 text = clip.encode_token_embeddings(torch.stack([e for e, _ in sequences]),
                                                     torch.stack([i for _, i in sequences]))
+            if contexts:
+                text = text.float() - context_text[active]
             clip_term = 1 - F.cosine_similarity(text.float(), target_delta[active], dim=-1)
             losses = losses + config.lambda_clip * clip_term
             for j, i in enumerate(active):

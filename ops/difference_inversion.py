@@ -64,6 +64,11 @@ class DIConfig:
     # where D̃ sits: after the prompt (the paper's [SOT, prompt, D̃, EOT]) | before it ([SOT, D̃, prompt, EOT]),
     # in training and in generation alike
     placement: str = "append"
+    # what the CLIP loss reads D̃ in: "none" = D̃ alone, [SOT, D̃, EOT] (the paper's) | "b" = B's prompt,
+    # the delta ET([SOT, prompt(B), D̃, EOT]) − ET([SOT, prompt(B), EOT]) against Dinter. With "b" D̃
+    # depends on B too (trained per triplet, not once per pair): on the toy the paper's term prefers
+    # a D̃ that also carries A's other attributes, the in-context one penalises it (DI_RESULTS §10)
+    clip_context: str = "none"
     # 5. generation: DDIM, CFG; invert through `inversion_steps` of the `num_steps` and denoise them back
     # (45 = the default reading of "start step 45 out of 50"; 5 = the other reading)
     num_steps: int = 50
@@ -73,7 +78,7 @@ class DIConfig:
     def __post_init__(self):
         choices = {"delta": DELTA_KINDS, "prompt_source": ("pez", "caption"), "init": ("zero", "random"),
                    "negation": ("negate", "remove"), "precision": ("fp32", "bf16"),
-                   "placement": ("append", "prepend")}
+                   "placement": ("append", "prepend"), "clip_context": ("none", "b")}
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
@@ -147,54 +152,74 @@ def deltas(models, a: Image.Image, a_prime: Image.Image, config: DIConfig, cache
         models.joint_clip, a, a_prime, caption(models, a, cache), caption(models, a_prime, cache), alpha=config.alpha))
 
 
-def diff_tokens_key(models, a: Image.Image, a_prime: Image.Image, config: DIConfig, seed: int) -> tuple:
-    return (models.profile.name, config.training_hash(), seed, a, a_prime)
+def diff_tokens_key(models, a: Image.Image, a_prime: Image.Image, config: DIConfig, seed: int,
+                    b: Image.Image | None = None) -> tuple:
+    """What D̃ depends on: (A, A′), the training settings and the seed, and B where the CLIP loss reads
+    D̃ in B's prompt (clip_context='b')."""
+    key = (models.profile.name, config.training_hash(), seed, a, a_prime)
+    if config.clip_context == "b":
+        if b is None:
+            raise ValueError("clip_context='b' trains D̃ for a triplet: B is needed")
+        key += (b,)
+    return key
 
 
 def diff_tokens(models, a: Image.Image, a_prime: Image.Image, prompt_a: list[int], prompt_a_prime: list[int],
-                target: torch.Tensor, config: DIConfig, seed: int, cache: Cache) -> DiffTokens:
+                target: torch.Tensor, config: DIConfig, seed: int, cache: Cache,
+                b: Image.Image | None = None, prompt_b: list[int] | None = None) -> DiffTokens:
     """Step 4: D̃ of (A, A′) from the prompt ids of A and A′ and the target delta. Cached by
-    (A, A′) and the training settings (which determine the prompts and the delta)."""
-    return single(diff_tokens_batch(models, [(a, a_prime, prompt_a, prompt_a_prime, target)], config, seed, cache))
+    (A, A′) and the training settings (which determine the prompts and the delta); with
+    clip_context='b' also by B, whose prompt ids the CLIP loss reads D̃ in."""
+    return single(diff_tokens_batch(models, [(a, a_prime, prompt_a, prompt_a_prime, target, b, prompt_b)], config,
+                                    seed, cache))
 
 
 def diff_tokens_batch(models, pairs: list[tuple], config: DIConfig, seed: int, cache: Cache,
                       batch_size: int = 1) -> list[DiffTokens | Exception]:
-    """Step 4 for many pairs: `pairs` = [(A, A′, prompt ids of A, of A′, target delta)]. Those not
-    in the cache train `batch_size` at a time (ops.diff_tokens.train_diff_tokens_batch: each D̃ as
-    if trained alone, to float rounding), once per distinct pair; a pair that diverges gets its
-    error in its place."""
+    """Step 4 for many pairs: `pairs` = [(A, A′, prompt ids of A, of A′, target delta, B, prompt ids
+    of B)] (B and its prompt: None unless clip_context='b'). Those not in the cache train
+    `batch_size` at a time (ops.diff_tokens.train_diff_tokens_batch: each D̃ as if trained alone, to
+    float rounding), once per distinct key; a pair that diverges gets its error in its place."""
 
     def train(chunk: list[int]) -> list[DiffTokens | Exception]:
         pipe, inputs = models.pipeline, []
         for i in chunk:
-            a, a_prime, prompt_a, prompt_a_prime, target = pairs[i]
+            a, a_prime, prompt_a, prompt_a_prime, target, _, prompt_b = pairs[i]
             z = encode_images(pipe, [a, a_prime])
-            inputs.append(PairInputs(z[:1], z[1:], prompt_a, prompt_a_prime, target, content_seed(seed, a, a_prime)))
+            inputs.append(PairInputs(z[:1], z[1:], prompt_a, prompt_a_prime, target, content_seed(seed, a, a_prime),
+                                     prompt_b if config.clip_context == "b" else None))
         return train_diff_tokens_batch(pipe, models.joint_clip, inputs, config)
 
-    keys = [diff_tokens_key(models, a, a_prime, config, seed) for a, a_prime, *_ in pairs]
+    keys = [diff_tokens_key(models, a, a_prime, config, seed, b) for a, a_prime, _, _, _, b, _ in pairs]
     return cache.many("diff_tokens", keys, train, batch_size)
 
 
-def prepare_diff_tokens(models, pairs: list[tuple[Image.Image, Image.Image]], config: DIConfig, *, seed: int,
+def prepare_diff_tokens(models, pairs: list[tuple[Image.Image, ...]], config: DIConfig, *, seed: int,
                         cache: Cache, batch_size: int) -> list[DiffTokens | Exception]:
     """Steps 1–4 for many (A, A′) at once, D̃ trained `batch_size` pairs at a time, into `cache`:
     what `difference_inversion` then finds for every triplet (a benchmark's `prepare` hook).
+    `pairs`: (A, A′), or (A, A′, B) triplets where D̃ depends on B (clip_context='b').
     A pair that fails gets its error in its place; the method raises it for that triplet."""
     results: list[DiffTokens | Exception | None] = [None] * len(pairs)
-    found = prompts(models, [image for pair in pairs for image in pair], config, seed, cache, batch_size)
+    with_b = config.clip_context == "b"
+    if with_b and any(len(pair) < 3 for pair in pairs):
+        raise ValueError("clip_context='b' trains one D̃ per triplet: give (A, A′, B), not (A, A′)")
+    width = 3 if with_b else 2
+    found = prompts(models, [image for pair in pairs for image in pair[:width]], config, seed, cache, batch_size)
     jobs, ready = [], []
-    for i, (a, a_prime) in enumerate(pairs):
+    for i, pair in enumerate(pairs):
+        a, a_prime, b = pair[0], pair[1], pair[2] if with_b else None
+        mine = found[width * i: width * (i + 1)]
         try:
             target = deltas(models, a, a_prime, config, cache).pick(config.delta)
-            for p in found[2 * i: 2 * i + 2]:
+            for p in mine:
                 if isinstance(p, Exception):
                     raise p
         except Exception as exc:  # one bad pair fails alone
             results[i] = exc
             continue
-        jobs.append((a, a_prime, found[2 * i].token_ids, found[2 * i + 1].token_ids, target))
+        prompt_b = mine[2].token_ids if with_b else None
+        jobs.append((a, a_prime, mine[0].token_ids, mine[1].token_ids, target, b, prompt_b))
         ready.append(i)
     for i, result in zip(ready, diff_tokens_batch(models, jobs, config, seed, cache, batch_size)):
         results[i] = result
@@ -246,7 +271,8 @@ def difference_inversion(models, a: Image.Image, a_prime: Image.Image, b: Image.
     # 3. hard prompts of A, A′ and B
     prompt_a, prompt_a_prime, prompt_b = (prompt(models, image, config, seed, cache).token_ids
                                           for image in (a, a_prime, b))
-    # 4. D̃ (depends on (A, A′) only: one D̃ serves every B)
-    tokens = diff_tokens(models, a, a_prime, prompt_a, prompt_a_prime, target, config, seed, cache).tokens
+    # 4. D̃ (depends on (A, A′) only: one D̃ serves every B; with clip_context='b' on B too)
+    tokens = diff_tokens(models, a, a_prime, prompt_a, prompt_a_prime, target, config, seed, cache,
+                         b, prompt_b).tokens
     # 5. B′
     return apply_difference(pipe, b, prompt_b, tokens, config, change_map)

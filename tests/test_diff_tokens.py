@@ -248,3 +248,58 @@ def test_placement_puts_d_before_the_prompt(pipe, joint_clip, four_pairs):
     assert config.training_hash() != replace(config, placement="prepend").training_hash()
     with pytest.raises(ValueError, match="placement"):
         DIConfig(placement="middle")
+
+
+def test_clip_context_b_reads_d_in_b_prompt(pipe, joint_clip, four_pairs):
+    """clip_context='b': the CLIP term is 1 − cos(ET([SOT, prompt(B), D̃, EOT]) − ET([SOT, prompt(B), EOT]),
+    Dinter); at step 0 (D̃ = 0, CLIP term only) the recorded value is that formula, and it differs from
+    the paper's term on D̃ alone."""
+    import torch.nn.functional as F
+
+    from ops.diff_tokens import PairInputs, train_diff_tokens_batch
+    from ops.text import clip_specials
+
+    p, b = four_pairs[0], four_pairs[1]
+    config = replace(BATCH_CONFIG, steps=1, token_consistency=False, init="zero", clip_context="b")
+    with_context = PairInputs(p.z_a, p.z_a_prime, p.prompt_a, p.prompt_a_prime, p.delta, p.seed,
+                              context=b.prompt_a)
+    (out,) = train_diff_tokens_batch(pipe, joint_clip, [with_context], config)
+    sp, table = clip_specials(joint_clip), joint_clip.token_table
+    zeros = torch.zeros(config.n_tokens, table.shape[1])
+    built = [token_sequence(table, parts, sp) for parts in ([torch.tensor(b.prompt_a), zeros],
+                                                            [torch.tensor(b.prompt_a)])]
+    with torch.no_grad():
+        text = joint_clip.encode_token_embeddings(torch.stack([e for e, _ in built]),
+                                                  torch.stack([i for _, i in built]))
+    expected = 1 - F.cosine_similarity(text[0] - text[1], F.normalize(p.delta, dim=-1), dim=0).item()
+    assert out.curve["clip"][0] == pytest.approx(expected, abs=1e-5)
+    (alone,) = train_diff_tokens_batch(pipe, joint_clip, [p], replace(config, clip_context="none"))
+    assert abs(alone.curve["clip"][0] - expected) > 1e-3
+    with pytest.raises(ValueError, match="B's prompt"):
+        train_diff_tokens_batch(pipe, joint_clip, [p], config)  # no context given
+    with pytest.raises(ValueError, match="clip_context"):
+        DIConfig(clip_context="a")
+    assert DIConfig().training_hash() != DIConfig(clip_context="b").training_hash()
+
+
+def test_clip_context_b_trains_one_d_per_triplet():
+    """With clip_context='b' D̃ is cached per (A, A′, B): another B trains again, the same B reuses it;
+    a pair given without B is a clear error before any training."""
+    from models.context import ModelContext
+    from ops import difference_inversion as di
+    from ops.cache import Cache
+
+    models = ModelContext("toy", device="cpu")
+    im = make_triplets(5, 1)[0].images()
+    other_b = make_triplets(6, 1)[0].images()["b"]
+    config = replace(DIConfig(prompt_source="caption", steps=2), clip_context="b")
+    cache = Cache()
+    first = di.prepare_diff_tokens(models, [(im["a"], im["a_prime"], im["b"]), (im["a"], im["a_prime"], other_b)],
+                                   config, seed=0, cache=cache, batch_size=2)
+    assert cache.stats["diff_tokens"]["computed"] == 2
+    assert not torch.equal(first[0].tokens, first[1].tokens)
+    again = di.prepare_diff_tokens(models, [(im["a"], im["a_prime"], im["b"])], config, seed=0, cache=cache,
+                                   batch_size=1)
+    assert cache.stats["diff_tokens"]["computed"] == 2 and torch.equal(again[0].tokens, first[0].tokens)
+    with pytest.raises(ValueError, match=r"\(A, A′, B\)"):
+        di.prepare_diff_tokens(models, [(im["a"], im["a_prime"])], config, seed=0, cache=cache, batch_size=1)
