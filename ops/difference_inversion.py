@@ -87,6 +87,11 @@ class DIConfig:
         if not 1 <= self.inversion_steps <= self.num_steps:
             raise ValueError(f"inversion_steps must be in 1..{self.num_steps}, got {self.inversion_steps}")
 
+    @property
+    def pair_roles(self) -> tuple[str, ...]:
+        """The images one D̃ is trained from: (A, A′), and B with clip_context='b'."""
+        return ("a", "a_prime", "b") if self.clip_context == "b" else ("a", "a_prime")
+
     def training_hash(self) -> str:
         """What D̃ depends on: every setting but the generation ones."""
         return config_hash({k: v for k, v in asdict(self).items() if k not in GENERATION_FIELDS})
@@ -187,7 +192,7 @@ def diff_tokens_batch(models, pairs: list[tuple], config: DIConfig, seed: int, c
             a, a_prime, prompt_a, prompt_a_prime, target, _, prompt_b = pairs[i]
             z = encode_images(pipe, [a, a_prime])
             inputs.append(PairInputs(z[:1], z[1:], prompt_a, prompt_a_prime, target, content_seed(seed, a, a_prime),
-                                     prompt_b if config.clip_context == "b" else None))
+                                     prompt_b))  # read only with clip_context='b'
         return train_diff_tokens_batch(pipe, models.joint_clip, inputs, config)
 
     keys = [diff_tokens_key(models, a, a_prime, config, seed, b) for a, a_prime, _, _, _, b, _ in pairs]
@@ -201,10 +206,10 @@ def prepare_diff_tokens(models, pairs: list[tuple[Image.Image, ...]], config: DI
     `pairs`: (A, A′), or (A, A′, B) triplets where D̃ depends on B (clip_context='b').
     A pair that fails gets its error in its place; the method raises it for that triplet."""
     results: list[DiffTokens | Exception | None] = [None] * len(pairs)
-    with_b = config.clip_context == "b"
-    if with_b and any(len(pair) < 3 for pair in pairs):
+    width = len(config.pair_roles)
+    with_b = width == 3
+    if any(len(pair) < width for pair in pairs):
         raise ValueError("clip_context='b' trains one D̃ per triplet: give (A, A′, B), not (A, A′)")
-    width = 3 if with_b else 2
     found = prompts(models, [image for pair in pairs for image in pair[:width]], config, seed, cache, batch_size)
     jobs, ready = [], []
     for i, pair in enumerate(pairs):

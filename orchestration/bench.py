@@ -53,7 +53,7 @@ def run_bench(benchmark: Path, specs: list[str], profile_name: str = "toy", seed
         if run.method.prepare is not None:  # e.g. every D̃ of the file, trained `batch_size` pairs at a time
             pairs = []
             # (A, A′), or (A, A′, B) where the prepared work depends on B (DI's clip_context='b')
-            roles = ("a", "a_prime", "b") if getattr(run.config, "clip_context", "none") == "b" else ("a", "a_prime")
+            roles = getattr(run.config, "pair_roles", ("a", "a_prime"))
             for row in rows:
                 try:
                     pairs.append(tuple(decode_image(row[f"{k}_png"]).image for k in roles))
