@@ -10,6 +10,8 @@ of `num_steps`, denoise with CFG) from different conditionings, and the judge CL
     word         [SOT, prompt(B), e(A′ phrase), EOT]            (A′'s words appended)
     *_first      the same with the rows before B's prompt (DI's `placement=prepend`)
     oracle       [SOT, caption(B′gt), EOT]                      (the right prompt in place of B's)
+    *_drop       `nothing`, `word`: B's prompt without the tokens of A's prompt that A′'s lacks (the words
+                 the change replaces; DI's `changed_tokens=drop` leaves them out beside D̃)
     learned_k    (`--extra-pairs K`) one D̃ trained on (A, A′) and K more pairs of the same change
                  (A's changed value → A′'s, every other attribute and the render drawn at random):
                  does a D̃ that must serve several contexts transfer better?
@@ -47,12 +49,13 @@ from models.toy.world import ATTRIBUTE_NAMES, ATTRIBUTES, Scene, caption, make_t
 from ops import difference_inversion as di  # noqa: E402
 from ops.cache import Cache, content_seed  # noqa: E402
 from ops.ddim import Schedule, ddim_invert, ddim_sample, decode_latents, encode_images  # noqa: E402
-from ops.diff_tokens import PairInputs, train_diff_tokens_batch, with_tokens  # noqa: E402
+from ops.diff_tokens import PairInputs, changed_tokens, train_diff_tokens_batch, with_tokens, without  # noqa: E402
 from ops.images import to_pil  # noqa: E402
 from ops.registry import get_method  # noqa: E402
 from ops.text import DiffusionText  # noqa: E402
 
-BASE_CONDITIONS = ("nothing", "learned", "hand_diff", "word", "hand_diff_first", "word_first", "oracle")
+BASE_CONDITIONS = ("nothing", "learned", "hand_diff", "word", "hand_diff_first", "word_first", "oracle",
+                   "nothing_drop", "word_drop")
 
 
 @torch.no_grad()
@@ -153,9 +156,13 @@ def main() -> None:
         hand = table[new] - table[old]
         hand = hand[hand.norm(dim=-1) > 0]  # the rows that differ: one for every attribute
         ids_b = torch.tensor(prompt_b)
+        prompt_a, prompt_a_prime = (di.prompt(models, im[k], config, seed, cache).token_ids for k in ("a", "a_prime"))
+        removed = changed_tokens(prompt_a, prompt_a_prime)[0]
+        ids_b_drop = torch.tensor(without(prompt_b, removed))
         parts = {"nothing": [ids_b], "hand_diff": [ids_b, hand], "word": [ids_b, table[new]],
                  "hand_diff_first": [hand, ids_b], "word_first": [table[new], ids_b],
-                 "oracle": [ids(caption(t.b_prime_gt))]}
+                 "oracle": [ids(caption(t.b_prime_gt))], "nothing_drop": [ids_b_drop],
+                 "word_drop": [ids_b_drop, table[new]]}
         parts |= {f"hand_diff×{s:g}": [ids_b, s * hand] for s in scales}
         extra = {}
         if d is None:
@@ -175,9 +182,10 @@ def main() -> None:
         images_out = dict(zip(hand_written, regenerate(pipe, im["b"], prompt_b, [parts[n] for n in hand_written],
                                                        config))) if hand_written else {}
         if "learned" in parts and "learned" in conditions:  # exactly the method's B′
-            images_out["learned"] = di.apply_difference(pipe, im["b"], prompt_b, d.tokens, config)
+            images_out["learned"] = di.apply_difference(pipe, im["b"], prompt_b, d.tokens, config, removed=removed)
         if d_k is not None and not isinstance(d_k, Exception):
-            images_out["learned_k"] = di.apply_difference(pipe, im["b"], prompt_b, d_k.tokens, config)
+            images_out["learned_k"] = di.apply_difference(pipe, im["b"], prompt_b, d_k.tokens, config,
+                                                          removed=removed)
         reads = {name: judge.read([images_out[name]])[0] for name in conditions if name in images_out}
         for name, read in reads.items():
             score = judge_triplet(read, t.b.as_dict(), t.b_prime_gt.as_dict(), t.changed)

@@ -98,10 +98,13 @@ TOY = Profile(
     editor_clip=ClipSource(f"local-dir:{TOY_WEIGHTS / 'joint_clip'}"),
     inpainter=str(TOY_WEIGHTS / "inpaint"),
     method_defaults={
-        # Difference Inversion as measured to work on the toy world (benchmarks/DI_RESULTS.md §4, §6): the
+        # Difference Inversion as measured to work on the toy world (benchmarks/DI_RESULTS.md §4, §6, §11): the
         # paper's loss weights let the CLIP loss swamp token consistency here, so λtc = 100 with caption
-        # prompts; 300 DIFF (and PEZ) steps instead of 3,000 so the demo and CI stay fast.
-        "DIConfig": {"lambda_tc": 100.0, "prompt_source": "caption", "steps": 300, "pez_steps": 300},
+        # prompts; the words the change replaces left out beside D̃ (an appended row rarely overrides the toy
+        # prompt's own word for the old value); 300 DIFF (and PEZ) steps instead of 3,000 so the demo and CI
+        # stay fast.
+        "DIConfig": {"lambda_tc": 100.0, "prompt_source": "caption", "changed_tokens": "drop", "steps": 300,
+                     "pez_steps": 300},
         # VISII's PEZ init as short as Difference Inversion's here; its 1,000 training steps stay
         "VISIIConfig": {"pez_steps": 300},
         # Analogist's blocks 3–10 of SD's 16 skip the highest resolution and the last of the next: on the toy

@@ -5,6 +5,9 @@ holding only what changed from A to A′.
     after  = [SOT, PEZ(A),  +D̃, EOT, pad…]  must reconstruct A′
     L = λtc·Ltc + λclip·(1 − cos(ET([SOT, D̃, EOT, pad…]), Dinter))
 
+(changed_tokens='drop', a switch: PEZ(A) without the tokens PEZ(A′) lacks and PEZ(A′) without
+those PEZ(A) lacks; generation then leaves the first out of B's prompt too.)
+
 Only D̃ has gradients; every model is frozen and in eval mode.
 
 On SDXL (two text encoders, `ops.text.DiffusionText`) a row of D̃ is a row of each encoder's
@@ -53,6 +56,28 @@ def with_tokens(prompt: torch.Tensor, tokens: torch.Tensor | None, placement: st
     if tokens is None:
         return [prompt]
     return [prompt, tokens] if placement == "append" else [tokens, prompt]
+
+
+def changed_tokens(prompt_a: list[int], prompt_a_prime: list[int]) -> tuple[set[int], set[int]]:
+    """(removed, added): the token ids of A's prompt that A′'s lacks, and those of A′'s that A's lacks:
+    the words the change replaces ("small" → "large"), as the two prompts say it."""
+    return set(prompt_a) - set(prompt_a_prime), set(prompt_a_prime) - set(prompt_a)
+
+
+def without(prompt: list[int], tokens: set[int]) -> list[int]:
+    """`prompt` with every id in `tokens` left out (the order of the rest kept)."""
+    return [i for i in prompt if i not in tokens]
+
+
+def training_prompts(prompt_a: list[int], prompt_a_prime: list[int], mode: str = "keep") -> tuple[list[int], list[int]]:
+    """The prompt ids D̃ is trained beside: as they are (mode='keep', the paper's) or, with
+    mode='drop', A's without the tokens the change removes and A′'s without those it adds, so that
+    `after` = [A's context, +D̃] and `before` = [A′'s context, −D̃]: D̃ supplies the changed value
+    instead of overriding the word that names the old one."""
+    if mode == "keep":
+        return prompt_a, prompt_a_prime
+    removed, added = changed_tokens(prompt_a, prompt_a_prime)
+    return without(prompt_a, removed), without(prompt_a_prime, added)
 
 
 def pair_parts(prompt_a: torch.Tensor, prompt_a_prime: torch.Tensor, tokens: torch.Tensor,
@@ -128,8 +153,9 @@ def train_diff_tokens_batch(pipe, clip, pairs: list[PairInputs], config: DIConfi
             init = tsd.rows(torch.randint(tsd.vocab_size - 2, (config.n_tokens,), generator=generators[i])).cpu()
         tokens[i] = torch.nn.Parameter(init.to(device, shared.dtype))
         optimizers[i] = torch.optim.AdamW([tokens[i]], lr=config.lr, weight_decay=config.weight_decay)
-    ids_a = [torch.tensor(p.prompt_a) for p in pairs]
-    ids_a_prime = [torch.tensor(p.prompt_a_prime) for p in pairs]
+    prompts = [training_prompts(p.prompt_a, p.prompt_a_prime, config.changed_tokens) for p in pairs]
+    ids_a = [torch.tensor(a) for a, _ in prompts]
+    ids_a_prime = [torch.tensor(a_prime) for _, a_prime in prompts]
     target_delta = torch.stack([F.normalize(p.delta.to(device).float(), dim=-1) for p in pairs])
     z_pairs = [torch.cat([p.z_a, p.z_a_prime]) for p in pairs]  # (2, C, h, w) each
     curves: list[dict[str, list[float]]] = [{"tc": [], "clip": [], "total": []} for _ in pairs]

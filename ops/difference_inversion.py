@@ -7,7 +7,8 @@ from A to A′, and apply it to B with the diffusion model. Read top to bottom i
     3. hard prompts of A, A′ and B                  (PEZ, or the captions' token ids)
     4. DIFF tokens D̃ from (A, A′)                   (ops.diff_tokens)
     5. B′: DDIM-invert B with prompt_B, denoise with [SOT, prompt_B, D̃, EOT]
-       (placement='prepend': [SOT, D̃, prompt_B, EOT], a switch)
+       (placement='prepend': [SOT, D̃, prompt_B, EOT], a switch; changed_tokens='drop', a switch:
+       the tokens that A's prompt has and A′'s lacks are left out of every prompt beside D̃)
 
 Every step is cached by content (images, model ids, the settings it depends on,
 the seed): one D̃ serves every B, a sweep of generation settings trains nothing
@@ -26,7 +27,7 @@ from ops.cache import Cache, config_hash, content_seed, single
 from ops.captions import caption
 from ops.ddim import Schedule, ddim_invert, ddim_sample, decode_latents, encode_images
 from ops.deltas import DELTA_KINDS, Deltas, clip_deltas
-from ops.diff_tokens import DiffTokens, PairInputs, train_diff_tokens_batch, with_tokens
+from ops.diff_tokens import DiffTokens, PairInputs, changed_tokens, train_diff_tokens_batch, with_tokens, without
 from ops.images import to_pil
 from ops.pez import HardPrompt, pez_prompts
 from ops.text import DiffusionText
@@ -69,6 +70,12 @@ class DIConfig:
     # depends on B too (trained per triplet, not once per pair): on the toy the paper's term prefers
     # a D̃ that also carries A's other attributes, the in-context one penalises it (DI_RESULTS §10)
     clip_context: str = "none"
+    # the prompt tokens the change replaces (A's prompt has them, A′'s not, or the reverse): "keep" (the
+    # paper's) | "drop": A's prompt without the tokens A′'s lacks, A′'s without those A's lacks, in
+    # training, and B's without the first in generation (B is still inverted under its whole prompt). D̃
+    # then supplies the changed value beside the rest of the prompt instead of overriding the word for
+    # the old one, which on the toy an appended row rarely can (DI_RESULTS §8, §11)
+    changed_tokens: str = "keep"
     # 5. generation: DDIM, CFG; invert through `inversion_steps` of the `num_steps` and denoise them back
     # (45 = the default reading of "start step 45 out of 50"; 5 = the other reading)
     num_steps: int = 50
@@ -78,7 +85,8 @@ class DIConfig:
     def __post_init__(self):
         choices = {"delta": DELTA_KINDS, "prompt_source": ("pez", "caption"), "init": ("zero", "random"),
                    "negation": ("negate", "remove"), "precision": ("fp32", "bf16"),
-                   "placement": ("append", "prepend"), "clip_context": ("none", "b")}
+                   "placement": ("append", "prepend"), "clip_context": ("none", "b"),
+                   "changed_tokens": ("keep", "drop")}
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
@@ -234,8 +242,9 @@ def prepare_diff_tokens(models, pairs: list[tuple[Image.Image, ...]], config: DI
 @torch.no_grad()
 def apply_difference(pipe, b: Image.Image, prompt_b: list[int], tokens: torch.Tensor,
                      config: DIConfig = DIConfig(), change_map: torch.Tensor | None = None,
-                     progress=None) -> Image.Image:
-    """Step 5: B′ from B, B's prompt ids and D̃.
+                     progress=None, removed: set[int] = frozenset()) -> Image.Image:
+    """Step 5: B′ from B, B's prompt ids and D̃. `removed`: the token ids the change replaces
+    (those of A's prompt that A′'s lacks), left out of B's prompt beside D̃ with changed_tokens='drop'.
 
     With `change_map` (1 = change fully, 0 = keep) the difference is applied
     only there, Differential-Diffusion style, re-injecting B's own inversion
@@ -245,9 +254,11 @@ def apply_difference(pipe, b: Image.Image, prompt_b: list[int], tokens: torch.Te
 
     # 5a. E(B)
     z0 = encode_images(pipe, [b])
-    # 5b. conditionings: B's prompt alone (inversion), with D̃ (generation), and Tsd("") for CFG
+    # 5b. conditionings: B's prompt alone (inversion), with D̃ (generation; 'drop': without the removed
+    #     tokens), and Tsd("") for CFG
     cond_b = text.encode([[ids_b]])
-    cond_diff = text.encode([with_tokens(ids_b, tokens.to(text.device), config.placement)])
+    beside = torch.tensor(without(prompt_b, removed) if config.changed_tokens == "drop" else prompt_b)
+    cond_diff = text.encode([with_tokens(beside, tokens.to(text.device), config.placement)])
     uncond = text.unconditional()
     # 5c. DDIM-invert B through `inversion_steps` levels (CFG 1)
     schedule = Schedule(pipe.scheduler, config.num_steps)
@@ -279,5 +290,6 @@ def difference_inversion(models, a: Image.Image, a_prime: Image.Image, b: Image.
     # 4. D̃ (depends on (A, A′) only: one D̃ serves every B; with clip_context='b' on B too)
     tokens = diff_tokens(models, a, a_prime, prompt_a, prompt_a_prime, target, config, seed, cache,
                          b, prompt_b).tokens
-    # 5. B′
-    return apply_difference(pipe, b, prompt_b, tokens, config, change_map)
+    # 5. B′ (with changed_tokens='drop', B's prompt beside D̃ loses the tokens the change removes from A's)
+    return apply_difference(pipe, b, prompt_b, tokens, config, change_map,
+                            removed=changed_tokens(prompt_a, prompt_a_prime)[0])

@@ -303,3 +303,63 @@ def test_clip_context_b_trains_one_d_per_triplet():
     assert cache.stats["diff_tokens"]["computed"] == 2 and torch.equal(again[0].tokens, first[0].tokens)
     with pytest.raises(ValueError, match=r"\(A, A′, B\)"):
         di.prepare_diff_tokens(models, [(im["a"], im["a_prime"])], config, seed=0, cache=cache, batch_size=1)
+
+
+def test_changed_tokens_drop_leaves_the_replaced_words_out_of_every_prompt(pipe, joint_clip, four_pairs):
+    """changed_tokens='drop': D̃ trains beside A's prompt without the tokens A′'s lacks and A′'s without those
+    A's lacks (exactly the 'keep' training on those shortened prompts), and B's prompt beside D̃ loses the
+    removed tokens; where B's prompt has none of them B′ is the 'keep' B′ bit for bit."""
+    from ops.diff_tokens import changed_tokens, training_prompts
+
+    p = four_pairs[0]
+    removed, added = changed_tokens(p.prompt_a, p.prompt_a_prime)
+    assert removed and added and not removed & added
+    short_a, short_ap = training_prompts(p.prompt_a, p.prompt_a_prime, "drop")
+    assert short_a == [i for i in p.prompt_a if i not in removed] and not set(short_a) & removed
+    assert short_ap == [i for i in p.prompt_a_prime if i not in added] and short_a == short_ap  # one word changed
+    assert training_prompts(p.prompt_a, p.prompt_a_prime, "keep") == (p.prompt_a, p.prompt_a_prime)
+
+    config = replace(BATCH_CONFIG, steps=5)
+    dropped = train_diff_tokens(pipe, joint_clip, p.z_a, p.z_a_prime, p.prompt_a, p.prompt_a_prime, p.delta,
+                                replace(config, changed_tokens="drop"), seed=p.seed).tokens
+    by_hand = train_diff_tokens(pipe, joint_clip, p.z_a, p.z_a_prime, short_a, short_ap, p.delta, config,
+                                seed=p.seed).tokens
+    kept = train_diff_tokens(pipe, joint_clip, p.z_a, p.z_a_prime, p.prompt_a, p.prompt_a_prime, p.delta, config,
+                             seed=p.seed).tokens
+    assert torch.equal(dropped, by_hand)
+    assert not torch.allclose(dropped, kept)
+    assert config.training_hash() != replace(config, changed_tokens="drop").training_hash()
+    with pytest.raises(ValueError, match="changed_tokens"):
+        DIConfig(changed_tokens="mask")
+
+    b = make_triplets(23, 4)[0].images()["b"]
+    p_b = list(p.prompt_a)  # B's prompt holds the removed word, as a toy B does (it shares A's value)
+    gen = DIConfig(num_steps=10, inversion_steps=9)
+    drop_gen = replace(gen, changed_tokens="drop")
+    plain = apply_difference(pipe, b, p_b, dropped, gen, removed=removed)
+    assert apply_difference(pipe, b, p_b, dropped, drop_gen, removed=added) == plain  # nothing of B's to drop
+    assert apply_difference(pipe, b, p_b, dropped, drop_gen, removed=removed) != plain
+
+
+def test_difference_inversion_drops_what_a_prime_replaced_from_b_prompt():
+    """The method wires the removed tokens through: its B′ is apply_difference's with the tokens of A's
+    caption that A′'s lacks, which a toy B's caption holds (B shares A's value of the changed attribute)."""
+    from models.context import ModelContext
+    from ops import difference_inversion as di
+    from ops.cache import Cache
+    from ops.diff_tokens import changed_tokens
+
+    models = ModelContext("toy", device="cpu")
+    im = make_triplets(5, 1)[0].images()
+    config = DIConfig(prompt_source="caption", lambda_tc=100.0, steps=3, num_steps=10, inversion_steps=9,
+                      changed_tokens="drop")
+    cache = Cache()
+    out = di.difference_inversion(models, im["a"], im["a_prime"], im["b"], config, seed=0, cache=cache)
+    p_a, p_ap, p_b = (di.prompt(models, im[k], config, 0, cache).token_ids for k in ("a", "a_prime", "b"))
+    removed = changed_tokens(p_a, p_ap)[0]
+    assert removed and removed <= set(p_b)
+    target = di.deltas(models, im["a"], im["a_prime"], config, cache).pick(config.delta)
+    tokens = di.diff_tokens(models, im["a"], im["a_prime"], p_a, p_ap, target, config, 0, cache).tokens
+    assert cache.stats["diff_tokens"]["computed"] == 1  # the method's own D̃, from the cache
+    assert out == di.apply_difference(models.pipeline, im["b"], p_b, tokens, config, removed=removed)
+    assert out != di.apply_difference(models.pipeline, im["b"], p_b, tokens, config)
