@@ -8,6 +8,10 @@
 
 `summarise` is what the leaderboard (evaluation.views), the report (evaluation.report) and
 `analogy bench` (evaluation.judge_scores) all call, so a number means the same everywhere.
+
+Two methods scored on the same triplets are compared pair by pair (`paired`): the triplets only one
+of them got right, and the exact two-sided sign test on those (`scipy.stats.binomtest`, p = 0.5),
+which is what "A beats B in paired comparisons" means in this project's results.
 """
 
 from __future__ import annotations
@@ -80,3 +84,31 @@ def summarise(rows: Iterable[dict], by: tuple[str, ...] = ("method", "metric")) 
         metric = dict(zip(by, key))["metric"]
         out.append(dict(zip(by, key)) | asdict(estimate(groups[key], binary=is_binary(metric))))
     return out
+
+
+@dataclass(frozen=True)
+class Paired:
+    """Two methods' 0/1 verdicts on the same triplets: how many only the first got right, only the
+    second, both, neither, and the exact two-sided sign test's p on the discordant ones (1.0 if none)."""
+
+    first_only: int
+    second_only: int
+    both: int
+    neither: int
+    p_value: float
+
+
+def paired(first: dict[str, float], second: dict[str, float]) -> Paired:
+    """Compare two methods' 0/1 verdicts keyed by triplet id, on the triplets both have a finite verdict for."""
+    keys = [k for k in first if k in second and all(v is not None and math.isfinite(v)
+                                                    for v in (first[k], second[k]))]
+    counts = defaultdict(int)
+    for k in keys:
+        a, b = first[k], second[k]
+        if {a, b} - {0.0, 1.0}:
+            raise ValueError(f"paired comparison of 0/1 verdicts got {a!r} and {b!r} for {k!r}")
+        counts[(a, b)] += 1
+    first_only, second_only = counts[(1.0, 0.0)], counts[(0.0, 1.0)]
+    discordant = first_only + second_only
+    p = float(_stats.binomtest(first_only, discordant, 0.5).pvalue) if discordant else 1.0
+    return Paired(first_only, second_only, counts[(1.0, 1.0)], counts[(0.0, 0.0)], p)

@@ -69,3 +69,23 @@ def test_bench_rows_are_per_triplet_and_add_up_to_the_summary(tmp_path, capsys):
     assert [r["changed"] for r in scored] == [table[i]["changed"] for i in (0, 2, 3)]
     assert sum(r["joint"] for r in scored) / 3 == pytest.approx(summary["joint"], abs=1e-4)
     assert failed["joint"] is None and failed["error"].startswith("ImageError: not a readable image"), failed
+
+
+def test_bench_against_pairs_every_method_with_one(tmp_path, capsys):
+    from orchestration.cli import main
+
+    path = write_benchmark(tmp_path / "bench.parquet", seed=3, n=4)
+    assert main(["bench", "--benchmark", str(path), "--methods", "no_edit", "--against", "sdedit"]) == 2
+    assert "not one of --methods" in capsys.readouterr().err  # before any work
+    specs = "no_edit,sdedit[num_steps=10]"
+    assert main(["bench", "--benchmark", str(path), "--methods", specs, "--against", "sdedit[num_steps=10]",
+                 "--rows", str(tmp_path / "rows.parquet"), "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    rows = pq.read_table(tmp_path / "rows.parquet").to_pylist()
+    joint = {(r["method"], r["triplet_id"]): r["joint"] for r in rows}
+    ids = {r["triplet_id"] for r in rows}
+    c = out["no_edit"]["paired"]
+    assert c["against"] == "sdedit[num_steps=10]" and "paired" not in out["sdedit[num_steps=10]"]
+    assert c["first_only"] == sum(joint[("sdedit[num_steps=10]", i)] > joint[("no_edit", i)] for i in ids)
+    assert c["second_only"] == sum(joint[("no_edit", i)] > joint[("sdedit[num_steps=10]", i)] for i in ids)
+    assert c["first_only"] + c["second_only"] + c["both"] + c["neither"] == 4

@@ -84,3 +84,18 @@ def test_bench_summary_uses_the_same_intervals():
     e = estimate([1.0, 0.0, 1.0], binary=True)
     assert s["joint"] == round(e.mean, 4) and s["ci95"]["joint"] == [round(e.ci95_low, 4), round(e.ci95_high, 4)]
     assert s["by_attribute"]["colour"]["n"] == 3
+
+
+def test_paired_counts_discordant_triplets_and_signs_tests_them():
+    from evaluation.stats import paired
+
+    first = {f"t{i}": 1.0 for i in range(12)} | {"t12": 0.0, "t13": 0.0, "only_first": 1.0}
+    second = {f"t{i}": 0.0 for i in range(9)} | {"t9": 1.0, "t10": 1.0, "t11": 1.0, "t12": 0.0, "t13": 1.0,
+                                                   "only_second": 0.0, "missing": float("nan")}
+    c = paired(first, second)  # on t0..t13: 9 only first, 1 only second (t13), 3 both, 1 neither
+    assert (c.first_only, c.second_only, c.both, c.neither) == (9, 1, 3, 1)
+    assert c.p_value == pytest.approx(2 * (1 + 10) / 2**10)  # exact two-sided sign test, 9 of 10
+    assert paired(second, first).p_value == pytest.approx(c.p_value)
+    assert paired(first, first).p_value == 1.0  # nothing discordant
+    with pytest.raises(ValueError, match="0/1"):
+        paired({"t": 0.5}, {"t": 1.0})

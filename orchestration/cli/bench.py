@@ -27,6 +27,9 @@ def add_parser(subparsers) -> None:
     p.add_argument("--json", action="store_true", help="print one JSON object {method: scores} instead of the table")
     p.add_argument("--rows", type=Path, help="also write one row per (method, triplet) to this Parquet file "
                                                "(method, triplet_id, changed, target, keep, joint, error)")
+    p.add_argument("--against", metavar="METHOD",
+                   help="one of --methods: compare every other method with it triplet by triplet on the joint "
+                        "verdict (right only with it, only with the other, the exact sign test's p)")
     p.set_defaults(func=run)
 
 
@@ -43,20 +46,42 @@ def split_specs(text: str) -> list[str]:
     return [s.strip() for s in specs + [current] if s.strip()]
 
 
+def paired_against(rows: list[dict], against: str) -> dict[str, dict]:
+    """{other spec: evaluation.stats.Paired as a dict} on the joint verdicts of `run_bench`'s rows:
+    `against` compared with every other spec, triplet by triplet."""
+    from dataclasses import asdict
+
+    from evaluation.stats import paired
+
+    joint: dict[str, dict[str, float]] = {}
+    for row in rows:
+        if row["error"] is None:
+            joint.setdefault(row["method"], {})[row["triplet_id"]] = row["joint"]
+    return {spec: asdict(paired(joint.get(against, {}), verdicts))
+            for spec, verdicts in joint.items() if spec != against}
+
+
 def run(args: argparse.Namespace) -> int:
     from orchestration.bench import run_bench, write_rows
 
     try:
-        rows = [] if args.rows else None
+        specs = split_specs(args.methods)
+        rows = [] if args.rows or args.against else None
         if args.batch_size < 1:
             raise ValueError(f"--batch-size must be ≥ 1, got {args.batch_size}")
-        results = run_bench(args.benchmark, split_specs(args.methods), args.profile, args.seed, args.limit, rows,
+        if args.against is not None and args.against.strip() not in specs:
+            raise ValueError(f"--against {args.against!r} is not one of --methods ({', '.join(specs)})")
+        results = run_bench(args.benchmark, specs, args.profile, args.seed, args.limit, rows,
                             batch_size=args.batch_size)
     except (ValueError, KeyError, FileNotFoundError) as exc:
         print(f"analogy bench: {exc}", file=sys.stderr)
         return 2
     if args.rows:
         write_rows(rows, args.rows)
+    if args.against:
+        against = args.against.strip()  # a spec is its run's label (ops.registry.MethodRun)
+        for spec, comparison in paired_against(rows, against).items():
+            results[spec]["paired"] = {"against": against} | comparison
     if not args.json:
         print(f"{'method':48s} {'joint [95% CI]':>20s} {'target':>6s} {'keep':>6s} {'n':>4s}  s/triplet")
         for spec, r in results.items():
@@ -64,6 +89,11 @@ def run(args: argparse.Namespace) -> int:
             print(f"{spec:48s} {r['joint']:6.3f} [{low:.3f}, {high:.3f}] {r['target']:6.3f} {r['keep']:6.3f} "
                   f"{r['n']:4d}  "
                   f"{r['seconds_per_triplet']:.2f}" + (f"  ({len(r['errors'])} errors)" if r["errors"] else ""))
+        for spec, r in results.items():
+            if "paired" in r:
+                c = r["paired"]
+                print(f"paired, joint: {c['against']} only {c['first_only']}, {spec} only {c['second_only']} "
+                      f"(sign test p = {c['p_value']:.3g}), both {c['both']}, neither {c['neither']}")
     else:
         print(json.dumps(results))
     return 0
