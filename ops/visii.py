@@ -4,6 +4,7 @@ the instruction editor (InstructPix2Pix), then edit B with it. As the official `
 
     1. init: a PEZ hard prompt of **A′** through the joint CLIP (the official code optimises PEZ on the
        after image), tokenised by the editor; c = Tsd(prompt), ∅ = Tsd(negative prompt)
+       (init_tokens='added', a switch: only the tokens of PEZ(A′) that a PEZ prompt of A lacks)
     2. the learned variable: c's rows 1 … EOT−1 (SOT, EOT onward and ∅ stay the init's)
     3. the edit direction d = n(mean EI(A′) − mean EI(A)) in the editor CLIP's image space
     4. `steps` steps, one per timestep of a shuffled 0…999, with noise drawn once per timestep:
@@ -29,6 +30,9 @@ Where this differs from the official code, and why:
 - The official code runs on diffusers 0.17, which applies the guidance to predicted x0 for sigma
   schedulers; its weights sum to one, so that equals guidance on ε, which current diffusers does.
 - `steps` below 1,000 (a switch, not the default) trains on the first `steps` of the shuffled timesteps.
+- `init_tokens='added'` (a switch, not the default) starts from the tokens of PEZ(A′) that PEZ(A) lacks
+  instead of all of PEZ(A′): the official init describes the whole of A′, and the pair loss cannot remove
+  A′'s unchanged attributes from it (A has them too), so the editor paints them onto B.
 """
 
 from __future__ import annotations
@@ -62,6 +66,9 @@ class VISIIConfig:
     pez_tokens: int = 10
     pez_steps: int = 3000
     negative_prompt: str = ""
+    # which of PEZ(A′)'s tokens start the instruction: "all" (the official) | "added": those a PEZ prompt of A
+    # (same length and steps) lacks, the words of what changed without A′'s unchanged attributes
+    init_tokens: str = "all"
     # 4. training
     steps: int = 1000
     lr: float = 1e-3
@@ -78,7 +85,8 @@ class VISIIConfig:
     image_guidance_scale: float = 1.5
 
     def __post_init__(self):
-        for name, allowed in {"keep": ("best", "last"), "optimizer": ("adamw", "adamw8bit")}.items():
+        for name, allowed in {"keep": ("best", "last"), "optimizer": ("adamw", "adamw8bit"),
+                              "init_tokens": ("all", "added")}.items():
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
         if self.optimizer == "adamw8bit" and find_spec("bitsandbytes") is None:
@@ -208,6 +216,22 @@ def _states(run: dict, rows: torch.Tensor) -> torch.Tensor:
 # ----------------------------------------------------------------------------- the cached step and the method
 
 
+def init_texts(clip, pairs: list[tuple[Image.Image, Image.Image]], config: VISIIConfig, seeds: list[int]) -> list[str]:
+    """Step 1's text for each (A, A′): a PEZ prompt of A′ (seeded by the pair's seed), or with
+    init_tokens='added' its tokens that a PEZ prompt of A (seeded by A and the pair's seed) lacks, all
+    optimised in one PEZ batch."""
+    image_sets = [[a_prime] for _, a_prime in pairs]
+    if config.init_tokens == "added":
+        image_sets += [[a] for a, _ in pairs]
+        seeds = seeds + [content_seed(s, a) for s, (a, _) in zip(seeds, pairs)]
+    found = pez_prompts(clip, image_sets, n_tokens=config.pez_tokens, steps=config.pez_steps, seeds=seeds)
+    if config.init_tokens == "all":
+        return [p.text for p in found]
+    afters, befores = found[:len(pairs)], found[len(pairs):]
+    return [clip.tokenizer.decode([i for i in after.token_ids if i not in set(before.token_ids)]).strip()
+            for after, before in zip(afters, befores)]
+
+
 def instruction_key(models, a: Image.Image, a_prime: Image.Image, config: VISIIConfig, seed: int) -> tuple:
     return (models.profile.name, config.training_hash(), seed, a, a_prime)
 
@@ -221,10 +245,9 @@ def learned_instructions(models, pairs: list[tuple[Image.Image, Image.Image]], c
     def train(chunk: list[int]) -> list[LearnedInstruction | Exception]:
         seeds = [content_seed(seed, *pairs[i]) for i in chunk]
         try:
-            inits = pez_prompts(models.joint_clip, [[pairs[i][1]] for i in chunk], n_tokens=config.pez_tokens,
-                                steps=config.pez_steps, seeds=seeds)
+            inits = init_texts(models.joint_clip, [pairs[i] for i in chunk], config, seeds)
             return train_instructions(models.editor, models.editor_clip,
-                                      [(*pairs[i], init.text, s) for i, init, s in zip(chunk, inits, seeds)], config)
+                                      [(*pairs[i], text, s) for i, text, s in zip(chunk, inits, seeds)], config)
         except Exception as exc:  # the batch failed: each of its pairs carries the reason
             return [exc] * len(chunk)
 

@@ -194,3 +194,27 @@ def test_visii_instructions_trained_together_are_each_the_one_trained_alone(tiny
         (alone,) = train_instructions(pipe, joint_clip, [pair], config)
         assert torch.allclose(learned.last, alone.last, atol=1e-5)
         assert learned.best_step == alone.best_step
+
+
+def test_visii_init_tokens_added_keeps_only_what_a_prime_prompt_adds(joint_clip):
+    """init_tokens='added': the init is PEZ(A′) without the tokens of a PEZ prompt of A (seeded by A and the
+    pair's seed), from one PEZ batch; 'all' (the official) is PEZ(A′) itself."""
+    from ops.cache import content_seed
+    from ops.pez import pez_prompts
+    from ops.visii import init_texts
+
+    pairs = [(im["a"], im["a_prime"]) for im in (t.images() for t in make_triplets(7, 2))]
+    config = VISIIConfig(pez_steps=30, init_tokens="added")
+    seeds = [11, 12]
+    got = init_texts(joint_clip, pairs, config, seeds)
+    found = pez_prompts(joint_clip, [[ap] for _, ap in pairs] + [[a] for a, _ in pairs], n_tokens=10, steps=30,
+                        seeds=seeds + [content_seed(s, a) for s, (a, _) in zip(seeds, pairs)])
+    for text, after, before in zip(got, found[:2], found[2:]):
+        added = [i for i in after.token_ids if i not in set(before.token_ids)]
+        assert text == joint_clip.tokenizer.decode(added).strip()
+        assert len(added) < len(after.token_ids)  # A and A′ share most of what PEZ reads off them
+    alone = pez_prompts(joint_clip, [[ap] for _, ap in pairs], n_tokens=10, steps=30, seeds=seeds)
+    assert init_texts(joint_clip, pairs, VISIIConfig(pez_steps=30), seeds) == [p.text for p in alone]
+    assert VISIIConfig().training_hash() != config.training_hash()
+    with pytest.raises(ValueError, match="init_tokens must be one of"):
+        get_method("visii").config({"init_tokens": "some"})
