@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 import pyarrow as pa
@@ -17,6 +18,7 @@ from tqdm import tqdm
 
 from evaluation.images import decode_image
 from evaluation.judge_scores import judge_triplet, summarise
+from evaluation.stats import paired
 from models.context import ModelContext
 from models.loaders import load_judge
 from ops.cache import PREPARE_BATCH_SIZE, Cache
@@ -89,3 +91,17 @@ def write_rows(rows: list[dict], path: Path) -> None:
     """`run_bench`'s per-triplet rows as Parquet (an error row's scores are null)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     pq.write_table(pa.Table.from_pylist(rows, schema=ROWS_SCHEMA), path)
+
+
+def paired_against(rows: list[dict], against: str) -> dict[str, dict]:
+    """{other method: evaluation.stats.Paired as a dict} on the joint verdicts of `run_bench`'s rows (or
+    of rows files read back, `read_rows`): `against` compared with every other method, triplet by
+    triplet; error rows are left out."""
+    joint: dict[str, dict[str, float]] = {}
+    for row in rows:
+        if row["error"] is None:
+            joint.setdefault(row["method"], {})[row["triplet_id"]] = row["joint"]
+    if against not in joint:
+        raise ValueError(f"no scored rows of {against!r}; methods here: {', '.join(sorted(joint))}")
+    return {method: asdict(paired(joint[against], verdicts)) for method, verdicts in joint.items()
+            if method != against}

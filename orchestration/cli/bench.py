@@ -46,23 +46,8 @@ def split_specs(text: str) -> list[str]:
     return [s.strip() for s in specs + [current] if s.strip()]
 
 
-def paired_against(rows: list[dict], against: str) -> dict[str, dict]:
-    """{other spec: evaluation.stats.Paired as a dict} on the joint verdicts of `run_bench`'s rows:
-    `against` compared with every other spec, triplet by triplet."""
-    from dataclasses import asdict
-
-    from evaluation.stats import paired
-
-    joint: dict[str, dict[str, float]] = {}
-    for row in rows:
-        if row["error"] is None:
-            joint.setdefault(row["method"], {})[row["triplet_id"]] = row["joint"]
-    return {spec: asdict(paired(joint.get(against, {}), verdicts))
-            for spec, verdicts in joint.items() if spec != against}
-
-
 def run(args: argparse.Namespace) -> int:
-    from orchestration.bench import run_bench, write_rows
+    from orchestration.bench import paired_against, run_bench, write_rows
 
     try:
         specs = split_specs(args.methods)
@@ -80,8 +65,11 @@ def run(args: argparse.Namespace) -> int:
         write_rows(rows, args.rows)
     if args.against:
         against = args.against.strip()  # a spec is its run's label (ops.registry.MethodRun)
-        for spec, comparison in paired_against(rows, against).items():
-            results[spec]["paired"] = {"against": against} | comparison
+        try:
+            for spec, comparison in paired_against(rows, against).items():
+                results[spec]["paired"] = {"against": against} | comparison
+        except ValueError as exc:  # every triplet of it failed: the scores still print, without pairs
+            print(f"analogy bench: --against: {exc}", file=sys.stderr)
     if not args.json:
         print(f"{'method':48s} {'joint [95% CI]':>20s} {'target':>6s} {'keep':>6s} {'n':>4s}  s/triplet")
         for spec, r in results.items():

@@ -1,0 +1,35 @@
+"""Paired comparisons from `analogy bench --rows` files: one method against every other, triplet by
+triplet on the joint verdict (only one of the two right, both, neither, the exact two-sided sign test),
+across files written by separate runs on the same benchmark.
+
+    python benchmarks/paired.py main.parquet ablations.parquet --against difference_inversion
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import pyarrow.parquet as pq
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from orchestration.bench import paired_against  # noqa: E402
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("rows", type=Path, nargs="+", help="`analogy bench --rows` Parquet files")
+    parser.add_argument("--against", required=True, help="the method every other one is compared with")
+    args = parser.parse_args()
+    rows = [row for path in args.rows for row in pq.read_table(path).to_pylist()]
+    print(f"| method | {args.against} only | method only | both | neither | sign test p |")
+    print("| --- | --- | --- | --- | --- | --- |")
+    for method, c in paired_against(rows, args.against).items():
+        print(f"| `{method}` | {c['first_only']} | {c['second_only']} | {c['both']} | {c['neither']} "
+              f"| {c['p_value']:.2g} |")
+
+
+if __name__ == "__main__":
+    main()
