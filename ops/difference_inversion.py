@@ -8,7 +8,8 @@ from A to A′, and apply it to B with the diffusion model. Read top to bottom i
     4. DIFF tokens D̃ from (A, A′)                   (ops.diff_tokens)
     5. B′: DDIM-invert B with prompt_B, denoise with [SOT, prompt_B, D̃, EOT]
        (placement='prepend': [SOT, D̃, prompt_B, EOT], a switch; changed_tokens='drop', a switch:
-       the tokens that A's prompt has and A′'s lacks are left out of every prompt beside D̃)
+       the words the change replaces are left out beside D̃: from A's prompt and B's the tokens A′'s
+       prompt lacks, from A′'s those A's lacks)
 
 Every step is cached by content (images, model ids, the settings it depends on,
 the seed): one D̃ serves every B, a sweep of generation settings trains nothing
