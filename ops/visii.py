@@ -46,7 +46,7 @@ from PIL import Image
 
 from ops.cache import Cache, config_hash, content_seed, single
 from ops.ddim import decode_latents, encode_images
-from ops.diff_tokens import TrainingDivergedError
+from ops.diff_tokens import TrainingDivergedError, without
 from ops.images import to_pil
 from ops.instructpix2pix import edit_latents, guided_noise, image_condition
 from ops.pez import pez_prompts
@@ -228,7 +228,7 @@ def init_texts(clip, pairs: list[tuple[Image.Image, Image.Image]], config: VISII
     if config.init_tokens == "all":
         return [p.text for p in found]
     afters, befores = found[:len(pairs)], found[len(pairs):]
-    return [clip.tokenizer.decode([i for i in after.token_ids if i not in set(before.token_ids)]).strip()
+    return [clip.tokenizer.decode(without(after.token_ids, set(before.token_ids))).strip()
             for after, before in zip(afters, befores)]
 
 

@@ -95,8 +95,8 @@ def write_rows(rows: list[dict], path: Path) -> None:
 
 def paired_against(rows: list[dict], against: str) -> dict[str, dict]:
     """{other method: evaluation.stats.Paired as a dict} on the joint verdicts of `run_bench`'s rows (or
-    of rows files read back, `read_rows`): `against` compared with every other method, triplet by
-    triplet; error rows are left out."""
+    of `--rows` files read back, as benchmarks/paired.py does): `against` compared with every other
+    method, triplet by triplet; error rows are left out."""
     joint: dict[str, dict[str, float]] = {}
     for row in rows:
         if row["error"] is None:
