@@ -105,8 +105,10 @@ TOY = Profile(
         # stay fast.
         "DIConfig": {"lambda_tc": 100.0, "prompt_source": "caption", "changed_tokens": "drop", "steps": 300,
                      "pez_steps": 300},
-        # VISII's PEZ init as short as Difference Inversion's here; its 1,000 training steps stay
-        "VISIIConfig": {"pez_steps": 300},
+        # VISII's PEZ init as short as Difference Inversion's here (its 1,000 training steps stay), started from
+        # the tokens A′'s PEZ prompt adds to A's: the official init (all of PEZ(A′)) carries A′'s unchanged
+        # attributes onto B here, joint 0.000 and 0.062 on two seeds against 0.312 and 0.250 (RESULTS.md, session 16–17)
+        "VISIIConfig": {"pez_steps": 300, "init_tokens": "added"},
         # Analogist's blocks 3–10 of SD's 16 skip the highest resolution and the last of the next: on the toy
         # UNet's 7 blocks (16×16 down, 8×8 down, 4×4 mid, 8×8 up ×2, 16×16 up ×2) the same is blocks 1–4
         # The official prompt suffix and negative prompt are words the toy text encoder never saw (they become

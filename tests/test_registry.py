@@ -54,6 +54,10 @@ def test_config_layers_class_profile_preset_user():
     assert ablation.token_consistency is False and ablation.lambda_tc == 100.0  # preset over the profile
     user = _run("di_no_token_consistency[lambda_tc=1;token_consistency=true]", toy).config
     assert user.lambda_tc == 1 and user.token_consistency is True  # the user over the preset
+    # VISII: the official init on real profiles, the added-token init on the toy
+    assert _run("visii", get_profile("sd21-base")).config.init_tokens == "all"
+    assert (_run("visii", toy).config.init_tokens, _run("visii[init_tokens=all]", toy).config.init_tokens) == (
+        "added", "all")
 
 
 def test_every_default_lives_in_the_config_class():
