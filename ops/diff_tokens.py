@@ -64,6 +64,12 @@ def changed_tokens(prompt_a: list[int], prompt_a_prime: list[int]) -> tuple[set[
     return set(prompt_a) - set(prompt_a_prime), set(prompt_a_prime) - set(prompt_a)
 
 
+def added_ids(prompt_a: list[int], prompt_a_prime: list[int]) -> list[int]:
+    """The ids A′'s prompt has and A's lacks, each once, in A′'s order ("large" of small → large)."""
+    added = changed_tokens(prompt_a, prompt_a_prime)[1]
+    return list(dict.fromkeys(i for i in prompt_a_prime if i in added))
+
+
 def without(prompt: list[int], tokens: set[int]) -> list[int]:
     """`prompt` with every id in `tokens` left out (the order of the rest kept)."""
     return [i for i in prompt if i not in tokens]
@@ -137,8 +143,9 @@ def train_diff_tokens_batch(pipe, clip, pairs: list[PairInputs], config: DIConfi
     device = pairs[0].z_a.device
     n_train = scheduler.config.num_train_timesteps
 
-    # per pair its random stream; per group (a pair alone, by default) D̃ (zero or random vocabulary
-    # rows, drawn from its first pair's stream) and its optimiser
+    # per pair its random stream; per group (a pair alone, by default) D̃ (zero, random vocabulary rows
+    # drawn from its first pair's stream, or the rows of the tokens its first pair's A′ prompt adds) and
+    # its optimiser
     generators = [torch.Generator().manual_seed(p.seed) for p in pairs]
     labels = list(range(len(pairs))) if groups is None else list(groups)
     if len(labels) != len(pairs):
@@ -147,10 +154,14 @@ def train_diff_tokens_batch(pipe, clip, pairs: list[PairInputs], config: DIConfi
     owner = [first[label] for label in labels]  # the pair whose D̃ and optimiser a pair uses
     tokens, optimizers = {}, {}
     for i in sorted(first.values()):
-        if config.init == "zero":
-            init = torch.zeros(config.n_tokens, tsd.width)
-        else:
+        if config.init == "random":
             init = tsd.rows(torch.randint(tsd.vocab_size - 2, (config.n_tokens,), generator=generators[i])).cpu()
+        else:
+            init = torch.zeros(config.n_tokens, tsd.width)
+            if config.init == "added":
+                ids = added_ids(pairs[i].prompt_a, pairs[i].prompt_a_prime)[:config.n_tokens]
+                if ids:
+                    init[:len(ids)] = tsd.rows(torch.tensor(ids)).cpu()
         tokens[i] = torch.nn.Parameter(init.to(device, shared.dtype))
         optimizers[i] = torch.optim.AdamW([tokens[i]], lr=config.lr, weight_decay=config.weight_decay)
     prompts = [training_prompts(p.prompt_a, p.prompt_a_prime, config.changed_tokens) for p in pairs]

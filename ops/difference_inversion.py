@@ -61,7 +61,9 @@ class DIConfig:
     lambda_clip: float = 6.0
     token_consistency: bool = True
     clip_loss: bool = True
-    init: str = "zero"  # zero | random (random vocabulary rows, seeded)
+    # zero | random (random vocabulary rows, seeded) | added: the rows of the tokens A′'s prompt adds to A's
+    # (`changed_tokens`' second set, in A′'s order, the rest zero): D̃ starts at the words of the new value
+    init: str = "zero"
     negation: str = "negate"  # negate | remove (D̃ absent from `before`)
     # where D̃ sits: after the prompt (the paper's [SOT, prompt, D̃, EOT]) | before it ([SOT, D̃, prompt, EOT]),
     # in training and in generation alike
@@ -84,7 +86,7 @@ class DIConfig:
     inversion_steps: int = 45
 
     def __post_init__(self):
-        choices = {"delta": DELTA_KINDS, "prompt_source": ("pez", "caption"), "init": ("zero", "random"),
+        choices = {"delta": DELTA_KINDS, "prompt_source": ("pez", "caption"), "init": ("zero", "random", "added"),
                    "negation": ("negate", "remove"), "precision": ("fp32", "bf16"),
                    "placement": ("append", "prepend"), "clip_context": ("none", "b"),
                    "changed_tokens": ("keep", "drop")}

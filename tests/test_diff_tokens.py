@@ -363,3 +363,27 @@ def test_difference_inversion_drops_what_a_prime_replaced_from_b_prompt():
     assert cache.stats["diff_tokens"]["computed"] == 1  # the method's own D̃, from the cache
     assert out == di.apply_difference(models.pipeline, im["b"], p_b, tokens, config, removed=removed)
     assert out != di.apply_difference(models.pipeline, im["b"], p_b, tokens, config)
+
+
+def test_init_added_starts_d_at_the_rows_of_the_words_a_prime_adds(pipe, joint_clip, four_pairs):
+    """init='added': D̃ starts as the token rows of what A′'s prompt adds to A's, in A′'s order, the other rows
+    zero (with lr 0 it stays there); a pair whose prompts do not differ starts at zero."""
+    from ops.diff_tokens import added_ids
+    from ops.text import DiffusionText
+
+    assert added_ids([5, 6, 7], [5, 9, 8, 9]) == [9, 8] and added_ids([5, 6], [6, 5]) == []
+    p = four_pairs[0]
+    ids = added_ids(p.prompt_a, p.prompt_a_prime)
+    assert 0 < len(ids) < BATCH_CONFIG.n_tokens
+    frozen = replace(BATCH_CONFIG, steps=1, lr=0.0, init="added")
+    start = train_diff_tokens(pipe, joint_clip, p.z_a, p.z_a_prime, p.prompt_a, p.prompt_a_prime, p.delta, frozen,
+                              seed=p.seed).tokens
+    rows = DiffusionText(pipe).rows(torch.tensor(ids)).to(start)
+    assert torch.equal(start[:len(ids)], rows) and not start[len(ids):].any()
+    same = train_diff_tokens(pipe, joint_clip, p.z_a, p.z_a_prime, p.prompt_a, p.prompt_a, p.delta, frozen,
+                             seed=p.seed).tokens
+    assert not same.any()
+    trained = train_diff_tokens(pipe, joint_clip, p.z_a, p.z_a_prime, p.prompt_a, p.prompt_a_prime, p.delta,
+                                replace(frozen, steps=5, lr=BATCH_CONFIG.lr), seed=p.seed).tokens
+    assert not torch.allclose(trained, start)
+    assert frozen.training_hash() != replace(frozen, init="zero").training_hash()
