@@ -42,6 +42,9 @@ GENERATIONS = pa.schema(
         pa.field("config", pa.string(), nullable=False),  # JSON of the method's resolved config
         pa.field("seed", pa.int64(), nullable=False),
         pa.field("profile", pa.string(), nullable=False),  # the model profile that generated B′
+        # the versions of the models that made B′ (models.loaders.weights_key): content digests of local
+        # folders, the hub snapshot of real models; a B′ is reused only under the same
+        pa.field("models", pa.string(), nullable=False),
         pa.field("inputs_key", pa.string(), nullable=False),  # digest of A, A′, B and instruction (reuse key)
         pa.field("b_prime_hash", pa.string()),
         pa.field("seconds", pa.float64()),

@@ -24,6 +24,14 @@ class ModelContext:
     def profile(self) -> Profile:
         return get_profile(self.profile_name)
 
+    @cached_property
+    def weights_key(self) -> str:
+        """The profile and the version of each model a method reads (`models.loaders.weights_key`): part
+        of every cache key of an intermediate and of a generated B′."""
+        from models.loaders import weights_key
+
+        return weights_key(self.profile)
+
     @property
     def pipeline(self):
         """The profile's diffusers pipeline (DDIM scheduler, frozen)."""

@@ -23,13 +23,18 @@ class ModelMissingError(RuntimeError):
     """A model named by a profile is not available locally."""
 
 
+def hub_cache_dir() -> str:
+    """The local Hugging Face hub cache the real profiles load from."""
+    return os.environ.get("HF_HUB_CACHE") or os.path.join(
+        os.environ.get("HF_HOME", os.path.expanduser("~/.cache/huggingface")), "hub")
+
+
 def _missing(model_id: str, what: str, cause: Exception | None = None) -> ModelMissingError:
     if str(model_id).startswith(("local-dir:", "/")) or Path(str(model_id)).exists():
         return ModelMissingError(
             f"{what} not found at {model_id}. The toy models are committed with the repo; "
             f"rebuild them with `python -m models.toy.train`." + (f" ({cause})" if cause else ""))
-    cache_dir = os.environ.get("HF_HUB_CACHE") or os.path.join(
-        os.environ.get("HF_HOME", os.path.expanduser("~/.cache/huggingface")), "hub")
+    cache_dir = hub_cache_dir()
     return ModelMissingError(
         f"{what} '{model_id}' is not in the Hugging Face cache ({cache_dir}). On a machine with network run "
         f"`hf download {model_id}` and point HF_HOME at that cache."
@@ -430,3 +435,38 @@ def load_prompter(profile: Profile, device: str | None = None) -> VLM | None:
     if profile.prompter is None:
         return None
     return load_vlm(profile.prompter, device, "Analogist's prompter (a VLM)")
+
+
+# ----------------------------------------------------------------------------- what the weights are
+
+
+def source_version(source: str) -> str:
+    """What a model source currently holds: a local folder (the toy models, `local-dir:` CLIPs) by the
+    SHA-256 of its files' names and bytes; a hub id by the snapshot the local cache's `refs/main` points
+    to; anything else (an open_clip pretrained tag, the toy's retrieval captioner) by its name, which
+    fixes its weights. Cache keys carry it, so retrained or updated weights never meet a stale result."""
+    path = Path(source.removeprefix("local-dir:"))
+    if path.is_dir():
+        return f"folder#{_folder_digest(str(path.resolve()))}"  # by content: a moved checkout keeps its caches
+    ref = Path(hub_cache_dir()) / f"models--{source.replace('/', '--')}" / "refs" / "main"
+    return f"{source}@{ref.read_text().strip()}" if ref.is_file() else source
+
+
+@cache
+def _folder_digest(path: str) -> str:  # once per process: the committed toy world hashes in ~0.1 s
+    import hashlib
+
+    digest = hashlib.sha256()
+    root = Path(path)
+    for file in sorted(p for p in root.rglob("*") if p.is_file()):
+        digest.update(str(file.relative_to(root)).encode() + b"\0")
+        digest.update(file.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def weights_key(profile: Profile) -> str:
+    """The profile's name and the versions of every model a method reads (not the judges and evaluation
+    encoders, which score B′ and never make it), as one string for cache keys."""
+    sources = [profile.diffusion, profile.joint_clip.model_id, profile.captioner, profile.editor,
+               profile.editor_clip.model_id if profile.editor_clip else None, profile.inpainter, profile.prompter]
+    return "|".join([profile.name] + [source_version(s) for s in sources if s])

@@ -203,7 +203,7 @@ def prompt_for(models, a: Image.Image, a_prime: Image.Image, b: Image.Image, cac
     vlm = models.prompter
     if vlm is not None:
         cell = native_size(models.inpainter) // 2
-        key = (vlm.model_id, config.prompter_instruction, config.prompter_max_tokens, cell, config.padding,
+        key = (models.weights_key, config.prompter_instruction, config.prompter_max_tokens, cell, config.padding,
                a, a_prime, b)
         answer = cache("analogist_prompt", key,
                        lambda: vlm.ask([marked_grid(a, a_prime, b, cell, config.padding)],

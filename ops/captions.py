@@ -7,10 +7,13 @@ from PIL import Image
 from ops.cache import Cache
 
 
+def caption_key(models, image: Image.Image) -> tuple:
+    return (models.weights_key, image)
+
+
 def caption(models, image: Image.Image, cache: Cache) -> str:
     """The profile captioner's caption of `image` (BLIP-2; retrieval in the toy world)."""
-    captioner = models.captioner
-    return cache("caption", (captioner.model_id, image), lambda: captioner.caption([image])[0])
+    return cache("caption", caption_key(models, image), lambda: models.captioner.caption([image])[0])
 
 
 TEXT_SOURCES = ("instruction", "caption")

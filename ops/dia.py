@@ -274,7 +274,7 @@ def dia(models, a: Image.Image, a_prime: Image.Image, b: Image.Image, config: DI
     """Diffusion Image Analogies: B′ from cB + st·(cA′ − cA), sampled from B's estimated noise.
     `change_map` (1 = change fully, 0 = keep): kept pixels follow B's own reconstruction."""
     pipe, cache = models.pipeline, cache or Cache()
-    key = (models.profile.name, config.estimation_hash(), seed)
+    key = (models.weights_key, config.estimation_hash(), seed)
 
     # 1. conditionings of A, A′, B (one per image, seeded by its content)
     def conditioning(image: Image.Image) -> Conditioning:

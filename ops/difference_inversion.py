@@ -129,7 +129,7 @@ def prompt(models, image: Image.Image, config: DIConfig, seed: int, cache: Cache
 
 
 def _pez_key(models, image: Image.Image, config: DIConfig, seed: int) -> tuple:
-    return (models.joint_clip.model_id, config.pez_tokens, config.pez_steps, seed, image)
+    return (models.weights_key, config.pez_tokens, config.pez_steps, seed, image)
 
 
 def prompts(models, images: list[Image.Image], config: DIConfig, seed: int, cache: Cache,
@@ -159,7 +159,7 @@ def prompts(models, images: list[Image.Image], config: DIConfig, seed: int, cach
 
 
 def deltas_key(models, a: Image.Image, a_prime: Image.Image, config: DIConfig) -> tuple:
-    return (models.joint_clip.model_id, models.captioner.model_id, config.alpha, a, a_prime)
+    return (models.weights_key, config.alpha, a, a_prime)
 
 
 def deltas(models, a: Image.Image, a_prime: Image.Image, config: DIConfig, cache: Cache) -> Deltas:
@@ -172,7 +172,7 @@ def diff_tokens_key(models, a: Image.Image, a_prime: Image.Image, config: DIConf
                     b: Image.Image | None = None) -> tuple:
     """What D̃ depends on: (A, A′), the training settings and the seed, and B where the CLIP loss reads
     D̃ in B's prompt (clip_context='b')."""
-    key = (models.profile.name, config.training_hash(), seed, a, a_prime)
+    key = (models.weights_key, config.training_hash(), seed, a, a_prime)
     if config.clip_context == "b":
         if b is None:
             raise ValueError("clip_context='b' trains D̃ for a triplet: B is needed")

@@ -233,7 +233,7 @@ def init_texts(clip, pairs: list[tuple[Image.Image, Image.Image]], config: VISII
 
 
 def instruction_key(models, a: Image.Image, a_prime: Image.Image, config: VISIIConfig, seed: int) -> tuple:
-    return (models.profile.name, config.training_hash(), seed, a, a_prime)
+    return (models.weights_key, config.training_hash(), seed, a, a_prime)
 
 
 def learned_instructions(models, pairs: list[tuple[Image.Image, Image.Image]], config: VISIIConfig, seed: int,

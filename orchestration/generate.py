@@ -36,19 +36,20 @@ def generate_rows(triplets: list[dict], runs: list[MethodRun], store: Store, mod
     current = {t["triplet_id"]: inputs_key(t) for t in usable}
     labels = {run.label for run in runs}
     kept = [g for g in previous if g["method"] not in labels and current.get(g["triplet_id"]) == g["inputs_key"]]
-    done = {(g["inputs_key"], g["config_hash"], g["seed"], g["profile"]): g for g in previous
+    done = {(g["inputs_key"], g["config_hash"], g["seed"], g["models"]): g for g in previous
             if not g["error"] and store.png_path(g["b_prime_hash"]).exists()}
     rows, counts = [], {"computed": 0, "reused": 0, "kept": len(kept)}
     for run in runs:
         missing_model = None  # a model the method needs is absent: every triplet would fail the same way
         for i, t in enumerate(tqdm(usable, desc=run.label, unit="triplet", disable=None, leave=False), start=1):
-            key = (current[t["triplet_id"]], run.config_hash, seed, models.profile_name)
+            key = (current[t["triplet_id"]], run.config_hash, seed, models.weights_key)
             if key in done:
                 rows.append(done[key] | {"triplet_id": t["triplet_id"], "method": run.label})
                 counts["reused"] += 1
                 continue
             row = {"triplet_id": t["triplet_id"], "method": run.label, "config_hash": run.config_hash,
                    "config": config_json(run.config), "seed": seed, "profile": models.profile_name,
+                   "models": models.weights_key,
                    "inputs_key": key[0], "b_prime_hash": None, "seconds": None, "run_id": run_id,
                    "error": missing_model}
             start = time.perf_counter()

@@ -132,7 +132,8 @@ def test_the_toy_prompter_puts_a_prime_s_new_words_into_b_s_caption(triplet):
 
     images = triplet.images()
     captions = {images[k].tobytes(): caption(getattr(triplet, k)) for k in ("a", "a_prime", "b")}
-    models = dataclasses.make_dataclass("M", [("captioner", object), ("prompter", object)])(Captions(), None)
+    models = dataclasses.make_dataclass("M", [("captioner", object), ("prompter", object), ("weights_key", str)])(
+        Captions(), None, "scenes")
     from ops.cache import Cache
 
     assert an.prompt_for(models, images["a"], images["a_prime"], images["b"], Cache()) == caption(triplet.b_prime_gt)

@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from models.context import ModelContext
 from models.toy.world import Scene, make_triplets, render
 from ops.cache import Cache
+from ops.captions import caption_key
 from ops.ddim import Schedule, encode_latents
 from ops.dia import (
     DIAConfig,
@@ -122,7 +123,7 @@ def test_caption_baseline_at_st_zero_is_sdedit_with_b_caption(pipe):
             "a large blue square on a black background")
     models, cache = ModelContext(device="cpu"), Cache()
     for role, text in zip(("a", "a_prime", "b"), caps):  # the captions, as if the captioner had given them
-        cache("caption", (models.captioner.model_id, im[role]), lambda text=text: text)
+        cache("caption", caption_key(models, im[role]), lambda text=text: text)
     run = lambda st: dia_captions(models, im["a"], im["a_prime"], im["b"],  # noqa: E731
                                   DIACaptionConfig(strength=st, num_steps=10), seed=2, cache=cache)
     out = run(0.0)

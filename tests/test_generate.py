@@ -55,3 +55,29 @@ def test_errors_stay_per_triplet_and_a_missing_model_is_tried_once(tmp_path):
     assert {r["seed"] for r in rows} == {7}  # the user's seed; methods derive theirs from content
     assert counts == {"computed": 6, "reused": 0, "kept": 0}
     assert len({r["inputs_key"] for r in rows}) == 3  # the instruction is part of what B′ depends on
+
+
+def test_a_b_prime_is_reused_only_under_the_same_model_versions(tmp_path):
+    """A re-run reuses the B′ of the same inputs, config, seed and models; other weights (another
+    `weights_key`: a retrained toy model, a new hub snapshot) compute it again."""
+    store, calls = Store(tmp_path), []
+
+    def counted(models, a, a_prime, b, config, **_):
+        calls.append(1)
+        return b
+
+    register("test_counted", counted, Empty)
+    try:
+        runs = resolve_specs(["test_counted"])
+        log = logging.getLogger("test")
+        first, _ = generate_rows(triplets(store, 2), runs, store, ModelContext(), Cache(), 0, log)
+        assert {r["models"] for r in first} == {ModelContext().weights_key}
+        _, again = generate_rows(triplets(store, 2), runs, store, ModelContext(), Cache(), 0, log, previous=first)
+        other = ModelContext()
+        other.weights_key = "toy|folder#retrained"  # what a changed weight file gives (tests/test_loaders.py)
+        rows, retrained = generate_rows(triplets(store, 2), runs, store, other, Cache(), 0, log, previous=first)
+    finally:
+        METHODS.pop("test_counted")
+    assert again == {"computed": 0, "reused": 2, "kept": 0}
+    assert retrained == {"computed": 2, "reused": 0, "kept": 0} and len(calls) == 4
+    assert {r["models"] for r in rows} == {"toy|folder#retrained"}

@@ -30,6 +30,38 @@ def test_profiles_name_every_model():
         get_profile("sd3")
 
 
+def test_weights_key_follows_the_weights_not_the_path(tmp_path, empty_hf_cache):
+    """A model folder counts by its files' bytes (a copy elsewhere is the same, one changed byte is not); a hub
+    model by the snapshot its cache's refs/main names; the judge never enters the key."""
+    import shutil
+
+    from models.profiles import TOY_WEIGHTS
+
+    toy = get_profile("toy")
+    copy = tmp_path / "sd"
+    shutil.copytree(TOY_WEIGHTS / "sd", copy)
+    moved = dataclasses.replace(toy, diffusion=str(copy))
+    assert loaders.weights_key(moved) == loaders.weights_key(toy)
+    assert loaders.weights_key(dataclasses.replace(toy, judge=None)) == loaders.weights_key(toy)
+    changed = tmp_path / "changed"
+    shutil.copytree(copy, changed)
+    weights = next(changed.rglob("*.safetensors"))
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 1
+    weights.write_bytes(bytes(data))
+    assert loaders.weights_key(dataclasses.replace(toy, diffusion=str(changed))) != loaders.weights_key(toy)
+
+    real = get_profile("sd15")
+    assert "stable-diffusion-v1-5/stable-diffusion-v1-5" in loaders.weights_key(real)  # not cached: the id alone
+    ref = tmp_path / "hf" / "hub" / "models--stable-diffusion-v1-5--stable-diffusion-v1-5" / "refs" / "main"
+    ref.parent.mkdir(parents=True)
+    ref.write_text("abc123\n")
+    first = loaders.weights_key(real)
+    assert "stable-diffusion-v1-5/stable-diffusion-v1-5@abc123" in first
+    ref.write_text("def456\n")
+    assert loaders.weights_key(real) != first
+
+
 def test_missing_diffusion_model_names_id_and_fetch_command(empty_hf_cache):
     with pytest.raises(loaders.ModelMissingError) as err:
         loaders.load_pipeline(get_profile("sd21-base"), "cpu")

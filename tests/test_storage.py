@@ -11,7 +11,8 @@ from orchestration.storage import Store
 
 def generation(triplet_id: str, **extra) -> dict:
     return {"triplet_id": triplet_id, "method": "no_edit", "config_hash": "abc", "config": "{}", "seed": 1,
-            "profile": "toy", "inputs_key": "k", "b_prime_hash": None, "seconds": 0.1, "run_id": None, "error": None,
+            "profile": "toy", "models": "toy", "inputs_key": "k", "b_prime_hash": None, "seconds": 0.1, "run_id": None,
+            "error": None,
             **extra}
 
 
