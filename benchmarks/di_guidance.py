@@ -36,7 +36,7 @@ from models.toy.world import make_triplets  # noqa: E402
 from ops import difference_inversion as di  # noqa: E402
 from ops.cache import Cache  # noqa: E402
 from ops.ddim import Schedule, ddim_invert, ddim_move, decode_latents, encode_images  # noqa: E402
-from ops.diff_tokens import changed_tokens, training_prompts, with_tokens, without  # noqa: E402
+from ops.diff_tokens import changed_tokens, generation_prompt, training_prompts, with_tokens  # noqa: E402
 from ops.images import to_pil  # noqa: E402
 from ops.registry import get_method  # noqa: E402
 from ops.text import DiffusionText  # noqa: E402
@@ -93,7 +93,7 @@ def main() -> None:
         p_a, p_ap, p_b = (di.prompt(models, im[k], config, seed, cache).token_ids for k in ("a", "a_prime", "b"))
         # the prompts beside D̃: A's as D̃ was trained beside it, B's as the method generates with it
         beside_a = torch.tensor(training_prompts(p_a, p_ap, config.changed_tokens)[0])
-        beside_b = torch.tensor(without(p_b, changed_tokens(p_a, p_ap)[0]) if config.changed_tokens == "drop" else p_b)
+        beside_b = torch.tensor(generation_prompt(p_b, changed_tokens(p_a, p_ap)[0], config.changed_tokens))
         conds = torch.cat([text.unconditional(), text.encode([
             [torch.tensor(p_b)], with_tokens(beside_b, d.tokens, config.placement),
             with_tokens(beside_a, d.tokens, config.placement), [torch.tensor(p_a)], [torch.tensor(p_ap)]])])

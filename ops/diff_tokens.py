@@ -86,6 +86,12 @@ def training_prompts(prompt_a: list[int], prompt_a_prime: list[int], mode: str =
     return without(prompt_a, removed), without(prompt_a_prime, added)
 
 
+def generation_prompt(prompt_b: list[int], removed: set[int], mode: str = "keep") -> list[int]:
+    """B's prompt ids beside D̃ at generation: whole (mode='keep', the paper's) or, with mode='drop',
+    without `removed`, the tokens the change replaces (A's prompt has them, A′'s not)."""
+    return without(prompt_b, removed) if mode == "drop" else list(prompt_b)
+
+
 def pair_parts(prompt_a: torch.Tensor, prompt_a_prime: torch.Tensor, tokens: torch.Tensor,
                negation: str = "negate", placement: str = "append") -> tuple[list[torch.Tensor], list[torch.Tensor]]:
     """The parts of `before` = [PEZ(A′), −D̃] and `after` = [PEZ(A), +D̃] (negation='remove':

@@ -28,7 +28,14 @@ from ops.cache import Cache, config_hash, content_seed, single
 from ops.captions import caption
 from ops.ddim import Schedule, ddim_invert, ddim_sample, decode_latents, encode_images
 from ops.deltas import DELTA_KINDS, Deltas, clip_deltas
-from ops.diff_tokens import DiffTokens, PairInputs, changed_tokens, train_diff_tokens_batch, with_tokens, without
+from ops.diff_tokens import (
+    DiffTokens,
+    PairInputs,
+    changed_tokens,
+    generation_prompt,
+    train_diff_tokens_batch,
+    with_tokens,
+)
 from ops.images import to_pil
 from ops.pez import HardPrompt, pez_prompts
 from ops.text import DiffusionText
@@ -260,7 +267,7 @@ def apply_difference(pipe, b: Image.Image, prompt_b: list[int], tokens: torch.Te
     # 5b. conditionings: B's prompt alone (inversion), with D̃ (generation; 'drop': without the removed
     #     tokens), and Tsd("") for CFG
     cond_b = text.encode([[ids_b]])
-    beside = torch.tensor(without(prompt_b, removed) if config.changed_tokens == "drop" else prompt_b)
+    beside = torch.tensor(generation_prompt(prompt_b, removed, config.changed_tokens))
     cond_diff = text.encode([with_tokens(beside, tokens.to(text.device), config.placement)])
     uncond = text.unconditional()
     # 5c. DDIM-invert B through `inversion_steps` levels (CFG 1)
