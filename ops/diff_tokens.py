@@ -102,8 +102,10 @@ def pair_parts(prompt_a: torch.Tensor, prompt_a_prime: torch.Tensor, tokens: tor
 
 @dataclass
 class PairInputs:
-    """One (A, A′) pair to train D̃ for: E(A), E(A′) scaled latents (1, C, h, w), the PEZ (or
-    caption) token ids of A and A′, the target CLIP delta (E,) and the pair's own seed."""
+    """One (A, A′) pair to train D̃ for: E(A), E(A′) scaled latents (V, C, h, w), the PEZ (or
+    caption) token ids of A and A′, the target CLIP delta (E,) and the pair's own seed. V = 1: the
+    pair as it is; V > 1 (DIConfig.augment): V views of it, view k of A beside view k of A′, one
+    drawn per step from the pair's own stream."""
 
     z_a: torch.Tensor
     z_a_prime: torch.Tensor
@@ -174,7 +176,7 @@ def train_diff_tokens_batch(pipe, clip, pairs: list[PairInputs], config: DIConfi
     ids_a = [torch.tensor(a) for a, _ in prompts]
     ids_a_prime = [torch.tensor(a_prime) for _, a_prime in prompts]
     target_delta = torch.stack([F.normalize(p.delta.to(device).float(), dim=-1) for p in pairs])
-    z_pairs = [torch.cat([p.z_a, p.z_a_prime]) for p in pairs]  # (2, C, h, w) each
+    z_pairs = [torch.stack([p.z_a, p.z_a_prime], dim=1) for p in pairs]  # (V, 2, C, h, w) each
     curves: list[dict[str, list[float]]] = [{"tc": [], "clip": [], "total": []} for _ in pairs]
     results: list[DiffTokens | TrainingDivergedError | None] = [None] * len(pairs)
     active = list(range(len(pairs)))
@@ -198,9 +200,11 @@ def train_diff_tokens_batch(pipe, clip, pairs: list[PairInputs], config: DIConfi
                                                  config.placement)]
             with autocast:
                 cond = tsd.encode(sequences)
+            views = [z_pairs[i][torch.randint(len(z_pairs[i]), (), generator=generators[i]) if len(z_pairs[i]) > 1
+                                else 0] for i in active]  # (2, C, h, w) each: the pair, or one view of it
             t = torch.cat([torch.randint(0, n_train, (2,), generator=generators[i]) for i in active]).to(device)
-            noise = torch.cat([torch.randn(z_pairs[i].shape, generator=generators[i]) for i in active])
-            z0 = torch.cat([z_pairs[i] for i in active])
+            noise = torch.cat([torch.randn(v.shape, generator=generators[i]) for i, v in zip(active, views)])
+            z0 = torch.cat(views)
             noise = noise.to(device, z0.dtype)
             with autocast:
                 pred = tsd.unet(scheduler.add_noise(z0, noise, t), t, cond).sample

@@ -26,7 +26,7 @@ from PIL import Image
 
 from ops.cache import Cache, config_hash, content_seed, single
 from ops.captions import caption
-from ops.ddim import Schedule, ddim_invert, ddim_sample, decode_latents, encode_images
+from ops.ddim import Schedule, ddim_invert, ddim_sample, decode_latents, encode_images, encode_views
 from ops.deltas import DELTA_KINDS, Deltas, clip_deltas
 from ops.diff_tokens import (
     DiffTokens,
@@ -72,6 +72,11 @@ class DIConfig:
     # (`changed_tokens`' second set, in A′'s order, the rest zero): D̃ starts at the words of the new value
     init: str = "zero"
     negation: str = "negate"  # negate | remove (D̃ absent from `before`)
+    # what D̃ is trained on: "none" (the paper's: E(A), E(A′) as they are) | "shift": each step one of ten
+    # views of the pair, the same for A and A′ (as is, mirrored, each moved by 1/16 of the side
+    # left/right/up/down; ops.images.shifted_views): D̃ cannot hold where the pair's content is drawn,
+    # only what changed. Diffusion Image Analogies augments its inversion the same way (flips, shifts)
+    augment: str = "none"
     # where D̃ sits: after the prompt (the paper's [SOT, prompt, D̃, EOT]) | before it ([SOT, D̃, prompt, EOT]),
     # in training and in generation alike
     placement: str = "append"
@@ -94,7 +99,7 @@ class DIConfig:
 
     def __post_init__(self):
         choices = {"delta": DELTA_KINDS, "prompt_source": ("pez", "caption"), "init": ("zero", "random", "added"),
-                   "negation": ("negate", "remove"), "precision": ("fp32", "bf16"),
+                   "negation": ("negate", "remove"), "augment": ("none", "shift"), "precision": ("fp32", "bf16"),
                    "placement": ("append", "prepend"), "clip_context": ("none", "b"),
                    "changed_tokens": ("keep", "drop")}
         for name, allowed in choices.items():
@@ -208,8 +213,9 @@ def diff_tokens_batch(models, pairs: list[tuple], config: DIConfig, seed: int, c
         pipe, inputs = models.pipeline, []
         for i in chunk:
             a, a_prime, prompt_a, prompt_a_prime, target, _, prompt_b = pairs[i]
-            z = encode_images(pipe, [a, a_prime])
-            inputs.append(PairInputs(z[:1], z[1:], prompt_a, prompt_a_prime, target, content_seed(seed, a, a_prime),
+            encode = encode_views if config.augment == "shift" else encode_images  # (2V, C, h, w): A's, then A′'s
+            z_a, z_a_prime = encode(pipe, [a, a_prime]).chunk(2)
+            inputs.append(PairInputs(z_a, z_a_prime, prompt_a, prompt_a_prime, target, content_seed(seed, a, a_prime),
                                      prompt_b))  # read only with clip_context='b'
         return train_diff_tokens_batch(pipe, models.joint_clip, inputs, config)
 

@@ -387,3 +387,36 @@ def test_init_added_starts_d_at_the_rows_of_the_words_a_prime_adds(pipe, joint_c
                                 replace(frozen, steps=5, lr=BATCH_CONFIG.lr), seed=p.seed).tokens
     assert not torch.allclose(trained, start)
     assert frozen.training_hash() != replace(frozen, init="zero").training_hash()
+
+
+def test_augment_shift_trains_on_views_of_the_pair(pipe, joint_clip, four_pairs):
+    """augment='shift': ten views of (A, A′), view k of A beside view k of A′ (as is, mirrored, each moved
+    by 1/16 of the side with the edge repeated), one drawn per step from the pair's own stream; a pair
+    with views trains beside plain pairs as it does alone, and its D̃ is not the plain pair's."""
+    from ops.ddim import encode_views
+    from ops.diff_tokens import PairInputs, train_diff_tokens_batch
+    from ops.images import shifted_views
+
+    pixels = torch.rand(1, 3, 32, 32) * 2 - 1
+    views = shifted_views(pixels)[0]
+    assert views.shape == (10, 3, 32, 32)
+    assert torch.equal(views[0], pixels[0]) and torch.equal(views[5], pixels[0].flip(-1))
+    assert torch.equal(views[1][..., 2:], pixels[0][..., :30])  # moved right by 2 of 32 pixels
+    assert torch.equal(views[1][..., :2], pixels[0][..., :1].expand(-1, -1, 2))  # the edge column repeated
+    assert torch.equal(views[4][:, :30], pixels[0][:, 2:])  # moved up
+
+    im = make_triplets(23, 4)[0].images()
+    z = encode_views(pipe, [im["a"], im["a_prime"]])
+    assert z.shape[0] == 20 and torch.allclose(z[0], four_pairs[0].z_a[0], atol=1e-5)
+    assert torch.allclose(z[10], four_pairs[0].z_a_prime[0], atol=1e-5)
+    p = four_pairs[0]
+    viewed = PairInputs(z[:10], z[10:], p.prompt_a, p.prompt_a_prime, p.delta, p.seed)
+    config = replace(BATCH_CONFIG, augment="shift")  # the switch lives in DIConfig; training reads the views
+    together = train_diff_tokens_batch(pipe, joint_clip, [viewed] + four_pairs[1:], config)
+    alone = train_diff_tokens_batch(pipe, joint_clip, [viewed], config)[0]
+    assert ((together[0].tokens - alone.tokens).norm() / alone.tokens.norm()).item() < 1e-4
+    plain = train_diff_tokens_batch(pipe, joint_clip, [p], config)[0]
+    assert ((plain.tokens - alone.tokens).norm() / alone.tokens.norm()).item() > 0.1
+    assert config.training_hash() != BATCH_CONFIG.training_hash()
+    with pytest.raises(ValueError, match="augment"):
+        DIConfig(augment="flip")

@@ -1,0 +1,124 @@
+"""What does each part of Difference Inversion's loss pin down? Per toy pair (A, A′), D̃ is trained at
+the DI settings (the toy profile's defaults over `--settings`) and again without the CLIP loss, and
+each loss term is read at several points of the space D̃ lives in:
+
+    clip(X)   1 − cos(ET([SOT, X, EOT]), Dinter)       the CLIP term as training computes it
+    tc(X)     λtc-free Ltc: MSE(before → A) + MSE(after → A′), averaged over `--draws` (t, noise)
+    before    MSE(before → A) alone, with −X in `before` (negate) and with X left out (remove)
+
+for X = D̃ (defaults), D̃ trained without the CLIP loss, A′'s words ("large", "star", "black"),
+the hand-written direction (those rows minus A's) and zero rows; plus the cosine between the two
+D̃s and the norm of each weighted term's gradient at D̃. If the CLIP term reaches its minimum at no
+cost in Ltc, and D̃s far apart fit A′ equally well, one (A, A′) pair leaves D̃ undetermined along
+directions that decide whether the change transfers to B.
+
+    python benchmarks/di_losses.py --seed 263991 --n 8 [--settings '{"steps": 1000}']
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from models.context import ModelContext  # noqa: E402
+from models.toy.world import make_triplets, phrase  # noqa: E402
+from ops import difference_inversion as di  # noqa: E402
+from ops.cache import Cache  # noqa: E402
+from ops.ddim import encode_images  # noqa: E402
+from ops.diff_tokens import pair_parts, training_prompts  # noqa: E402
+from ops.registry import get_method  # noqa: E402
+from ops.text import DiffusionText, clip_specials, token_sequence  # noqa: E402
+
+
+def clip_term(clip, rows: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """1 − cos(ET([SOT, rows, EOT]), target), as DIFF training computes it (clip_context='none')."""
+    embeds, ids = token_sequence(clip.token_table, [rows], clip_specials(clip))
+    text = clip.encode_token_embeddings(embeds[None], ids[None]).float()[0]
+    return 1 - F.cosine_similarity(text, F.normalize(target.float(), dim=-1), dim=0)
+
+
+def tc_terms(tsd, scheduler, z: torch.Tensor, ids_a, ids_a_prime, rows: torch.Tensor, negation: str,
+             draws: int) -> torch.Tensor:
+    """(MSE(before → A), MSE(after → A′)) at `rows`, each averaged over `draws` fixed (t, noise)."""
+    generator, out = torch.Generator().manual_seed(1), []
+    for _ in range(draws):
+        cond = tsd.encode(list(pair_parts(ids_a, ids_a_prime, rows, negation)))
+        t = torch.randint(0, scheduler.config.num_train_timesteps, (2,), generator=generator)
+        noise = torch.randn(z.shape, generator=generator)
+        pred = tsd.unet(scheduler.add_noise(z, noise, t), t, cond).sample
+        out.append((pred - noise).pow(2).flatten(1).mean(1))
+    return torch.stack(out).mean(0)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seed", type=int, required=True, help="toy benchmark seed (models.toy.world.make_triplets)")
+    parser.add_argument("--n", type=int, default=8)
+    parser.add_argument("--settings", default="{}", help="DI settings as JSON, over the toy profile's defaults")
+    parser.add_argument("--draws", type=int, default=16, help="(t, noise) draws per Ltc reading")
+    args = parser.parse_args()
+
+    models, cache = ModelContext(), Cache()
+    pipe, clip = models.pipeline, models.joint_clip
+    config = get_method("difference_inversion").config(json.loads(args.settings), models.profile)
+    tsd = DiffusionText(pipe)
+    table = tsd.tables[-1]
+    triplets = make_triplets(args.seed, args.n)
+    images = [t.images() for t in triplets]
+    pairs = [(im["a"], im["a_prime"]) for im in images]
+    trained = di.prepare_diff_tokens(models, pairs, config, seed=0, cache=cache, batch_size=8)
+    no_clip = di.prepare_diff_tokens(models, pairs, replace(config, clip_loss=False), seed=0, cache=cache,
+                                     batch_size=8)
+
+    def ids(text: str) -> torch.Tensor:
+        return torch.tensor(pipe.tokenizer(text, add_special_tokens=False).input_ids)
+
+    rows = []
+    for t, im, d, d_free in zip(triplets, images, trained, no_clip):
+        target = di.deltas(models, im["a"], im["a_prime"], config, cache).pick(config.delta)
+        new, old = ids(phrase(t.a_prime, t.changed)), ids(phrase(t.a, t.changed))
+        hand = table[new] - table[old]
+        points = {"D": d.tokens, "D_no_clip": d_free.tokens, "words": table[new], "hand": hand[hand.norm(dim=-1) > 0],
+                  "zero": torch.zeros_like(d.tokens)}
+        prompt_ids = [di.prompt(models, im[k], config, 0, cache).token_ids for k in ("a", "a_prime")]
+        ids_a, ids_a_prime = (torch.tensor(p) for p in training_prompts(*prompt_ids, config.changed_tokens))
+        z = encode_images(pipe, [im["a"], im["a_prime"]])
+        row = {"triplet_id": t.triplet_id, "changed": t.changed,
+               "cos_D_D_no_clip": F.cosine_similarity(d.tokens.flatten(), d_free.tokens.flatten(), dim=0).item()}
+        with torch.no_grad():
+            for name, x in points.items():
+                row[f"clip[{name}]"] = clip_term(clip, x, target).item()
+                if name in ("D", "D_no_clip", "words", "zero"):
+                    before, after = tc_terms(tsd, pipe.scheduler, z, ids_a, ids_a_prime, x, config.negation,
+                                             args.draws).tolist()
+                    row[f"tc[{name}]"] = before + after
+                    row[f"before[{name}]"] = before
+            row["before[D, removed]"] = tc_terms(tsd, pipe.scheduler, z, ids_a, ids_a_prime, d.tokens, "remove",
+                                                 args.draws)[0].item()
+        x = d.tokens.clone().requires_grad_(True)
+        row["grad_clip"] = torch.autograd.grad(config.lambda_clip * clip_term(clip, x, target), x)[0].norm().item()
+        x = d.tokens.clone().requires_grad_(True)
+        loss = config.lambda_tc * tc_terms(tsd, pipe.scheduler, z, ids_a, ids_a_prime, x, config.negation, 1).sum()
+        row["grad_tc_one_draw"] = torch.autograd.grad(loss, x)[0].norm().item()
+        rows.append(row)
+        print({k: (round(v, 3) if isinstance(v, float) else v) for k, v in row.items()}, flush=True)
+
+    keys = [k for k in rows[0] if k not in ("triplet_id", "changed")]
+    print(f"\n### toy seed {args.seed}, n = {args.n}, settings {args.settings}: means over pairs\n")
+    print("| quantity | mean | min | max |\n| --- | --- | --- | --- |")
+    for k in keys:
+        values = [r[k] for r in rows]
+        print(f"| {k} | {statistics.fmean(values):.3f} | {min(values):.3f} | {max(values):.3f} |")
+
+
+if __name__ == "__main__":
+    main()
