@@ -4,11 +4,15 @@ each loss term is read at several points of the space D̃ lives in:
 
     clip(X)   1 − cos(ET([SOT, X, EOT]), Dinter)       the CLIP term as training computes it
     tc(X)     λtc-free Ltc: MSE(before → A) + MSE(after → A′), averaged over `--draws` (t, noise)
-    before    MSE(before → A) alone, with −X in `before` (negate) and with X left out (remove)
+    before    MSE(before → A) alone, with −X in `before` (negate), with X left out (remove) and,
+              for D̃, with +D̃ in its place (does D̃ help A whatever its sign?)
 
 for X = D̃ (defaults), D̃ trained without the CLIP loss, A′'s words ("large", "star", "black"),
 the hand-written direction (those rows minus A's) and zero rows; plus the cosine between the two
-D̃s and the norm of each weighted term's gradient at D̃. If the CLIP term reaches its minimum at no
+D̃s and the norm of each weighted term's gradient at D̃. And, as an exact search where training's is
+local: every attribute word of the toy vocabulary (each value's word: "small", "red", "star",
+"white", …) as a one-row D̃, ranked by Ltc (the same draws for all) and by the CLIP term: is A′'s
+new word the one the objective prefers? If the CLIP term reaches its minimum at no
 cost in Ltc, and D̃s far apart fit A′ equally well, one (A, A′) pair leaves D̃ undetermined along
 directions that decide whether the change transfers to B.
 
@@ -30,7 +34,7 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from models.context import ModelContext  # noqa: E402
-from models.toy.world import make_triplets, phrase  # noqa: E402
+from models.toy.world import ATTRIBUTES, make_triplets, phrase  # noqa: E402
 from ops import difference_inversion as di  # noqa: E402
 from ops.cache import Cache  # noqa: E402
 from ops.ddim import encode_images  # noqa: E402
@@ -82,6 +86,8 @@ def main() -> None:
     def ids(text: str) -> torch.Tensor:
         return torch.tensor(pipe.tokenizer(text, add_special_tokens=False).input_ids)
 
+    words = sorted({value for values in ATTRIBUTES.values() for value in values})
+    word_ids = torch.stack([ids(w)[0] for w in words])  # each value is one token of the toy vocabulary
     rows = []
     for t, im, d, d_free in zip(triplets, images, trained, no_clip):
         target = di.deltas(models, im["a"], im["a_prime"], config, cache).pick(config.delta)
@@ -104,6 +110,15 @@ def main() -> None:
                     row[f"before[{name}]"] = before
             row["before[D, removed]"] = tc_terms(tsd, pipe.scheduler, z, ids_a, ids_a_prime, d.tokens, "remove",
                                                  args.draws)[0].item()
+            # +D̃ where training puts −D̃: if it helps A as much, D̃ holds what A and A′ share, not the change
+            row["before[+D]"] = tc_terms(tsd, pipe.scheduler, z, ids_a, ids_a_prime, -d.tokens, config.negation,
+                                         args.draws)[0].item()
+            new_word = words.index(getattr(t.a_prime, t.changed))
+            by_tc = torch.stack([tc_terms(tsd, pipe.scheduler, z, ids_a, ids_a_prime, table[w][None], config.negation,
+                                          args.draws).sum() for w in word_ids])
+            by_clip = torch.stack([clip_term(clip, table[w][None], target) for w in word_ids])
+            row["rank_tc[new word]"] = 1 + int((by_tc < by_tc[new_word]).sum())
+            row["rank_clip[new word]"] = 1 + int((by_clip < by_clip[new_word]).sum())
         x = d.tokens.clone().requires_grad_(True)
         row["grad_clip"] = torch.autograd.grad(config.lambda_clip * clip_term(clip, x, target), x)[0].norm().item()
         x = d.tokens.clone().requires_grad_(True)
@@ -113,6 +128,11 @@ def main() -> None:
         print({k: (round(v, 3) if isinstance(v, float) else v) for k, v in row.items()}, flush=True)
 
     keys = [k for k in rows[0] if k not in ("triplet_id", "changed")]
+    for key in ("rank_tc[new word]", "rank_clip[new word]"):
+        ranks = [r[key] for r in rows]
+        print(f"{key}: first in {sum(r == 1 for r in ranks)} of {len(ranks)} pairs, by attribute "
+              + ", ".join(f"{a} {[r[key] for r in rows if r['changed'] == a]}" for a in ATTRIBUTES)
+              + f" (of {len(words)} words)")
     print(f"\n### toy seed {args.seed}, n = {args.n}, settings {args.settings}: means over pairs\n")
     print("| quantity | mean | min | max |\n| --- | --- | --- | --- |")
     for k in keys:
