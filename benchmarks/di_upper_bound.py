@@ -12,6 +12,10 @@ of `num_steps`, denoise with CFG) from different conditionings, and the judge CL
     oracle       [SOT, caption(B′gt), EOT]                      (the right prompt in place of B's)
     *_drop       `nothing`, `word`: B's prompt without the tokens of A's prompt that A′'s lacks (the words
                  the change replaces; DI's `changed_tokens=drop` leaves them out beside D̃)
+    ltc_word_drop  (only by `--conditions`) `nothing_drop` plus the one vocabulary token whose row,
+                 appended to A's shortened prompt, best denoises A′ (the `after` half of Ltc, the same
+                 `--ltc-draws` (t, noise) draws for every token): an exhaustive search where DIFF
+                 training's is local, on one pair
     learned_k    (`--extra-pairs K`) one D̃ trained on (A, A′) and K more pairs of the same change
                  (A's changed value → A′'s, every other attribute and the render drawn at random):
                  does a D̃ that must serve several contexts transfer better?
@@ -49,13 +53,21 @@ from models.toy.world import ATTRIBUTE_NAMES, ATTRIBUTES, Scene, caption, make_t
 from ops import difference_inversion as di  # noqa: E402
 from ops.cache import Cache, content_seed  # noqa: E402
 from ops.ddim import Schedule, ddim_invert, ddim_sample, decode_latents, encode_images  # noqa: E402
-from ops.diff_tokens import PairInputs, changed_tokens, train_diff_tokens_batch, with_tokens, without  # noqa: E402
+from ops.diff_tokens import (  # noqa: E402
+    PairInputs,
+    changed_tokens,
+    train_diff_tokens_batch,
+    training_prompts,
+    with_tokens,
+    without,
+)
 from ops.images import to_pil  # noqa: E402
 from ops.registry import get_method  # noqa: E402
 from ops.text import DiffusionText  # noqa: E402
 
 BASE_CONDITIONS = ("nothing", "learned", "hand_diff", "word", "hand_diff_first", "word_first", "oracle",
                    "nothing_drop", "word_drop")
+OPT_IN = ("ltc_word_drop",)  # only when --conditions names it (a vocabulary-wide search, ~20 s per toy triplet)
 
 
 @torch.no_grad()
@@ -72,6 +84,24 @@ def regenerate(pipe, b, prompt_b: list[int], conditionings: list[list[torch.Tens
                     text.encode(conditionings), schedule, text.unconditional().expand(n, -1, -1),
                     config.guidance_scale)
     return to_pil(decode_latents(pipe.vae, z))
+
+
+@torch.no_grad()
+def ltc_best_token(pipe, z_a_prime: torch.Tensor, prompt: list[int], draws: int, seed: int) -> int:
+    """The vocabulary token whose row appended to `prompt` gives the lowest MSE(→ A′) over `draws`
+    (t, noise) draws shared by every token (never SOT, EOT or padding)."""
+    text = DiffusionText(pipe)
+    table, specials = text.tables[0], text.specials[0]
+    candidates = [i for i in range(text.vocab_size) if i not in (specials.sot, specials.eot, specials.pad)]
+    cond = text.encode([[torch.tensor(prompt), table[i][None]] for i in candidates])
+    generator, total = torch.Generator().manual_seed(seed), torch.zeros(len(candidates))
+    for _ in range(draws):
+        t = torch.randint(0, pipe.scheduler.config.num_train_timesteps, (1,), generator=generator)
+        noise = torch.randn(z_a_prime.shape, generator=generator)
+        noisy = pipe.scheduler.add_noise(z_a_prime, noise, t).expand(len(candidates), -1, -1, -1)
+        pred = text.unet(noisy, t.expand(len(candidates)), cond).sample
+        total += (pred - noise).pow(2).flatten(1).mean(1)
+    return candidates[int(total.argmin())]
 
 
 def extra_pairs(t, k: int) -> list[tuple]:
@@ -114,6 +144,7 @@ def main() -> None:
     parser.add_argument("--hand-scales", default="3", help="extra scales of the hand-written direction")
     parser.add_argument("--conditions", help="only these conditions (comma-separated), e.g. 'learned'")
     parser.add_argument("--extra-pairs", type=int, default=0, help="K: add the learned_k condition")
+    parser.add_argument("--ltc-draws", type=int, default=8, help="(t, noise) draws of the ltc_word_drop search")
     parser.add_argument("--rows", type=Path, help="write the per-(triplet, condition) rows here as JSON")
     parser.add_argument("--diffusion", type=Path,
                         help="a candidate toy diffusion pipeline folder in place of the shipped one (models.toy.train "
@@ -122,6 +153,7 @@ def main() -> None:
 
     scales = [float(s) for s in args.hand_scales.split(",") if s]
     conditions = BASE_CONDITIONS + tuple(f"hand_diff×{s:g}" for s in scales)
+    conditions += OPT_IN if args.conditions else ()
     conditions += ("learned_k",) if args.extra_pairs else ()
     if args.conditions:
         unknown = set(args.conditions.split(",")) - set(conditions)
@@ -164,6 +196,13 @@ def main() -> None:
                  "oracle": [ids(caption(t.b_prime_gt))], "nothing_drop": [ids_b_drop],
                  "word_drop": [ids_b_drop, table[new]]}
         parts |= {f"hand_diff×{s:g}": [ids_b, s * hand] for s in scales}
+        searched = {}
+        if "ltc_word_drop" in conditions:
+            short_a = training_prompts(prompt_a, prompt_a_prime, "drop")[0]
+            best = ltc_best_token(pipe, encode_images(pipe, [im["a_prime"]]), short_a, args.ltc_draws,
+                                  content_seed(seed, im["a"], im["a_prime"]))
+            parts["ltc_word_drop"] = [ids_b_drop, table[best][None]]
+            searched = {"searched_token": vocab[best], "searched_is_new_word": int(best in new.tolist())}
         extra = {}
         if d is None:
             pass
@@ -191,11 +230,11 @@ def main() -> None:
             score = judge_triplet(read, t.b.as_dict(), t.b_prime_gt.as_dict(), t.changed)
             rows.append({"triplet_id": t.triplet_id, "changed": t.changed, "condition": name, **score,
                          "read": read, "from": phrase(t.a, t.changed), "to": phrase(t.a_prime, t.changed),
-                         **(extra if name == "learned" else {})})
+                         **(extra if name == "learned" else {}), **(searched if name == "ltc_word_drop" else {})})
         learned_row = next((r for r in rows[-len(reads):] if r["condition"] == "learned"), {})
         print(t.triplet_id, t.changed, {n: int(r["joint"]) for n, r in zip(reads, rows[-len(reads):])},
               {k: (round(v, 3) if isinstance(v, float) else v) for k, v in learned_row.items()
-               if k in ("cos_sum_hand", "max_row_cos_hand", "norm", "nearest")}, flush=True)
+               if k in ("cos_sum_hand", "max_row_cos_hand", "norm", "nearest")}, searched, flush=True)
 
     summary = {name: summarise([r for r in rows if r["condition"] == name]) for name in conditions}
     print(f"\n### toy seed {args.seed}, n = {args.n}, {args.method} {config.training_hash()} "
@@ -207,6 +246,10 @@ def main() -> None:
         low, high = s["ci95"].get("joint", [float("nan")] * 2)
         print(f"| {name} | {s['joint']:.3f} [{low:.3f}, {high:.3f}] | {s['target']:.3f} | {s['keep']:.3f} | "
               + " | ".join(f"{s['by_attribute'].get(a, {}).get('joint', float('nan')):.2f}" for a in attrs) + " |")
+    searched_rows = [r for r in rows if r["condition"] == "ltc_word_drop"]
+    if searched_rows:
+        print(f"\nltc_word_drop: the searched token is A′'s new word in "
+              f"{sum(r['searched_is_new_word'] for r in searched_rows)} of {len(searched_rows)} triplets")
     learned_rows = [r for r in rows if r["condition"] == "learned"]
     if learned_rows:
         by = {a: [r for r in learned_rows if r["changed"] == a] for a in attrs}
