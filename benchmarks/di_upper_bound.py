@@ -56,6 +56,7 @@ from ops.ddim import Schedule, ddim_invert, ddim_sample, decode_latents, encode_
 from ops.diff_tokens import (  # noqa: E402
     PairInputs,
     changed_tokens,
+    diffusion_target,
     train_diff_tokens_batch,
     training_prompts,
     with_tokens,
@@ -100,7 +101,8 @@ def ltc_best_token(pipe, z_a_prime: torch.Tensor, prompt: list[int], draws: int,
         noise = torch.randn(z_a_prime.shape, generator=generator)
         noisy = pipe.scheduler.add_noise(z_a_prime, noise, t).expand(len(candidates), -1, -1, -1)
         pred = text.unet(noisy, t.expand(len(candidates)), cond).sample
-        total += (pred - noise).pow(2).flatten(1).mean(1)
+        target = diffusion_target(pipe.scheduler, z_a_prime, noise, t)
+        total += (pred - target).pow(2).flatten(1).mean(1)
     return candidates[int(total.argmin())]
 
 
