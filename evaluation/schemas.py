@@ -72,6 +72,7 @@ PEZ_PROMPTS = pa.schema([("image_hash", pa.string()), ("variant", pa.string()), 
                          ("prompt_source", pa.string()), ("token_ids", pa.list_(pa.int32())), ("text", pa.string()),
                          ("cosine", pa.float64()), ("error", pa.string())])
 CLIP_DELTAS = pa.schema([("a_hash", pa.string()), ("a_prime_hash", pa.string()), ("alpha", pa.float64()),
+                         ("text_delta_source", pa.string()),  # DIConfig.text_delta_source: captions | added
                          ("deltas_key", pa.string()),  # blobs/cache/clip_deltas/<key>: image, text, interpolated
                          ("cos_image_text", pa.float64()), ("error", pa.string())])
 DIFF_TOKENS = pa.schema([("a_hash", pa.string()), ("a_prime_hash", pa.string()), ("variant", pa.string()),

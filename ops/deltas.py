@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 import torch
@@ -9,6 +10,10 @@ import torch.nn.functional as F
 from PIL import Image
 
 DELTA_KINDS = ("interpolated", "image", "text")
+# where Dtxt comes from: "captions" (the paper's: the difference of the two captions' encodings) |
+# "added": the encoding of the words A′'s caption adds to A's, alone ("a large red star" after "a small
+# red star" → ET("large")), the caption delta where A′'s caption adds no word
+TEXT_DELTA_SOURCES = ("captions", "added")
 
 
 @dataclass
@@ -42,15 +47,30 @@ def _unit_delta(after: torch.Tensor, before: torch.Tensor, what: str) -> torch.T
     return delta / norm
 
 
+def added_words(caption_a: str, caption_a_prime: str) -> str:
+    """The words of A′'s caption that A's lacks, in A′'s order (case and punctuation ignored)."""
+    def words(text: str) -> list[str]:
+        return re.findall(r"[\w']+", text.lower())
+
+    old = set(words(caption_a))
+    return " ".join(w for w in words(caption_a_prime) if w not in old)
+
+
 def clip_deltas(clip, a: Image.Image, a_prime: Image.Image, caption_a: str, caption_a_prime: str,
-                alpha: float = 0.8) -> Deltas:
-    """Dimg = n(EI(A′)) − n(EI(A)), Dtxt = n(ET(capA′)) − n(ET(capA)), both normalised, then slerp."""
+                alpha: float = 0.8, text_source: str = "captions") -> Deltas:
+    """Dimg = n(EI(A′)) − n(EI(A)), Dtxt = n(ET(capA′)) − n(ET(capA)), both normalised, then slerp.
+    text_source='added': Dtxt = n(ET(the words capA′ adds to capA)) instead, where there are any."""
+    if text_source not in TEXT_DELTA_SOURCES:
+        raise ValueError(f"text_source must be one of {TEXT_DELTA_SOURCES}, got {text_source!r}")
     img = clip.encode_images([a, a_prime])
-    txt = clip.encode_texts([caption_a, caption_a_prime])
     d_img = _unit_delta(img[1], img[0], "image")
-    if caption_a.strip() == caption_a_prime.strip():
+    added = added_words(caption_a, caption_a_prime) if text_source == "added" else ""
+    if added:
+        d_txt = F.normalize(clip.encode_texts([added])[0], dim=-1)
+    elif caption_a.strip() == caption_a_prime.strip():
         # Same caption → no text difference; the image delta is the only evidence.
         d_txt = d_img.clone()
     else:
+        txt = clip.encode_texts([caption_a, caption_a_prime])
         d_txt = _unit_delta(txt[1], txt[0], "text")
     return Deltas(d_img, d_txt, slerp(d_img, d_txt, alpha))

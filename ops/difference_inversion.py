@@ -27,7 +27,7 @@ from PIL import Image
 from ops.cache import Cache, config_hash, content_seed, single
 from ops.captions import caption
 from ops.ddim import Schedule, ddim_invert, ddim_sample, decode_latents, encode_images, encode_views
-from ops.deltas import DELTA_KINDS, Deltas, clip_deltas
+from ops.deltas import DELTA_KINDS, TEXT_DELTA_SOURCES, Deltas, clip_deltas
 from ops.diff_tokens import (
     DiffTokens,
     PairInputs,
@@ -52,6 +52,9 @@ class DIConfig:
     # 2. deltas
     delta: str = "interpolated"  # interpolated | image | text
     alpha: float = 0.8  # slerp(Dimg, Dtxt; α), 1 = pure text delta
+    # Dtxt from "captions" (the paper's: n(ET(capA′)) − n(ET(capA))) | "added": n(ET(the words capA′ adds
+    # to capA)), a target that A′'s own words meet (ops.deltas.TEXT_DELTA_SOURCES; DI_RESULTS §15)
+    text_delta_source: str = "captions"
     # 3. prompts
     prompt_source: str = "pez"  # pez | caption (the paper's faster variant)
     pez_tokens: int = 10
@@ -98,7 +101,8 @@ class DIConfig:
     inversion_steps: int = 45
 
     def __post_init__(self):
-        choices = {"delta": DELTA_KINDS, "prompt_source": ("pez", "caption"), "init": ("zero", "random", "added"),
+        choices = {"delta": DELTA_KINDS, "text_delta_source": TEXT_DELTA_SOURCES,
+                   "prompt_source": ("pez", "caption"), "init": ("zero", "random", "added"),
                    "negation": ("negate", "remove"), "augment": ("none", "shift"), "precision": ("fp32", "bf16"),
                    "placement": ("append", "prepend"), "clip_context": ("none", "b"),
                    "changed_tokens": ("keep", "drop")}
@@ -171,13 +175,14 @@ def prompts(models, images: list[Image.Image], config: DIConfig, seed: int, cach
 
 
 def deltas_key(models, a: Image.Image, a_prime: Image.Image, config: DIConfig) -> tuple:
-    return (models.weights_key, config.alpha, a, a_prime)
+    return (models.weights_key, config.alpha, config.text_delta_source, a, a_prime)
 
 
 def deltas(models, a: Image.Image, a_prime: Image.Image, config: DIConfig, cache: Cache) -> Deltas:
     """Step 2: the CLIP deltas of (A, A′) from their images and (step 1) captions."""
     return cache("clip_deltas", deltas_key(models, a, a_prime, config), lambda: clip_deltas(
-        models.joint_clip, a, a_prime, caption(models, a, cache), caption(models, a_prime, cache), alpha=config.alpha))
+        models.joint_clip, a, a_prime, caption(models, a, cache), caption(models, a_prime, cache), alpha=config.alpha,
+        text_source=config.text_delta_source))
 
 
 def diff_tokens_key(models, a: Image.Image, a_prime: Image.Image, config: DIConfig, seed: int,

@@ -83,10 +83,10 @@ def pez_prompts(context: dg.AssetExecutionContext, storage: AnalogyStorage, mode
 @dg.asset(group_name=GROUP, deps=[captions], kinds={"parquet"}, **_args("clip_deltas"))
 def clip_deltas(context: dg.AssetExecutionContext, storage: AnalogyStorage, models: ModelsResource,
                 methods: MethodsResource) -> dg.MaterializeResult:
-    """Dimg, Dtxt and their slerp Dinter for every distinct (A, A′) and α of the run's DI methods."""
+    """Dimg, Dtxt and their slerp Dinter for every distinct (A, A′), α and Dtxt source of the run's DI methods."""
     store, loaded, cache, usable, variants = _inputs(context, storage, models, methods)
     rows = []
-    for config in {c.alpha: c for c in variants.values()}.values():
+    for config in {(c.alpha, c.text_delta_source): c for c in variants.values()}.values():
         for a_hash, ap_hash in distinct_rows(usable, "a", "a_prime"):
             def compute(a_hash=a_hash, ap_hash=ap_hash, config=config):
                 a, a_prime = store.get_png(a_hash), store.get_png(ap_hash)
@@ -95,8 +95,10 @@ def clip_deltas(context: dg.AssetExecutionContext, storage: AnalogyStorage, mode
                         "cos_image_text": float(d.image @ d.text)}
 
             rows.append(attempt({"a_hash": a_hash, "a_prime_hash": ap_hash, "alpha": config.alpha,
-                                  "deltas_key": None, "cos_image_text": None, "error": None}, compute))
-    return write_intermediate(store, context, cache, "clip_deltas", rows, usable, ("a_hash", "a_prime_hash", "alpha"))
+                                  "text_delta_source": config.text_delta_source, "deltas_key": None,
+                                  "cos_image_text": None, "error": None}, compute))
+    return write_intermediate(store, context, cache, "clip_deltas", rows, usable,
+                              ("a_hash", "a_prime_hash", "alpha", "text_delta_source"))
 
 
 @dg.asset(group_name=GROUP, deps=[pez_prompts, clip_deltas], kinds={"parquet", "safetensors"}, **_args("diff_tokens"))

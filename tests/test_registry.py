@@ -35,6 +35,8 @@ def test_unknown_method_setting_and_value_are_errors_before_any_work():
         _run("no_edit[strength=0.5]")
     with pytest.raises(ValueError, match="delta must be one of"):
         _run("difference_inversion[delta=images]")
+    with pytest.raises(ValueError, match="text_delta_source must be one of"):
+        _run("difference_inversion[text_delta_source=words]")
     with pytest.raises(ValueError, match="given twice"):
         resolve_specs(["sdedit", "sdedit"])
     for typo in ("difference_inversion[steps=1e3]", "difference_inversion[token_consistency=1]",

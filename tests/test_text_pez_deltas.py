@@ -8,7 +8,7 @@ import torch.nn.functional as F
 
 from models.convert import check_conversion, open_clip_text_to_hf
 from models.toy.world import caption, make_triplets
-from ops.deltas import clip_deltas, slerp
+from ops.deltas import added_words, clip_deltas, slerp
 from ops.pez import allowed_token_mask, pez_prompt
 from ops.text import Specials, clip_specials, encode_diffusion_text, token_sequence
 
@@ -108,6 +108,32 @@ def test_clip_deltas_point_from_a_to_a_prime(joint_clip):
     assert F.cosine_similarity(d.interpolated, d_b.interpolated, dim=0) > 0.5
     with pytest.raises(ValueError, match="identical"):
         clip_deltas(joint_clip, im["a"], im["a"], caption(t.a), caption(t.a))
+
+
+def test_added_words_are_what_a_prime_caption_adds():
+    assert added_words("a small red star on a grey background", "a large red star on a grey background") == "large"
+    assert added_words("a red star on a grey background", "a red star on a black background") == "black"
+    assert added_words("A Red, small STAR", "a blue star, small") == "blue"
+    assert added_words("a small red star", "a red star") == ""  # a change that only removes words
+
+
+def test_clip_deltas_text_from_added_words(joint_clip):
+    """text_source='added': Dtxt is the encoding of the words A′'s caption adds, alone; the image
+    delta is unchanged; a caption that adds nothing falls back to the captions' difference."""
+    t = next(t for t in make_triplets(0, 8) if t.changed == "colour")
+    im, cap_a, cap_a_prime = t.images(), caption(t.a), caption(t.a_prime)
+    plain = clip_deltas(joint_clip, im["a"], im["a_prime"], cap_a, cap_a_prime)
+    added = clip_deltas(joint_clip, im["a"], im["a_prime"], cap_a, cap_a_prime, text_source="added")
+    word = F.normalize(joint_clip.encode_texts([t.a_prime.colour])[0], dim=0)
+    assert torch.allclose(added.text, word, atol=1e-6)
+    assert torch.allclose(added.image, plain.image)
+    assert not torch.allclose(added.text, plain.text, atol=1e-3)
+    assert F.cosine_similarity(added.interpolated, word, dim=0) > F.cosine_similarity(plain.interpolated, word, dim=0)
+    shorter = cap_a_prime.replace(f"{t.a_prime.colour} ", "")  # A′'s caption adds no word to A's
+    fallback = clip_deltas(joint_clip, im["a"], im["a_prime"], cap_a, shorter, text_source="added")
+    assert torch.allclose(fallback.text, clip_deltas(joint_clip, im["a"], im["a_prime"], cap_a, shorter).text)
+    with pytest.raises(ValueError, match="text_source"):
+        clip_deltas(joint_clip, im["a"], im["a_prime"], cap_a, cap_a_prime, text_source="words")
 
 
 def test_pez_prompts_batched_equal_each_alone(joint_clip):
