@@ -16,6 +16,11 @@ of `num_steps`, denoise with CFG) from different conditionings, and the judge CL
                  appended to A's shortened prompt, best denoises A′ (the `after` half of Ltc, the same
                  `--ltc-draws` (t, noise) draws for every token): an exhaustive search where DIFF
                  training's is local, on one pair
+    learned_word_clip  (only by `--conditions`) D̃ trained as `learned`, but the CLIP term's target is the joint
+                 CLIP's encoding of A′'s new words alone, n(ET([SOT, "large", EOT])), in place of Dinter: a
+                 CLIP term that A′'s words meet exactly. Does a CLIP loss that points at the words move D̃
+                 toward what transfers (then a toy CLIP that aligns words with image deltas is the fix), or
+                 does one pair leave D̃ free enough to meet it elsewhere?
     learned_k    (`--extra-pairs K`) one D̃ trained on (A, A′) and K more pairs of the same change
                  (A's changed value → A′'s, every other attribute and the render drawn at random):
                  does a D̃ that must serve several contexts transfer better?
@@ -68,7 +73,8 @@ from ops.text import DiffusionText  # noqa: E402
 
 BASE_CONDITIONS = ("nothing", "learned", "hand_diff", "word", "hand_diff_first", "word_first", "oracle",
                    "nothing_drop", "word_drop")
-OPT_IN = ("ltc_word_drop",)  # only when --conditions names it (a vocabulary-wide search, ~20 s per toy triplet)
+OPT_IN = ("ltc_word_drop", "learned_word_clip")  # only when --conditions names them (ltc_word_drop: a
+# vocabulary-wide search, ~20 s per toy triplet; learned_word_clip: a second D̃ per triplet)
 
 
 @torch.no_grad()
@@ -106,6 +112,22 @@ def ltc_best_token(pipe, z_a_prime: torch.Tensor, prompt: list[int], draws: int,
     return candidates[int(total.argmin())]
 
 
+def dtilde_stats(d, hand: torch.Tensor, table: torch.Tensor, vocab: list[str]) -> dict:
+    """How a trained D̃ relates to the hand-written direction, and where its training losses ended."""
+    if d is None:
+        return {}
+    if isinstance(d, Exception):
+        return {"learned_error": repr(d)}
+    tokens = d.tokens
+    nearest = F.normalize(tokens, dim=-1) @ F.normalize(table, dim=-1).T
+    last = {k: sum(v[-30:]) / len(v[-30:]) for k, v in d.curve.items() if v}
+    return {"cos_sum_hand": F.cosine_similarity(tokens.sum(0), hand.sum(0), dim=0).item(),
+            "max_row_cos_hand": (F.normalize(tokens, dim=-1) @ F.normalize(hand.sum(0), dim=0)).max().item(),
+            "norm": tokens.norm(dim=-1).mean().item(), "hand_norm": hand.norm(dim=-1).mean().item(),
+            "nearest": [vocab[i] for i in nearest.argmax(-1).tolist()],
+            "tc_last": last.get("tc"), "clip_last": last.get("clip")}
+
+
 def extra_pairs(t, k: int) -> list[tuple]:
     """K more (A, A′) images with the triplet's change in other contexts, seeded by the triplet id."""
     rng = random.Random(f"extra-pairs:{t.triplet_id}")
@@ -118,18 +140,21 @@ def extra_pairs(t, k: int) -> list[tuple]:
     return out
 
 
-def shared_diff_tokens(models, config, triplets, images, k: int, seed: int, cache, per_batch: int) -> list:
+def shared_diff_tokens(models, config, triplets, images, k: int, seed: int, cache, per_batch: int,
+                       target=None) -> list:
     """Per triplet one D̃ trained on its (A, A′) and `k` extra pairs of the same change
-    (`train_diff_tokens_batch(groups=…)`), `per_batch` triplets' groups in one UNet batch."""
+    (`train_diff_tokens_batch(groups=…)`), `per_batch` triplets' groups in one UNet batch.
+    `target(t, a, a_prime)`: the CLIP term's target in place of the config's delta of each pair."""
     pipe, out = models.pipeline, []
     for start in range(0, len(triplets), per_batch):
         inputs, labels = [], []
         for j, (t, im) in enumerate(zip(triplets[start:start + per_batch], images[start:start + per_batch])):
             for a, a_prime in [(im["a"], im["a_prime"])] + extra_pairs(t, k):
                 ids = [p.token_ids for p in di.prompts(models, [a, a_prime], config, seed, cache)]
-                target = di.deltas(models, a, a_prime, config, cache).pick(config.delta)
+                target_ = (target(t, a, a_prime) if target else
+                           di.deltas(models, a, a_prime, config, cache).pick(config.delta))
                 z = encode_images(pipe, [a, a_prime])
-                inputs.append(PairInputs(z[:1], z[1:], ids[0], ids[1], target, content_seed(seed, a, a_prime)))
+                inputs.append(PairInputs(z[:1], z[1:], ids[0], ids[1], target_, content_seed(seed, a, a_prime)))
                 labels.append(j)
         results = train_diff_tokens_batch(pipe, models.joint_clip, inputs, config, groups=labels)
         out += [results[labels.index(j)] for j in sorted(set(labels))]
@@ -182,9 +207,14 @@ def main() -> None:
     shared = (shared_diff_tokens(models, config, triplets, images, args.extra_pairs, seed, cache,
                                  max(1, args.batch_size // (args.extra_pairs + 1)))
               if "learned_k" in conditions else [None] * len(triplets))
+    def new_words(t, a, a_prime) -> torch.Tensor:  # n(ET(A′'s new phrase)): the CLIP target A′'s words meet
+        return F.normalize(models.joint_clip.encode_texts([phrase(t.a_prime, t.changed)])[0], dim=-1)
+
+    worded = (shared_diff_tokens(models, config, triplets, images, 0, seed, cache, args.batch_size, new_words)
+              if "learned_word_clip" in conditions else [None] * len(triplets))
     train_s = time.perf_counter() - start
     rows = []
-    for t, im, d, d_k in zip(triplets, images, learned, shared):
+    for t, im, d, d_k, d_w in zip(triplets, images, learned, shared, worded):
         prompt_b = di.prompt(models, im["b"], config, seed, cache).token_ids
         old, new = ids(phrase(t.a, t.changed)), ids(phrase(t.a_prime, t.changed))
         hand = table[new] - table[old]
@@ -205,20 +235,10 @@ def main() -> None:
                                   content_seed(seed, im["a"], im["a_prime"]))
             parts["ltc_word_drop"] = [ids_b_drop, table[best][None]]
             searched = {"searched_token": vocab[best], "searched_is_new_word": int(best in new.tolist())}
-        extra = {}
-        if d is None:
-            pass
-        elif isinstance(d, Exception):
-            extra["learned_error"] = repr(d)
-        else:
-            tokens = d.tokens
-            parts["learned"] = with_tokens(ids_b, tokens, config.placement)
-            nearest = F.normalize(tokens, dim=-1) @ F.normalize(table, dim=-1).T
-            extra = {"cos_sum_hand": F.cosine_similarity(tokens.sum(0), hand.sum(0), dim=0).item(),
-                     "max_row_cos_hand": (F.normalize(tokens, dim=-1) @ F.normalize(hand.sum(0), dim=0)).max().item(),
-                     "norm": tokens.norm(dim=-1).mean().item(), "hand_norm": hand.norm(dim=-1).mean().item(),
-                     "nearest": [vocab[i] for i in nearest.argmax(-1).tolist()],
-                     "tc_last": sum(d.curve["tc"][-30:]) / max(1, len(d.curve["tc"][-30:])) if d.curve["tc"] else None}
+        extra = {name: dtilde_stats(trained, hand, table, vocab)
+                 for name, trained in (("learned", d), ("learned_word_clip", d_w))}
+        if d is not None and not isinstance(d, Exception):
+            parts["learned"] = with_tokens(ids_b, d.tokens, config.placement)
         hand_written = [name for name in conditions if name in parts and name != "learned"]
         images_out = dict(zip(hand_written, regenerate(pipe, im["b"], prompt_b, [parts[n] for n in hand_written],
                                                        config))) if hand_written else {}
@@ -227,12 +247,15 @@ def main() -> None:
         if d_k is not None and not isinstance(d_k, Exception):
             images_out["learned_k"] = di.apply_difference(pipe, im["b"], prompt_b, d_k.tokens, config,
                                                           removed=removed)
+        if d_w is not None and not isinstance(d_w, Exception):
+            images_out["learned_word_clip"] = di.apply_difference(pipe, im["b"], prompt_b, d_w.tokens, config,
+                                                                  removed=removed)
         reads = {name: judge.read([images_out[name]])[0] for name in conditions if name in images_out}
         for name, read in reads.items():
             score = judge_triplet(read, t.b.as_dict(), t.b_prime_gt.as_dict(), t.changed)
             rows.append({"triplet_id": t.triplet_id, "changed": t.changed, "condition": name, **score,
                          "read": read, "from": phrase(t.a, t.changed), "to": phrase(t.a_prime, t.changed),
-                         **(extra if name == "learned" else {}), **(searched if name == "ltc_word_drop" else {})})
+                         **extra.get(name, {}), **(searched if name == "ltc_word_drop" else {})})
         learned_row = next((r for r in rows[-len(reads):] if r["condition"] == "learned"), {})
         print(t.triplet_id, t.changed, {n: int(r["joint"]) for n, r in zip(reads, rows[-len(reads):])},
               {k: (round(v, 3) if isinstance(v, float) else v) for k, v in learned_row.items()
@@ -252,11 +275,14 @@ def main() -> None:
     if searched_rows:
         print(f"\nltc_word_drop: the searched token is A′'s new word in "
               f"{sum(r['searched_is_new_word'] for r in searched_rows)} of {len(searched_rows)} triplets")
-    learned_rows = [r for r in rows if r["condition"] == "learned"]
-    if learned_rows:
-        by = {a: [r for r in learned_rows if r["changed"] == a] for a in attrs}
-        print("\ncos(ΣD̃, hand-written direction) by attribute: "
-              + ", ".join(f"{a} {sum(r['cos_sum_hand'] for r in v) / len(v):.3f}" for a, v in by.items() if v))
+    for name in ("learned", "learned_word_clip"):
+        trained = [r for r in rows if r["condition"] == name and "cos_sum_hand" in r]
+        if trained:
+            by = {a: [r for r in trained if r["changed"] == a] for a in attrs}
+            mean = {k: sum(r[k] or 0 for r in trained) / len(trained) for k in ("norm", "tc_last", "clip_last")}
+            print(f"\n{name}: cos(ΣD̃, hand-written direction) by attribute: "
+                  + ", ".join(f"{a} {sum(r['cos_sum_hand'] for r in v) / len(v):.3f}" for a, v in by.items() if v)
+                  + "; mean " + ", ".join(f"{k} {v:.3f}" for k, v in mean.items()))
     joint = {(r["triplet_id"], r["condition"]): r["joint"] for r in rows}
     for other in [c for c in conditions if c not in ("nothing", "learned")] if "learned" in conditions else []:
         both = [(joint.get((t.triplet_id, "learned")), joint.get((t.triplet_id, other))) for t in triplets]
