@@ -101,10 +101,11 @@ TOY = Profile(
         # Difference Inversion as measured to work on the toy world (benchmarks/DI_RESULTS.md §4, §6, §11): the
         # paper's loss weights let the CLIP loss swamp token consistency here, so λtc = 100 with caption
         # prompts; the words the change replaces left out beside D̃ (an appended row rarely overrides the toy
-        # prompt's own word for the old value); 300 DIFF (and PEZ) steps instead of 3,000 so the demo and CI
-        # stay fast.
-        "DIConfig": {"lambda_tc": 100.0, "prompt_source": "caption", "changed_tokens": "drop", "steps": 300,
-                     "pez_steps": 300},
+        # prompt's own word for the old value); Dtxt read from the words A′'s caption adds (§15: the captions'
+        # difference is a direction the toy CLIP's words meet no better than D̃ without the CLIP loss, so the
+        # loss changed nothing); 300 DIFF (and PEZ) steps instead of 3,000 so the demo and CI stay fast.
+        "DIConfig": {"lambda_tc": 100.0, "prompt_source": "caption", "changed_tokens": "drop",
+                     "text_delta_source": "added", "steps": 300, "pez_steps": 300},
         # VISII's PEZ init as short as Difference Inversion's here (its 1,000 training steps stay), started from
         # the tokens A′'s PEZ prompt adds to A's: the official init (all of PEZ(A′)) carries A′'s unchanged
         # attributes onto B here, joint 0.000 and 0.062 on two seeds against 0.312 and 0.250 (RESULTS.md, session 16–17)
