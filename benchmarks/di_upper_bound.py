@@ -244,12 +244,10 @@ def main() -> None:
                                                        config))) if hand_written else {}
         if "learned" in parts and "learned" in conditions:  # exactly the method's B′
             images_out["learned"] = di.apply_difference(pipe, im["b"], prompt_b, d.tokens, config, removed=removed)
-        if d_k is not None and not isinstance(d_k, Exception):
-            images_out["learned_k"] = di.apply_difference(pipe, im["b"], prompt_b, d_k.tokens, config,
-                                                          removed=removed)
-        if d_w is not None and not isinstance(d_w, Exception):
-            images_out["learned_word_clip"] = di.apply_difference(pipe, im["b"], prompt_b, d_w.tokens, config,
-                                                                  removed=removed)
+        for name, trained in (("learned_k", d_k), ("learned_word_clip", d_w)):  # the method's path, another D̃
+            if trained is not None and not isinstance(trained, Exception):
+                images_out[name] = di.apply_difference(pipe, im["b"], prompt_b, trained.tokens, config,
+                                                       removed=removed)
         reads = {name: judge.read([images_out[name]])[0] for name in conditions if name in images_out}
         for name, read in reads.items():
             score = judge_triplet(read, t.b.as_dict(), t.b_prime_gt.as_dict(), t.changed)
