@@ -313,7 +313,23 @@ def save_pipeline(unet, vae, text_encoder, tokenizer, out: Path, cls=StableDiffu
     cls(vae=half(vae), text_encoder=half(text_encoder), tokenizer=tokenizer, unet=half(unet),
         scheduler=scheduler or DDIMScheduler(**arch.scheduler_config()), safety_checker=None,
         feature_extractor=None, requires_safety_checker=False).save_pretrained(out, safe_serialization=True)
+    drop_local_paths(out)
     share_with_sd(out)
+
+
+def save_half(model, out: Path) -> None:
+    """A diffusers model saved in float16 (the loaders up-cast on CPU), its config without a local path."""
+    copy.deepcopy(model).to(torch.float16).save_pretrained(out, safe_serialization=True)
+    drop_local_paths(out)
+
+
+def drop_local_paths(out: Path) -> None:
+    """The configs under `out` lose `_name_or_path`, which diffusers writes for a model loaded from a
+    folder: the committed toy world names no path of the machine that trained it."""
+    for config in out.glob("*config.json") if (out / "config.json").exists() else out.glob("*/*config.json"):
+        settings = json.loads(config.read_text())
+        if settings.pop("_name_or_path", None) is not None:
+            config.write_text(json.dumps(settings, indent=2, sort_keys=True) + "\n")
 
 
 def share_with_sd(out: Path, names: tuple[str, ...] = ("vae", "text_encoder", "tokenizer")) -> None:
@@ -752,7 +768,7 @@ def main() -> None:
         train_clip(all_scenes(), args.clip_steps, 1, tokenizer, WEIGHTS / "judge_clip", "judge_clip")
     if "vae" in only:
         vae = train_vae(args.vae_steps, 2, WEIGHTS / "sd" / "vae")
-        copy.deepcopy(vae).to(torch.float16).save_pretrained(WEIGHTS / "sd" / "vae", safe_serialization=True)
+        save_half(vae, WEIGHTS / "sd" / "vae")
     else:
         vae = AutoencoderKL.from_pretrained(WEIGHTS / "sd" / "vae", dtype=torch.float32)
     if "unet" in only:
@@ -761,7 +777,7 @@ def main() -> None:
     if "decoder" in only:
         vae = finetune_decoder(vae, args.decoder_steps, 4, splice=True)
         vae = finetune_decoder(vae, args.decoder_steps, 5, splice=False)
-        copy.deepcopy(vae).to(torch.float16).save_pretrained(WEIGHTS / "sd" / "vae", safe_serialization=True)
+        save_half(vae, WEIGHTS / "sd" / "vae")
     if "corrected" in only:
         # experimental: fine-tune the plain-world UNet so that an attribute appended to a prompt acts
         # on it (world.corrected_caption), the plain captions kept in the mix (MODEL_CARD: "Corrected captions")
@@ -790,7 +806,7 @@ def main() -> None:
                       decoder_steps=args.inpaint_decoder_steps)
     if "tiny_vae" in only:
         def checkpoint(tiny, step, minutes):
-            copy.deepcopy(tiny).to(torch.float16).save_pretrained(args.tiny_vae_out, safe_serialization=True)
+            save_half(tiny, args.tiny_vae_out)
             log(f"tiny vae at step {step} ({minutes:.1f} min) → {args.tiny_vae_out}")
 
         distil_tiny_vae(vae, args.tiny_vae_steps, 4, checkpoint)
