@@ -1,0 +1,78 @@
+"""Where do Difference Inversion's failures come from: the captions? Difference Inversion's text side
+starts from the captions of A and A′; with `text_delta_source=added` its CLIP target is the words A′'s
+caption adds to A's. This script captions every pair of some toy benchmark files with the profile's
+captioner, marks each triplet by whether those added words are exactly the new value's word ("large",
+"star", "black"), and splits the paired comparisons of `analogy bench --rows` files by that mark (and
+says how often the pair shows a (colour, shape) scene held out from the method-side models).
+
+    python benchmarks/caption_errors.py --benchmarks b1.parquet b2.parquet --rows r1.parquet r2.parquet \
+        --against difference_inversion
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import sys
+from pathlib import Path
+
+import pyarrow.parquet as pq
+from PIL import Image
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from models.context import ModelContext  # noqa: E402
+from models.toy.world import HELD_OUT  # noqa: E402
+from ops.cache import Cache  # noqa: E402
+from ops.captions import caption  # noqa: E402
+from ops.deltas import added_words  # noqa: E402
+from orchestration.bench import paired_against, read_benchmark  # noqa: E402
+
+
+def caption_marks(benchmarks: list[Path], profile: str = "toy") -> dict[str, dict]:
+    """{triplet_id: {exact, added, new, held_out}} for every triplet of the benchmark files."""
+    models, cache = ModelContext(profile), Cache()
+    marks = {}
+    for path in benchmarks:
+        table = pq.read_table(path, columns=["a_attrs", "a_prime_attrs"]).to_pylist()
+        for row, attrs in zip(read_benchmark(path), table):
+            a, a_prime = (Image.open(io.BytesIO(row[k])).convert("RGB") for k in ("a_png", "a_prime_png"))
+            added = added_words(caption(models, a, cache), caption(models, a_prime, cache))
+            before, after = json.loads(attrs["a_attrs"]), json.loads(attrs["a_prime_attrs"])
+            new = after[row["changed"]]
+            held_out = any((s["colour"], s["shape"]) in HELD_OUT for s in (before, after))
+            marks[row["triplet_id"]] = {"exact": added == new, "added": added, "new": new, "held_out": held_out}
+    return marks
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--benchmarks", type=Path, nargs="+", required=True, help="`analogy toy benchmark` files")
+    parser.add_argument("--rows", type=Path, nargs="+", required=True, help="`analogy bench --rows` files")
+    parser.add_argument("--against", required=True, help="the method every other one is compared with")
+    args = parser.parse_args()
+    marks = caption_marks(args.benchmarks)
+    exact = sum(m["exact"] for m in marks.values())
+    held = [m for m in marks.values() if m["held_out"]]
+    print(f"captions name the change exactly: {exact} / {len(marks)}; where the pair shows a held-out "
+          f"(colour, shape) scene {sum(m['exact'] for m in held)} / {len(held)}, elsewhere "
+          f"{exact - sum(m['exact'] for m in held)} / {len(marks) - len(held)}")
+    rows = [row for path in args.rows for row in pq.read_table(path).to_pylist() if row["triplet_id"] in marks]
+    for group in (True, False):
+        part = [row for row in rows if marks[row["triplet_id"]]["exact"] == group]
+        scored = {}
+        for row in part:
+            if row["error"] is None:
+                scored.setdefault(row["method"], []).append(row["joint"])
+        print(f"\ncaptions {'exact' if group else 'wrong'}: {len({row['triplet_id'] for row in part})} triplets")
+        print(f"| method | joint | {args.against} only | method only | sign test p |")
+        print("| --- | --- | --- | --- | --- |")
+        print(f"| `{args.against}` | {sum(scored[args.against]) / len(scored[args.against]):.3f} | | | |")
+        for method, c in paired_against(part, args.against).items():
+            print(f"| `{method}` | {sum(scored[method]) / len(scored[method]):.3f} | {c['first_only']} "
+                  f"| {c['second_only']} | {c['p_value']:.2g} |")
+
+
+if __name__ == "__main__":
+    main()
