@@ -98,16 +98,15 @@ TOY = Profile(
     editor_clip=ClipSource(f"local-dir:{TOY_WEIGHTS / 'joint_clip'}"),
     inpainter=str(TOY_WEIGHTS / "inpaint"),
     method_defaults={
-        # Difference Inversion as measured to work on the toy world (benchmarks/DI_RESULTS.md §4, §6, §11, §15):
-        # with the captions' CLIP delta the paper's loss weights let the CLIP loss swamp token consistency, so
-        # λtc = 100 with caption prompts (with Dtxt from the added words, below, λtc = 0.01 did as well on two
-        # diagnosis seeds, §15; not yet measured on fresh ones); the words the change replaces left out beside D̃
-        # (an appended row rarely overrides the toy prompt's own word for the old value); Dtxt read from the
-        # words A′'s caption adds (§15: the captions' difference is a direction the toy CLIP's words meet no
-        # better than a D̃ trained without the CLIP loss, so the loss changed nothing); 300 DIFF (and PEZ) steps
-        # instead of 3,000 so the demo and CI stay fast.
-        "DIConfig": {"lambda_tc": 100.0, "prompt_source": "caption", "changed_tokens": "drop",
-                     "text_delta_source": "added", "steps": 300, "pez_steps": 300},
+        # Difference Inversion as measured to work on the toy world (benchmarks/DI_RESULTS.md §4, §6, §11, §15,
+        # §16): caption prompts; the words the change replaces left out beside D̃ (an appended row rarely
+        # overrides the toy prompt's own word for the old value); Dtxt read from the words A′'s caption adds
+        # (§15: the captions' difference is a direction the toy CLIP's words meet no better than a D̃ trained
+        # without the CLIP loss, so the loss changed nothing); 300 DIFF (and PEZ) steps instead of 3,000 so
+        # the demo and CI stay fast. The paper's loss weights: with the added words' target λtc = 0.01 did
+        # better than the λtc = 100 that the captions' delta had needed (§16: 15–8 on three fresh seeds).
+        "DIConfig": {"prompt_source": "caption", "changed_tokens": "drop", "text_delta_source": "added",
+                     "steps": 300, "pez_steps": 300},
         # VISII's PEZ init as short as Difference Inversion's here (its 1,000 training steps stay), started from
         # the tokens A′'s PEZ prompt adds to A's: the official init (all of PEZ(A′)) carries A′'s unchanged
         # attributes onto B here, joint 0.000 and 0.062 on two seeds against 0.312 and 0.250 (RESULTS.md, session 16–17)

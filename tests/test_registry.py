@@ -51,9 +51,9 @@ def test_config_layers_class_profile_preset_user():
     paper = _run("difference_inversion", get_profile("sd21-base")).config
     assert paper == DIConfig()  # real profiles: the paper's values
     on_toy = _run("difference_inversion", toy).config
-    assert (on_toy.lambda_tc, on_toy.prompt_source, on_toy.steps) == (100.0, "caption", 300)
+    assert (on_toy.lambda_tc, on_toy.prompt_source, on_toy.steps) == (0.01, "caption", 300)
     ablation = _run("di_no_token_consistency", toy).config
-    assert ablation.token_consistency is False and ablation.lambda_tc == 100.0  # preset over the profile
+    assert ablation.token_consistency is False and ablation.steps == 300  # preset over the profile
     user = _run("di_no_token_consistency[lambda_tc=1;token_consistency=true]", toy).config
     assert user.lambda_tc == 1 and user.token_consistency is True  # the user over the preset
     # VISII: the official init on real profiles, the added-token init on the toy
