@@ -3,7 +3,9 @@ starts from the captions of A and A′; with `text_delta_source=added` its CLIP 
 caption adds to A's. This script captions every pair of some toy benchmark files with the profile's
 captioner, marks each triplet by whether those added words are exactly the new value's word ("large",
 "star", "black"), and splits the paired comparisons of `analogy bench --rows` files by that mark (and
-says how often the pair shows a (colour, shape) scene held out from the method-side models).
+says how often the pair shows a (colour, shape) scene held out from the method-side models). It also
+reports a possible remedy, measured on the captions only: among the added words, the one whose encoding
+lies furthest along the image delta, argmax over w of n(ET(w)) · (n(EI(A′)) − n(EI(A))).
 
     python benchmarks/caption_errors.py --benchmarks b1.parquet b2.parquet --rows r1.parquet r2.parquet \
         --against difference_inversion
@@ -18,6 +20,7 @@ import sys
 from pathlib import Path
 
 import pyarrow.parquet as pq
+import torch.nn.functional as F
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -31,7 +34,8 @@ from orchestration.bench import paired_against, read_benchmark  # noqa: E402
 
 
 def caption_marks(benchmarks: list[Path], profile: str = "toy") -> dict[str, dict]:
-    """{triplet_id: {exact, added, new, held_out}} for every triplet of the benchmark files."""
+    """{triplet_id: {exact, added, new, held_out, top_exact}} for every triplet of the benchmark files
+    (top_exact: the added word furthest along the image delta is the new value's word)."""
     models, cache = ModelContext(profile), Cache()
     marks = {}
     for path in benchmarks:
@@ -42,8 +46,19 @@ def caption_marks(benchmarks: list[Path], profile: str = "toy") -> dict[str, dic
             before, after = json.loads(attrs["a_attrs"]), json.loads(attrs["a_prime_attrs"])
             new = after[row["changed"]]
             held_out = any((s["colour"], s["shape"]) in HELD_OUT for s in (before, after))
-            marks[row["triplet_id"]] = {"exact": added == new, "added": added, "new": new, "held_out": held_out}
+            marks[row["triplet_id"]] = {"exact": added == new, "added": added, "new": new, "held_out": held_out,
+                                        "top_exact": top_word(models.joint_clip, a, a_prime, added) == new}
     return marks
+
+
+def top_word(clip, a: Image.Image, a_prime: Image.Image, added: str) -> str:
+    """The word of `added` whose text encoding lies furthest along the pair's image delta."""
+    words = added.split()
+    if len(words) < 2:
+        return added
+    image = F.normalize(clip.encode_images([a, a_prime]), dim=-1)
+    text = F.normalize(clip.encode_texts(words), dim=-1)
+    return words[int((text @ (image[1] - image[0])).argmax())]
 
 
 def main() -> None:
@@ -57,10 +72,13 @@ def main() -> None:
     held = [m for m in marks.values() if m["held_out"]]
     print(f"captions name the change exactly: {exact} / {len(marks)}; where the pair shows a held-out "
           f"(colour, shape) scene {sum(m['exact'] for m in held)} / {len(held)}, elsewhere "
-          f"{exact - sum(m['exact'] for m in held)} / {len(marks) - len(held)}")
+          f"{exact - sum(m['exact'] for m in held)} / {len(marks) - len(held)}; the added word furthest along "
+          f"the image delta names it in {sum(m['top_exact'] for m in marks.values())} / {len(marks)}")
     rows = [row for path in args.rows for row in pq.read_table(path).to_pylist() if row["triplet_id"] in marks]
     for group in (True, False):
         part = [row for row in rows if marks[row["triplet_id"]]["exact"] == group]
+        if not part:
+            continue
         scored = {}
         for row in part:
             if row["error"] is None:
