@@ -39,11 +39,10 @@ def caption_marks(benchmarks: list[Path], profile: str = "toy") -> dict[str, dic
     models, cache = ModelContext(profile), Cache()
     marks = {}
     for path in benchmarks:
-        table = pq.read_table(path, columns=["a_attrs", "a_prime_attrs"]).to_pylist()
-        for row, attrs in zip(read_benchmark(path), table):
+        for row in read_benchmark(path):
             a, a_prime = (Image.open(io.BytesIO(row[k])).convert("RGB") for k in ("a_png", "a_prime_png"))
             added = added_words(caption(models, a, cache), caption(models, a_prime, cache))
-            before, after = json.loads(attrs["a_attrs"]), json.loads(attrs["a_prime_attrs"])
+            before, after = json.loads(row["a_attrs"]), json.loads(row["a_prime_attrs"])
             new = after[row["changed"]]
             held_out = any((s["colour"], s["shape"]) in HELD_OUT for s in (before, after))
             marks[row["triplet_id"]] = {"exact": added == new, "added": added, "new": new, "held_out": held_out,

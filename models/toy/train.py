@@ -326,7 +326,7 @@ def save_half(model, out: Path) -> None:
 def drop_local_paths(out: Path) -> None:
     """The configs under `out` lose `_name_or_path`, which diffusers writes for a model loaded from a
     folder: the committed toy world names no path of the machine that trained it."""
-    for config in out.glob("*config.json") if (out / "config.json").exists() else out.glob("*/*config.json"):
+    for config in out.rglob("*config.json"):
         settings = json.loads(config.read_text())
         if settings.pop("_name_or_path", None) is not None:
             config.write_text(json.dumps(settings, indent=2, sort_keys=True) + "\n")
