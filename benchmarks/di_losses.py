@@ -38,7 +38,7 @@ from models.toy.world import ATTRIBUTES, make_triplets, phrase  # noqa: E402
 from ops import difference_inversion as di  # noqa: E402
 from ops.cache import Cache  # noqa: E402
 from ops.ddim import encode_images  # noqa: E402
-from ops.diff_tokens import diffusion_target, pair_parts, training_prompts  # noqa: E402
+from ops.diff_tokens import denoising_mse, pair_parts, training_prompts  # noqa: E402
 from ops.registry import get_method  # noqa: E402
 from ops.text import DiffusionText, clip_specials, token_sequence  # noqa: E402
 
@@ -58,8 +58,7 @@ def tc_terms(tsd, scheduler, z: torch.Tensor, ids_a, ids_a_prime, rows: torch.Te
         cond = tsd.encode(list(pair_parts(ids_a, ids_a_prime, rows, negation)))
         t = torch.randint(0, scheduler.config.num_train_timesteps, (2,), generator=generator)
         noise = torch.randn(z.shape, generator=generator)
-        pred = tsd.unet(scheduler.add_noise(z, noise, t), t, cond).sample
-        out.append((pred - diffusion_target(scheduler, z, noise, t)).pow(2).flatten(1).mean(1))
+        out.append(denoising_mse(tsd.unet, scheduler, z, noise, t, cond))
     return torch.stack(out).mean(0)
 
 

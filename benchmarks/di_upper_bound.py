@@ -61,7 +61,7 @@ from ops.ddim import Schedule, ddim_invert, ddim_sample, decode_latents, encode_
 from ops.diff_tokens import (  # noqa: E402
     PairInputs,
     changed_tokens,
-    diffusion_target,
+    denoising_mse,
     train_diff_tokens_batch,
     training_prompts,
     with_tokens,
@@ -105,10 +105,9 @@ def ltc_best_token(pipe, z_a_prime: torch.Tensor, prompt: list[int], draws: int,
     for _ in range(draws):
         t = torch.randint(0, pipe.scheduler.config.num_train_timesteps, (1,), generator=generator)
         noise = torch.randn(z_a_prime.shape, generator=generator)
-        noisy = pipe.scheduler.add_noise(z_a_prime, noise, t).expand(len(candidates), -1, -1, -1)
-        pred = text.unet(noisy, t.expand(len(candidates)), cond).sample
-        target = diffusion_target(pipe.scheduler, z_a_prime, noise, t)
-        total += (pred - target).pow(2).flatten(1).mean(1)
+        n = len(candidates)
+        total += denoising_mse(text.unet, pipe.scheduler, z_a_prime.expand(n, -1, -1, -1),
+                               noise.expand(n, -1, -1, -1), t.expand(n), cond)
     return candidates[int(total.argmin())]
 
 
@@ -153,8 +152,8 @@ def shared_diff_tokens(models, config, triplets, images, k: int, seed: int, cach
                 ids = [p.token_ids for p in di.prompts(models, [a, a_prime], config, seed, cache)]
                 target_ = (target(t, a, a_prime) if target else
                            di.deltas(models, a, a_prime, config, cache).pick(config.delta))
-                z = encode_images(pipe, [a, a_prime])
-                inputs.append(PairInputs(z[:1], z[1:], ids[0], ids[1], target_, content_seed(seed, a, a_prime)))
+                z_a, z_a_prime = di.pair_latents(pipe, a, a_prime, config)  # with augment='shift' their views
+                inputs.append(PairInputs(z_a, z_a_prime, ids[0], ids[1], target_, content_seed(seed, a, a_prime)))
                 labels.append(j)
         results = train_diff_tokens_batch(pipe, models.joint_clip, inputs, config, groups=labels)
         out += [results[labels.index(j)] for j in sorted(set(labels))]

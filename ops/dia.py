@@ -38,7 +38,7 @@ from ops.ddim import (
     pipeline_size,
     predict,
 )
-from ops.diff_tokens import diffusion_target
+from ops.diff_tokens import denoising_mse
 from ops.images import to_pil, to_pixels
 from ops.progress import reporter
 from ops.text import encode_diffusion_text, encode_prompt, pipeline_specials
@@ -119,8 +119,7 @@ def conditioning_loss(pipe, tokens: torch.Tensor, z: torch.Tensor, t: torch.Tens
     """Eq. 2: MSE between U(q(z, t, ε), t, Tsd([SOT, tokens, EOT…])) and ε (or the velocity)."""
     table = pipe.text_encoder.get_input_embeddings().weight.detach()
     cond = encode_diffusion_text(pipe.text_encoder, *dia_sequence(table, tokens, pipeline_specials(pipe)))
-    pred = pipe.unet(pipe.scheduler.add_noise(z, noise, t), t, cond.expand(z.shape[0], -1, -1)).sample
-    return F.mse_loss(pred.float(), diffusion_target(pipe.scheduler, z, noise, t).float())
+    return denoising_mse(pipe.unet, pipe.scheduler, z, noise, t, cond.expand(z.shape[0], -1, -1)).mean()
 
 
 @dataclass

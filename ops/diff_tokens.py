@@ -18,6 +18,7 @@ encoder) shares. The first half learns from token consistency alone.
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -49,6 +50,16 @@ def diffusion_target(scheduler, z0: torch.Tensor, noise: torch.Tensor, t: torch.
     if scheduler.config.prediction_type == "v_prediction":
         return scheduler.get_velocity(z0, noise, t)
     raise ValueError(f"unsupported prediction type {scheduler.config.prediction_type!r}")
+
+
+def denoising_mse(unet, scheduler, z0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor, cond: torch.Tensor,
+                  autocast=None) -> torch.Tensor:
+    """Per image MSE(target, U(q(z0, t, noise), t, cond)) in float32, the target ε or the velocity
+    (`diffusion_target`): token consistency's two terms. `autocast` wraps the UNet's forward pass."""
+    with autocast or nullcontext():
+        pred = unet(scheduler.add_noise(z0, noise, t), t, cond).sample
+    target = diffusion_target(scheduler, z0, noise, t)
+    return (pred.float() - target.float()).pow(2).flatten(1).mean(1)
 
 
 def with_tokens(prompt: torch.Tensor, tokens: torch.Tensor | None, placement: str = "append") -> list[torch.Tensor]:
@@ -206,11 +217,7 @@ def train_diff_tokens_batch(pipe, clip, pairs: list[PairInputs], config: DIConfi
             noise = torch.cat([torch.randn(v.shape, generator=generators[i]) for i, v in zip(active, views)])
             z0 = torch.cat(views)
             noise = noise.to(device, z0.dtype)
-            with autocast:
-                pred = tsd.unet(scheduler.add_noise(z0, noise, t), t, cond).sample
-            target = diffusion_target(scheduler, z0, noise, t)
-            per_image = (pred.float() - target.float()).pow(2).flatten(1).mean(1)
-            tc = per_image.view(len(active), 2).sum(1)
+            tc = denoising_mse(tsd.unet, scheduler, z0, noise, t, cond, autocast).view(len(active), 2).sum(1)
             losses = losses + config.lambda_tc * tc
             for j, i in enumerate(active):
                 curves[i]["tc"].append(tc[j].item())

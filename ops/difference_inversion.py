@@ -119,6 +119,11 @@ class DIConfig:
         """The images one D̃ is trained from: (A, A′), and B with clip_context='b'."""
         return ("a", "a_prime", "b") if self.clip_context == "b" else ("a", "a_prime")
 
+    @property
+    def delta_settings(self) -> tuple[float, str]:
+        """What step 2's CLIP deltas depend on beside the models and (A, A′): (alpha, text_delta_source)."""
+        return self.alpha, self.text_delta_source
+
     def training_hash(self) -> str:
         """What D̃ depends on: every setting but the generation ones."""
         return config_hash({k: v for k, v in asdict(self).items() if k not in GENERATION_FIELDS})
@@ -175,7 +180,7 @@ def prompts(models, images: list[Image.Image], config: DIConfig, seed: int, cach
 
 
 def deltas_key(models, a: Image.Image, a_prime: Image.Image, config: DIConfig) -> tuple:
-    return (models.weights_key, config.alpha, config.text_delta_source, a, a_prime)
+    return (models.weights_key, *config.delta_settings, a, a_prime)
 
 
 def deltas(models, a: Image.Image, a_prime: Image.Image, config: DIConfig, cache: Cache) -> Deltas:
@@ -207,6 +212,14 @@ def diff_tokens(models, a: Image.Image, a_prime: Image.Image, prompt_a: list[int
                                     seed, cache))
 
 
+def pair_latents(pipe, a: Image.Image, a_prime: Image.Image, config: DIConfig) -> tuple[torch.Tensor, torch.Tensor]:
+    """E(A) and E(A′) as DIFF training reads them: (1, C, h, w) each, or with augment='shift' the
+    pair's ten views (10, C, h, w) each, view k of A beside view k of A′."""
+    encode = encode_views if config.augment == "shift" else encode_images  # (2V, C, h, w): A's, then A′'s
+    z_a, z_a_prime = encode(pipe, [a, a_prime]).chunk(2)
+    return z_a, z_a_prime
+
+
 def diff_tokens_batch(models, pairs: list[tuple], config: DIConfig, seed: int, cache: Cache,
                       batch_size: int = 1) -> list[DiffTokens | Exception]:
     """Step 4 for many pairs: `pairs` = [(A, A′, prompt ids of A, of A′, target delta, B, prompt ids
@@ -218,8 +231,7 @@ def diff_tokens_batch(models, pairs: list[tuple], config: DIConfig, seed: int, c
         pipe, inputs = models.pipeline, []
         for i in chunk:
             a, a_prime, prompt_a, prompt_a_prime, target, _, prompt_b = pairs[i]
-            encode = encode_views if config.augment == "shift" else encode_images  # (2V, C, h, w): A's, then A′'s
-            z_a, z_a_prime = encode(pipe, [a, a_prime]).chunk(2)
+            z_a, z_a_prime = pair_latents(pipe, a, a_prime, config)
             inputs.append(PairInputs(z_a, z_a_prime, prompt_a, prompt_a_prime, target, content_seed(seed, a, a_prime),
                                      prompt_b))  # read only with clip_context='b'
         return train_diff_tokens_batch(pipe, models.joint_clip, inputs, config)

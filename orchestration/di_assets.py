@@ -86,7 +86,7 @@ def clip_deltas(context: dg.AssetExecutionContext, storage: AnalogyStorage, mode
     """Dimg, Dtxt and their slerp Dinter for every distinct (A, A′), α and Dtxt source of the run's DI methods."""
     store, loaded, cache, usable, variants = _inputs(context, storage, models, methods)
     rows = []
-    for config in {(c.alpha, c.text_delta_source): c for c in variants.values()}.values():
+    for config in {c.delta_settings: c for c in variants.values()}.values():
         for a_hash, ap_hash in distinct_rows(usable, "a", "a_prime"):
             def compute(a_hash=a_hash, ap_hash=ap_hash, config=config):
                 a, a_prime = store.get_png(a_hash), store.get_png(ap_hash)

@@ -395,6 +395,7 @@ def test_augment_shift_trains_on_views_of_the_pair(pipe, joint_clip, four_pairs)
     with views trains beside plain pairs as it does alone, and its D̃ is not the plain pair's."""
     from ops.ddim import encode_views
     from ops.diff_tokens import PairInputs, train_diff_tokens_batch
+    from ops.difference_inversion import pair_latents
     from ops.images import shifted_views
 
     pixels = torch.rand(1, 3, 32, 32) * 2 - 1
@@ -410,8 +411,11 @@ def test_augment_shift_trains_on_views_of_the_pair(pipe, joint_clip, four_pairs)
     assert z.shape[0] == 20 and torch.allclose(z[0], four_pairs[0].z_a[0], atol=1e-5)
     assert torch.allclose(z[10], four_pairs[0].z_a_prime[0], atol=1e-5)
     p = four_pairs[0]
-    viewed = PairInputs(z[:10], z[10:], p.prompt_a, p.prompt_a_prime, p.delta, p.seed)
     config = replace(BATCH_CONFIG, augment="shift")  # the switch lives in DIConfig; training reads the views
+    z_a, z_a_prime = pair_latents(pipe, im["a"], im["a_prime"], config)  # what DI's step 4 trains on
+    assert torch.equal(z_a, z[:10]) and torch.equal(z_a_prime, z[10:])
+    assert [t.shape[0] for t in pair_latents(pipe, im["a"], im["a_prime"], BATCH_CONFIG)] == [1, 1]
+    viewed = PairInputs(z_a, z_a_prime, p.prompt_a, p.prompt_a_prime, p.delta, p.seed)
     together = train_diff_tokens_batch(pipe, joint_clip, [viewed] + four_pairs[1:], config)
     alone = train_diff_tokens_batch(pipe, joint_clip, [viewed], config)[0]
     assert ((together[0].tokens - alone.tokens).norm() / alone.tokens.norm()).item() < 1e-4
