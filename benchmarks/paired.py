@@ -15,6 +15,7 @@ import pyarrow.parquet as pq
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from evaluation.stats import difference_text  # noqa: E402
 from orchestration.bench import paired_against  # noqa: E402
 
 
@@ -24,11 +25,11 @@ def main() -> None:
     parser.add_argument("--against", required=True, help="the method every other one is compared with")
     args = parser.parse_args()
     rows = [row for path in args.rows for row in pq.read_table(path).to_pylist()]
-    print(f"| method | {args.against} only | method only | both | neither | sign test p |")
-    print("| --- | --- | --- | --- | --- | --- |")
+    print(f"| method | {args.against} only | method only | both | neither | sign test p | joint difference [95 %] |")
+    print("| --- | --- | --- | --- | --- | --- | --- |")
     for method, c in paired_against(rows, args.against).items():
         print(f"| `{method}` | {c['first_only']} | {c['second_only']} | {c['both']} | {c['neither']} "
-              f"| {c['p_value']:.2g} |")
+              f"| {c['p_value']:.2g} | {difference_text(c)} |")
 
 
 if __name__ == "__main__":

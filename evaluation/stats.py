@@ -11,7 +11,10 @@
 
 Two methods scored on the same triplets are compared pair by pair (`paired`): the triplets only one
 of them got right, and the exact two-sided sign test on those (`scipy.stats.binomtest`, p = 0.5),
-which is what "A beats B in paired comparisons" means in this project's results.
+which is what "A beats B in paired comparisons" means in this project's results. Beside it, how far
+apart the two can be: the difference of their joint rates, (only first − only second) / n, with a 95 %
+interval conditional on the d discordant triplets (the exact Clopper–Pearson interval [lo, hi] of the
+share the first wins among them, mapped to d/n · (2·[lo, hi] − 1)); none where d = 0.
 """
 
 from __future__ import annotations
@@ -89,13 +92,17 @@ def summarise(rows: Iterable[dict], by: tuple[str, ...] = ("method", "metric")) 
 @dataclass(frozen=True)
 class Paired:
     """Two methods' 0/1 verdicts on the same triplets: how many only the first got right, only the
-    second, both, neither, and the exact two-sided sign test's p on the discordant ones (1.0 if none)."""
+    second, both, neither, and the exact two-sided sign test's p on the discordant ones (1.0 if none);
+    the first's joint rate minus the second's, with its 95 % interval (None where none is discordant)."""
 
     first_only: int
     second_only: int
     both: int
     neither: int
     p_value: float
+    difference: float
+    difference_low: float | None
+    difference_high: float | None
 
 
 def paired(first: dict[str, float], second: dict[str, float]) -> Paired:
@@ -109,6 +116,19 @@ def paired(first: dict[str, float], second: dict[str, float]) -> Paired:
             raise ValueError(f"paired comparison of 0/1 verdicts got {a!r} and {b!r} for {k!r}")
         counts[(a, b)] += 1
     first_only, second_only = counts[(1.0, 0.0)], counts[(0.0, 1.0)]
-    discordant = first_only + second_only
-    p = float(_stats.binomtest(first_only, discordant, 0.5).pvalue) if discordant else 1.0
-    return Paired(first_only, second_only, counts[(1.0, 1.0)], counts[(0.0, 0.0)], p)
+    discordant, n = first_only + second_only, len(keys)
+    if not discordant:
+        return Paired(first_only, second_only, counts[(1.0, 1.0)], counts[(0.0, 0.0)], 1.0, 0.0, None, None)
+    test = _stats.binomtest(first_only, discordant, 0.5)
+    share = test.proportion_ci(confidence_level=CONFIDENCE, method="exact")
+    low, high = (discordant / n * (2 * float(bound) - 1) for bound in (share.low, share.high))
+    return Paired(first_only, second_only, counts[(1.0, 1.0)], counts[(0.0, 0.0)], float(test.pvalue),
+                  (first_only - second_only) / n, low, high)
+
+
+def difference_text(c: dict, digits: int = 3) -> str:
+    """A `Paired` as a dict (`dataclasses.asdict`, as `analogy bench` reports it) → its difference and
+    interval as tables print them: '+0.571 [+0.079, +0.711]' (the interval left out where there is none)."""
+    if c["difference_low"] is None:
+        return f"{c['difference']:+.{digits}f}"
+    return f"{c['difference']:+.{digits}f} [{c['difference_low']:+.{digits}f}, {c['difference_high']:+.{digits}f}]"

@@ -89,3 +89,4 @@ def test_bench_against_pairs_every_method_with_one(tmp_path, capsys):
     assert c["first_only"] == sum(joint[("sdedit[num_steps=10]", i)] > joint[("no_edit", i)] for i in ids)
     assert c["second_only"] == sum(joint[("no_edit", i)] > joint[("sdedit[num_steps=10]", i)] for i in ids)
     assert c["first_only"] + c["second_only"] + c["both"] + c["neither"] == 4
+    assert c["difference"] == pytest.approx((c["first_only"] - c["second_only"]) / 4)  # sdedit's rate − no_edit's

@@ -87,7 +87,9 @@ def test_bench_summary_uses_the_same_intervals():
 
 
 def test_paired_counts_discordant_triplets_and_signs_tests_them():
-    from evaluation.stats import paired
+    from dataclasses import asdict
+
+    from evaluation.stats import difference_text, paired
 
     first = {f"t{i}": 1.0 for i in range(12)} | {"t12": 0.0, "t13": 0.0, "only_first": 1.0}
     second = {f"t{i}": 0.0 for i in range(9)} | {"t9": 1.0, "t10": 1.0, "t11": 1.0, "t12": 0.0, "t13": 1.0,
@@ -97,5 +99,17 @@ def test_paired_counts_discordant_triplets_and_signs_tests_them():
     assert c.p_value == pytest.approx(2 * (1 + 10) / 2**10)  # exact two-sided sign test, 9 of 10
     assert paired(second, first).p_value == pytest.approx(c.p_value)
     assert paired(first, first).p_value == 1.0  # nothing discordant
+    # the difference of the joint rates over the 14 shared triplets, (9 − 1) / 14, and its interval: the
+    # exact (Clopper–Pearson) interval of 9 of 10, [0.5550, 0.9975], mapped to 10/14 · (2·share − 1)
+    assert c.difference == pytest.approx(8 / 14)
+    assert c.difference_low == pytest.approx(10 / 14 * (2 * 0.554984 - 1), abs=1e-5)
+    assert c.difference_high == pytest.approx(10 / 14 * (2 * 0.997471 - 1), abs=1e-5)
+    assert c.difference_low < c.difference < c.difference_high
+    flipped = paired(second, first)
+    assert (flipped.difference, flipped.difference_low) == pytest.approx((-c.difference, -c.difference_high))
+    same = paired(first, first)
+    assert (same.difference, same.difference_low, same.difference_high) == (0.0, None, None)
+    assert difference_text(asdict(c)) == "+0.571 [+0.079, +0.711]"
+    assert difference_text(asdict(same)) == "+0.000"
     with pytest.raises(ValueError, match="0/1"):
         paired({"t": 0.5}, {"t": 1.0})

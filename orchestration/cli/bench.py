@@ -47,6 +47,7 @@ def split_specs(text: str) -> list[str]:
 
 
 def run(args: argparse.Namespace) -> int:
+    from evaluation.stats import difference_text
     from orchestration.bench import paired_against, run_bench, write_rows
 
     try:
@@ -81,7 +82,8 @@ def run(args: argparse.Namespace) -> int:
             if "paired" in r:
                 c = r["paired"]
                 print(f"paired, joint: {c['against']} only {c['first_only']}, {spec} only {c['second_only']} "
-                      f"(sign test p = {c['p_value']:.3g}), both {c['both']}, neither {c['neither']}")
+                      f"(sign test p = {c['p_value']:.3g}), both {c['both']}, neither {c['neither']}; "
+                      f"joint difference {difference_text(c)}")
     else:
         print(json.dumps(results))
     return 0
