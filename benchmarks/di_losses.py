@@ -9,7 +9,9 @@ each loss term is read at several points of the space D̃ lives in:
 
 for X = D̃ (defaults), D̃ trained without the CLIP loss, A′'s words ("large", "star", "black"),
 the hand-written direction (those rows minus A's) and zero rows; plus the cosine between the two
-D̃s and the norm of each weighted term's gradient at D̃. And, as an exact search where training's is
+D̃s and the norm of each weighted term's gradient at D̃; how far each ablation of `--compare` (trained at
+its own preset over the same settings) and D̃ trained with another seed end from D̃ (cosine, and distance
+over D̃'s norm), so an ablation's move can be read against a new seed's. And, as an exact search where training's is
 local: every attribute word of the toy vocabulary (each value's word: "small", "red", "star",
 "white", …) as a one-row D̃, ranked by Ltc (the same draws for all) and by the CLIP term: is A′'s
 new word the one the objective prefers? If the CLIP term reaches its minimum at no
@@ -68,6 +70,8 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=8)
     parser.add_argument("--settings", default="{}", help="DI settings as JSON, over the toy profile's defaults")
     parser.add_argument("--draws", type=int, default=16, help="(t, noise) draws per Ltc reading")
+    parser.add_argument("--compare", default="di_no_token_consistency,di_remove_negation,di_random_init,di_text_delta",
+                        help="DI ablations whose D̃ is compared with D̃ (comma-separated; '' for none)")
     args = parser.parse_args()
 
     models, cache = ModelContext(), Cache()
@@ -81,6 +85,11 @@ def main() -> None:
     trained = di.prepare_diff_tokens(models, pairs, config, seed=0, cache=cache, batch_size=8)
     no_clip = di.prepare_diff_tokens(models, pairs, replace(config, clip_loss=False), seed=0, cache=cache,
                                      batch_size=8)
+    others = {"seed 1": di.prepare_diff_tokens(models, pairs, config, seed=1, cache=cache, batch_size=8)}
+    for name in filter(None, args.compare.split(",")):
+        others[name] = di.prepare_diff_tokens(models, pairs, get_method(name).config(json.loads(args.settings),
+                                                                                      models.profile),
+                                              seed=0, cache=cache, batch_size=8)
 
     def ids(text: str) -> torch.Tensor:
         return torch.tensor(pipe.tokenizer(text, add_special_tokens=False).input_ids)
@@ -88,7 +97,7 @@ def main() -> None:
     words = sorted({value for values in ATTRIBUTES.values() for value in values})
     word_ids = torch.stack([ids(w)[0] for w in words])  # each value is one token of the toy vocabulary
     rows = []
-    for t, im, d, d_free in zip(triplets, images, trained, no_clip):
+    for i, (t, im, d, d_free) in enumerate(zip(triplets, images, trained, no_clip)):
         target = di.deltas(models, im["a"], im["a_prime"], config, cache).pick(config.delta)
         new, old = ids(phrase(t.a_prime, t.changed)), ids(phrase(t.a, t.changed))
         hand = table[new] - table[old]
@@ -99,6 +108,10 @@ def main() -> None:
         z = encode_images(pipe, [im["a"], im["a_prime"]])
         row = {"triplet_id": t.triplet_id, "changed": t.changed,
                "cos_D_D_no_clip": F.cosine_similarity(d.tokens.flatten(), d_free.tokens.flatten(), dim=0).item()}
+        for name, found in others.items():
+            other = found[i].tokens
+            row[f"cos_D[{name}]"] = F.cosine_similarity(d.tokens.flatten(), other.flatten(), dim=0).item()
+            row[f"dist_D[{name}]"] = ((d.tokens - other).norm() / d.tokens.norm()).item()
         with torch.no_grad():
             for name, x in points.items():
                 row[f"clip[{name}]"] = clip_term(clip, x, target).item()
