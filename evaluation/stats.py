@@ -12,9 +12,9 @@
 Two methods scored on the same triplets are compared pair by pair (`paired`): the triplets only one
 of them got right, and the exact two-sided sign test on those (`scipy.stats.binomtest`, p = 0.5),
 which is what "A beats B in paired comparisons" means in this project's results. Beside it, how far
-apart the two can be: the difference of their joint rates, (only first − only second) / n, with a 95 %
-interval conditional on the d discordant triplets (the exact Clopper–Pearson interval [lo, hi] of the
-share the first wins among them, mapped to d/n · (2·[lo, hi] − 1)); none where d = 0.
+apart the two can be: the difference of their joint rates, (only first − only second) / n, with
+Newcombe's square-and-add interval for paired proportions (Newcombe 1998, method 10): the Wilson
+intervals of the two rates, combined with the estimated correlation between them.
 """
 
 from __future__ import annotations
@@ -93,14 +93,14 @@ def summarise(rows: Iterable[dict], by: tuple[str, ...] = ("method", "metric")) 
 class Paired:
     """Two methods' 0/1 verdicts on the same triplets: how many only the first got right, only the
     second, both, neither, and the exact two-sided sign test's p on the discordant ones (1.0 if none);
-    the first's joint rate minus the second's, with its 95 % interval (None where none is discordant)."""
+    the first's joint rate minus the second's, with its 95 % interval (all three None with no triplet)."""
 
     first_only: int
     second_only: int
     both: int
     neither: int
     p_value: float
-    difference: float
+    difference: float | None
     difference_low: float | None
     difference_high: float | None
 
@@ -116,19 +116,46 @@ def paired(first: dict[str, float], second: dict[str, float]) -> Paired:
             raise ValueError(f"paired comparison of 0/1 verdicts got {a!r} and {b!r} for {k!r}")
         counts[(a, b)] += 1
     first_only, second_only = counts[(1.0, 0.0)], counts[(0.0, 1.0)]
-    discordant, n = first_only + second_only, len(keys)
-    if not discordant:
-        return Paired(first_only, second_only, counts[(1.0, 1.0)], counts[(0.0, 0.0)], 1.0, 0.0, None, None)
-    test = _stats.binomtest(first_only, discordant, 0.5)
-    share = test.proportion_ci(confidence_level=CONFIDENCE, method="exact")
-    low, high = (discordant / n * (2 * float(bound) - 1) for bound in (share.low, share.high))
-    return Paired(first_only, second_only, counts[(1.0, 1.0)], counts[(0.0, 0.0)], float(test.pvalue),
-                  (first_only - second_only) / n, low, high)
+    both, neither = counts[(1.0, 1.0)], counts[(0.0, 0.0)]
+    discordant = first_only + second_only
+    p = float(_stats.binomtest(first_only, discordant, 0.5).pvalue) if discordant else 1.0
+    return Paired(first_only, second_only, both, neither, p,
+                  *paired_difference(both, first_only, second_only, neither))
+
+
+def paired_difference(both: int, first_only: int, second_only: int, neither: int) -> tuple:
+    """(difference, low, high): the first's rate minus the second's on paired 0/1 verdicts and Newcombe's
+    square-and-add 95 % interval (method 10): Wilson intervals (l1, u1), (l2, u2) of the two rates p1, p2,
+    and ψ, the correlation of the two verdicts (its numerator a·d − b·c lowered by n/2 when above it, 0 when
+    it lies in [0, n/2], 0 when a margin is empty):
+        low  = D − √((p1 − l1)² − 2ψ(p1 − l1)(u2 − p2) + (u2 − p2)²)
+        high = D + √((p2 − l2)² − 2ψ(p2 − l2)(u1 − p1) + (u1 − p1)²)
+    (None, None, None) with no triplet."""
+    n = both + first_only + second_only + neither
+    if n == 0:
+        return None, None, None
+
+    def wilson(k: int) -> tuple[float, float, float]:
+        ci = _stats.binomtest(k, n).proportion_ci(confidence_level=CONFIDENCE, method="wilson")
+        return k / n, float(ci.low), float(ci.high)
+
+    (p1, l1, u1), (p2, l2, u2) = wilson(both + first_only), wilson(both + second_only)
+    margins = (both + first_only) * (second_only + neither) * (both + second_only) * (first_only + neither)
+    cross = both * neither - first_only * second_only
+    psi = 0.0
+    if margins and cross > n / 2:
+        psi = (cross - n / 2) / math.sqrt(margins)
+    elif margins and cross < 0:
+        psi = cross / math.sqrt(margins)
+    d = p1 - p2
+    low = d - math.sqrt((p1 - l1) ** 2 - 2 * psi * (p1 - l1) * (u2 - p2) + (u2 - p2) ** 2)
+    high = d + math.sqrt((p2 - l2) ** 2 - 2 * psi * (p2 - l2) * (u1 - p1) + (u1 - p1) ** 2)
+    return d, low, high
 
 
 def difference_text(c: dict, digits: int = 3) -> str:
     """A `Paired` as a dict (`dataclasses.asdict`, as `analogy bench` reports it) → its difference and
-    interval as tables print them: '+0.571 [+0.079, +0.711]' (the interval left out where there is none)."""
-    if c["difference_low"] is None:
-        return f"{c['difference']:+.{digits}f}"
+    interval as tables print them: '+0.571 [+0.079, +0.711]' ('none' with no triplet)."""
+    if c["difference"] is None:
+        return "none"
     return f"{c['difference']:+.{digits}f} [{c['difference_low']:+.{digits}f}, {c['difference_high']:+.{digits}f}]"

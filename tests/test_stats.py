@@ -99,17 +99,29 @@ def test_paired_counts_discordant_triplets_and_signs_tests_them():
     assert c.p_value == pytest.approx(2 * (1 + 10) / 2**10)  # exact two-sided sign test, 9 of 10
     assert paired(second, first).p_value == pytest.approx(c.p_value)
     assert paired(first, first).p_value == 1.0  # nothing discordant
-    # the difference of the joint rates over the 14 shared triplets, (9 − 1) / 14, and its interval: the
-    # exact (Clopper–Pearson) interval of 9 of 10, [0.5550, 0.9975], mapped to 10/14 · (2·share − 1)
+    # the difference of the joint rates over the 14 shared triplets, (9 − 1) / 14, inside its interval
     assert c.difference == pytest.approx(8 / 14)
-    assert c.difference_low == pytest.approx(10 / 14 * (2 * 0.554984 - 1), abs=1e-5)
-    assert c.difference_high == pytest.approx(10 / 14 * (2 * 0.997471 - 1), abs=1e-5)
     assert c.difference_low < c.difference < c.difference_high
     flipped = paired(second, first)
     assert (flipped.difference, flipped.difference_low) == pytest.approx((-c.difference, -c.difference_high))
-    same = paired(first, first)
-    assert (same.difference, same.difference_low, same.difference_high) == (0.0, None, None)
-    assert difference_text(asdict(c)) == "+0.571 [+0.079, +0.711]"
-    assert difference_text(asdict(same)) == "+0.000"
+    same = paired(first, first)  # nothing discordant: no difference, and still an interval around it
+    assert same.difference == 0.0 and same.difference_low < 0 < same.difference_high
+    assert difference_text(asdict(c)) == f"+0.571 [{c.difference_low:+.3f}, {c.difference_high:+.3f}]"
+    assert difference_text(asdict(paired({}, {}))) == "none"
     with pytest.raises(ValueError, match="0/1"):
         paired({"t": 0.5}, {"t": 1.0})
+
+
+def test_paired_difference_is_newcombes_square_and_add_interval():
+    """Newcombe's interval for paired proportions (1998, method 10) on the worked example of Fagerland,
+    Lydersen and Laake, Statistical Analysis of Contingency Tables (2017), ch. 8: Cavo et al. (2012),
+    59 both, 6 only before, 16 only after, 80 neither → −0.0621 [−0.1186, −0.0046]."""
+    from evaluation.stats import paired_difference
+
+    d, low, high = paired_difference(59, 6, 16, 80)
+    assert (round(d, 4), round(low, 4), round(high, 4)) == (-0.0621, -0.1186, -0.0046)
+    # all discordant triplets one way: the interval still reaches past the estimate (the share of
+    # discordant triplets is itself estimated), unlike an interval taken given their number
+    d, low, high = paired_difference(0, 38, 0, 10)
+    assert d == pytest.approx(38 / 48) and high > d
+    assert paired_difference(0, 0, 0, 0) == (None, None, None)
