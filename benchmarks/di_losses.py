@@ -53,13 +53,14 @@ def clip_term(clip, rows: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 
 
 def tc_terms(tsd, scheduler, z: torch.Tensor, ids_a, ids_a_prime, rows: torch.Tensor, negation: str,
-             draws: int) -> torch.Tensor:
-    """(MSE(before → A), MSE(after → A′)) at `rows`, each averaged over `draws` fixed (t, noise)."""
+             draws: int, placement: str = "append") -> torch.Tensor:
+    """(MSE(before → A), MSE(after → A′)) at `rows`, each averaged over `draws` fixed (t, noise);
+    z = E(A), E(A′) stacked, (2, C, h, w), on the models' device."""
     generator, out = torch.Generator().manual_seed(1), []
     for _ in range(draws):
-        cond = tsd.encode(list(pair_parts(ids_a, ids_a_prime, rows, negation)))
-        t = torch.randint(0, scheduler.config.num_train_timesteps, (2,), generator=generator)
-        noise = torch.randn(z.shape, generator=generator)
+        cond = tsd.encode(list(pair_parts(ids_a, ids_a_prime, rows, negation, placement)))
+        t = torch.randint(0, scheduler.config.num_train_timesteps, (2,), generator=generator).to(z.device)
+        noise = torch.randn(z.shape, generator=generator).to(z.device, z.dtype)
         out.append(denoising_mse(tsd.unet, scheduler, z, noise, t, cond))
     return torch.stack(out).mean(0)
 
