@@ -29,7 +29,7 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from di_losses import clip_term, tc_terms  # noqa: E402
+from di_losses import term_pulls  # noqa: E402
 
 from models.context import ModelContext  # noqa: E402
 from models.toy.world import make_triplets  # noqa: E402
@@ -42,20 +42,14 @@ from ops.text import DiffusionText  # noqa: E402
 
 def pulls(models, config, a: Image.Image, a_prime: Image.Image, rows: torch.Tensor, draws: int,
           cache: Cache) -> tuple[float, float]:
-    """(‖∇ λclip·Lclip‖, ‖∇ λtc·Ltc‖) at `rows` for the pair (A, A′)."""
+    """(‖∇ λclip·Lclip‖, ‖∇ λtc·Ltc‖) at `rows` for the pair (A, A′), from the method's own cached steps."""
     pipe, tsd = models.pipeline, DiffusionText(models.pipeline)
     target = di.deltas(models, a, a_prime, config, cache).pick(config.delta).to(tsd.device)
     ids = [p.token_ids for p in di.prompts(models, [a, a_prime], config, 0, cache)]
     ids_a, ids_a_prime = (torch.tensor(p) for p in training_prompts(*ids, config.changed_tokens))
     z_a, z_a_prime = di.pair_latents(pipe, a, a_prime, config)
     z = torch.cat([z_a[:1], z_a_prime[:1]])  # E(A), E(A′) (with augment='shift' the first view of each)
-    x = rows.detach().clone().to(tsd.device).requires_grad_(True)
-    clip = torch.autograd.grad(config.lambda_clip * clip_term(models.joint_clip, x[:, tsd.clip_columns], target),
-                               x)[0].norm().item()
-    x = rows.detach().clone().to(tsd.device).requires_grad_(True)
-    tc = config.lambda_tc * tc_terms(tsd, pipe.scheduler, z, ids_a, ids_a_prime, x, config.negation, draws,
-                                     config.placement).sum()
-    return clip, torch.autograd.grad(tc, x)[0].norm().item()
+    return term_pulls(tsd, models.joint_clip, pipe.scheduler, config, z, ids_a, ids_a_prime, target, rows, draws)
 
 
 def main() -> None:

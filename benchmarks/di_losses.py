@@ -65,6 +65,18 @@ def tc_terms(tsd, scheduler, z: torch.Tensor, ids_a, ids_a_prime, rows: torch.Te
     return torch.stack(out).mean(0)
 
 
+def term_pulls(tsd, clip, scheduler, config, z: torch.Tensor, ids_a, ids_a_prime, target: torch.Tensor,
+               rows: torch.Tensor, draws: int) -> tuple[float, float]:
+    """(‖∇ λclip·Lclip‖, ‖∇ λtc·Ltc‖) at `rows`, Ltc over `draws` fixed (t, noise) draws: how hard each
+    weighted term pulls on D̃ there."""
+    x = rows.detach().clone().to(tsd.device).requires_grad_(True)
+    pull_clip = torch.autograd.grad(config.lambda_clip * clip_term(clip, x[:, tsd.clip_columns], target), x)[0]
+    x = rows.detach().clone().to(tsd.device).requires_grad_(True)
+    tc = config.lambda_tc * tc_terms(tsd, scheduler, z, ids_a, ids_a_prime, x, config.negation, draws,
+                                     config.placement).sum()
+    return pull_clip.norm().item(), torch.autograd.grad(tc, x)[0].norm().item()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seed", type=int, required=True, help="toy benchmark seed (models.toy.world.make_triplets)")
@@ -132,11 +144,8 @@ def main() -> None:
             by_clip = torch.stack([clip_term(clip, table[w][None], target) for w in word_ids])
             row["rank_tc[new word]"] = 1 + int((by_tc < by_tc[new_word]).sum())
             row["rank_clip[new word]"] = 1 + int((by_clip < by_clip[new_word]).sum())
-        x = d.tokens.clone().requires_grad_(True)
-        row["grad_clip"] = torch.autograd.grad(config.lambda_clip * clip_term(clip, x, target), x)[0].norm().item()
-        x = d.tokens.clone().requires_grad_(True)
-        loss = config.lambda_tc * tc_terms(tsd, pipe.scheduler, z, ids_a, ids_a_prime, x, config.negation, 1).sum()
-        row["grad_tc_one_draw"] = torch.autograd.grad(loss, x)[0].norm().item()
+        row["grad_clip"], row["grad_tc_one_draw"] = term_pulls(tsd, clip, pipe.scheduler, config, z, ids_a,
+                                                               ids_a_prime, target, d.tokens, 1)
         rows.append(row)
         print({k: (round(v, 3) if isinstance(v, float) else v) for k, v in row.items()}, flush=True)
 
