@@ -90,6 +90,8 @@ def main() -> None:
     models, cache = ModelContext(), Cache()
     pipe, clip = models.pipeline, models.joint_clip
     config = get_method("difference_inversion").config(json.loads(args.settings), models.profile)
+    compared = {name: get_method(name).config(json.loads(args.settings), models.profile)  # a wrong name fails here
+                for name in filter(None, args.compare.split(","))}
     tsd = DiffusionText(pipe)
     table = tsd.tables[-1]
     triplets = make_triplets(args.seed, args.n)
@@ -99,10 +101,8 @@ def main() -> None:
     no_clip = di.prepare_diff_tokens(models, pairs, replace(config, clip_loss=False), seed=0, cache=cache,
                                      batch_size=8)
     others = {"seed 1": di.prepare_diff_tokens(models, pairs, config, seed=1, cache=cache, batch_size=8)}
-    for name in filter(None, args.compare.split(",")):
-        others[name] = di.prepare_diff_tokens(models, pairs, get_method(name).config(json.loads(args.settings),
-                                                                                      models.profile),
-                                              seed=0, cache=cache, batch_size=8)
+    for name, other_config in compared.items():
+        others[name] = di.prepare_diff_tokens(models, pairs, other_config, seed=0, cache=cache, batch_size=8)
 
     def ids(text: str) -> torch.Tensor:
         return torch.tensor(pipe.tokenizer(text, add_special_tokens=False).input_ids)
