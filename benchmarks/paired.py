@@ -1,6 +1,7 @@
 """Paired comparisons from `analogy bench --rows` files: one method against every other, triplet by
 triplet on the joint verdict (only one of the two right, both, neither, the exact two-sided sign test),
-across files written by separate runs on the same benchmark.
+across files written by separate runs on the same benchmark; then, where the rows have it, on the PSNR
+to B′gt (mean difference with its t interval, Wilcoxon signed-rank test).
 
     python benchmarks/paired.py main.parquet ablations.parquet --against difference_inversion
 """
@@ -30,6 +31,11 @@ def main() -> None:
     for method, c in paired_against(rows, args.against).items():
         print(f"| `{method}` | {c['first_only']} | {c['second_only']} | {c['both']} | {c['neither']} "
               f"| {c['p_value']:.2g} | {difference_text(c)} |")
+    if any(row.get("gt_psnr") is not None for row in rows):
+        print(f"\n| method | n | PSNR to B′gt: {args.against} − method, dB [95 %] | Wilcoxon p |")
+        print("| --- | --- | --- | --- |")
+        for method, c in paired_against(rows, args.against, "gt_psnr").items():
+            print(f"| `{method}` | {c['n']} | {difference_text(c, 2)} | {c['p_value']:.2g} |")
 
 
 if __name__ == "__main__":

@@ -14,7 +14,10 @@ of them got right, and the exact two-sided sign test on those (`scipy.stats.bino
 which is what "A beats B in paired comparisons" means in this project's results. Beside it, how far
 apart the two can be: the difference of their joint rates, (only first − only second) / n, with
 Newcombe's square-and-add interval for paired proportions (Newcombe 1998, method 10): the Wilson
-intervals of the two rates, combined with the estimated correlation between them.
+intervals of the two rates, combined with the estimated correlation between them. A continuous score
+compared triplet by triplet (`paired_scores`; `analogy bench`'s `gt_psnr`, closeness to B′gt, which sees
+differences a 0/1 verdict cannot) gets the mean of the differences with Student's t interval and the
+two-sided Wilcoxon signed-rank test on them (`scipy.stats.wilcoxon`).
 """
 
 from __future__ import annotations
@@ -153,9 +156,35 @@ def paired_difference(both: int, first_only: int, second_only: int, neither: int
     return d, low, high
 
 
+@dataclass(frozen=True)
+class PairedScores:
+    """Two methods' continuous scores on the same triplets: n, the mean of first − second with Student's t
+    95 % interval (None below n = 2; all three None with no triplet), and the two-sided Wilcoxon
+    signed-rank test's p on the differences (1.0 when every difference is zero or there is none)."""
+
+    n: int
+    difference: float | None
+    difference_low: float | None
+    difference_high: float | None
+    p_value: float
+
+
+def paired_scores(first: dict[str, float], second: dict[str, float]) -> PairedScores:
+    """Compare two methods' continuous scores keyed by triplet id, on the triplets both have a finite score for."""
+    differences = [first[k] - second[k] for k in first if k in second and all(
+        v is not None and math.isfinite(v) for v in (first[k], second[k]))]
+    if not differences:
+        return PairedScores(0, None, None, None, 1.0)
+    e = estimate(differences, binary=False)
+    p = float(_stats.wilcoxon(differences).pvalue) if any(differences) else 1.0
+    return PairedScores(e.n, e.mean, e.ci95_low, e.ci95_high, p)
+
+
 def difference_text(c: dict, digits: int = 3) -> str:
-    """A `Paired` as a dict (`dataclasses.asdict`, as `analogy bench` reports it) → its difference and
-    interval as tables print them: '+0.571 [+0.079, +0.711]' ('none' with no triplet)."""
+    """A `Paired` or `PairedScores` as a dict (`dataclasses.asdict`, as `analogy bench` reports it) → its
+    difference and interval as tables print them: '+0.571 [+0.079, +0.711]' ('none' with no triplet)."""
     if c["difference"] is None:
         return "none"
+    if c["difference_low"] is None:
+        return f"{c['difference']:+.{digits}f}"
     return f"{c['difference']:+.{digits}f} [{c['difference_low']:+.{digits}f}, {c['difference_high']:+.{digits}f}]"

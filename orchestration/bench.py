@@ -18,7 +18,8 @@ from tqdm import tqdm
 
 from evaluation.images import decode_image
 from evaluation.judge_scores import judge_triplet, summarise
-from evaluation.stats import paired
+from evaluation.metrics import pixel_mse_psnr
+from evaluation.stats import estimate, paired, paired_scores
 from models.context import ModelContext
 from models.loaders import load_judge
 from ops.cache import PREPARE_BATCH_SIZE, Cache
@@ -39,9 +40,10 @@ def read_benchmark(path: Path, limit: int | None = None) -> list[dict]:
 def run_bench(benchmark: Path, specs: list[str], profile_name: str = "toy", seed: int = 0,
               limit: int | None = None, rows_out: list | None = None,
               batch_size: int = PREPARE_BATCH_SIZE) -> dict:
-    """{spec: {joint, target, keep, n, by_attribute, errors, seconds_per_triplet}}. With `rows_out`,
-    also appends one row per (spec, triplet): {method, triplet_id, changed, target, keep, joint,
-    error}, so that two methods can be compared triplet by triplet (paired). A method with a
+    """{spec: {joint, target, keep, n, by_attribute, gt_psnr, errors, seconds_per_triplet}}. With
+    `rows_out`, also appends one row per (spec, triplet): {method, triplet_id, changed, target, keep, joint,
+    gt_psnr, error}, so that two methods can be compared triplet by triplet (paired). `gt_psnr`: B′'s PSNR
+    (dB) against the file's B′gt, a continuous closeness that sees what the judge's four 0/1 readings cannot. A method with a
     `prepare` hook (Difference Inversion) first prepares every triplet's pair, `batch_size` at a time."""
     models = ModelContext(profile_name)
     runs = resolve_specs(specs, models.profile)  # fail fast on unknown methods or settings
@@ -73,8 +75,11 @@ def run_bench(benchmark: Path, specs: list[str], profile_name: str = "toy", seed
         reads = judge.read([image for _, image in outputs]) if outputs else []
         scored = [{"changed": row["changed"]} | judge_triplet(read, json.loads(row["b_attrs"]),
                                                              json.loads(row["b_prime_gt_attrs"]), row["changed"])
-                  for (row, _), read in zip(outputs, reads)]
-        results[spec] = summarise(scored) | {"errors": errors, "seconds_per_triplet": round(seconds, 3)}
+                  | {"gt_psnr": gt_psnr(image, row)}
+                  for (row, image), read in zip(outputs, reads)]
+        psnr = [r["gt_psnr"] for r in scored if r["gt_psnr"] is not None]
+        results[spec] = (summarise(scored) | {"gt_psnr": asdict(estimate(psnr, binary=False)) if psnr else None}
+                         | {"errors": errors, "seconds_per_triplet": round(seconds, 3)})
         if rows_out is not None:
             rows_out += [{"method": spec, "triplet_id": row["triplet_id"], "error": None} | score
                          for (row, _), score in zip(outputs, scored)]  # score: changed, target, keep, joint
@@ -82,9 +87,18 @@ def run_bench(benchmark: Path, specs: list[str], profile_name: str = "toy", seed
     return results
 
 
+def gt_psnr(image, row: dict) -> float | None:
+    """B′'s PSNR against the benchmark row's B′gt (None where the file has no B′gt)."""
+    if not row.get("b_prime_gt_png"):
+        return None
+    return pixel_mse_psnr(image, decode_image(row["b_prime_gt_png"]).image)[1]
+
+
 ROWS_SCHEMA = pa.schema([("method", pa.string()), ("triplet_id", pa.string()), ("changed", pa.string()),
                          ("target", pa.float64()), ("keep", pa.float64()), ("joint", pa.float64()),
-                         ("error", pa.string())])
+                         ("gt_psnr", pa.float64()), ("error", pa.string())])
+SCORES = ("joint", "gt_psnr")
+"""What `paired_against` compares: the joint verdict (sign test) or the PSNR to B′gt (Wilcoxon)."""
 
 
 def write_rows(rows: list[dict], path: Path) -> None:
@@ -93,15 +107,19 @@ def write_rows(rows: list[dict], path: Path) -> None:
     pq.write_table(pa.Table.from_pylist(rows, schema=ROWS_SCHEMA), path)
 
 
-def paired_against(rows: list[dict], against: str) -> dict[str, dict]:
-    """{other method: evaluation.stats.Paired as a dict} on the joint verdicts of `run_bench`'s rows (or
-    of `--rows` files read back, as benchmarks/paired.py does): `against` compared with every other
-    method, triplet by triplet; error rows are left out."""
-    joint: dict[str, dict[str, float]] = {}
+def paired_against(rows: list[dict], against: str, score: str = "joint") -> dict[str, dict]:
+    """{other method: evaluation.stats.Paired (score 'joint') or PairedScores ('gt_psnr') as a dict} on
+    `run_bench`'s rows (or `--rows` files read back, as benchmarks/paired.py does): `against` compared with
+    every other method, triplet by triplet; error rows and rows without the score (files written before
+    `gt_psnr` was recorded) are left out."""
+    if score not in SCORES:
+        raise ValueError(f"unknown score {score!r}; one of {', '.join(SCORES)}")
+    values: dict[str, dict[str, float]] = {}
     for row in rows:
-        if row["error"] is None:
-            joint.setdefault(row["method"], {})[row["triplet_id"]] = row["joint"]
-    if against not in joint:
-        raise ValueError(f"no scored rows of {against!r}; methods here: {', '.join(sorted(joint))}")
-    return {method: asdict(paired(joint[against], verdicts)) for method, verdicts in joint.items()
+        if row["error"] is None and row.get(score) is not None:
+            values.setdefault(row["method"], {})[row["triplet_id"]] = row[score]
+    if against not in values:
+        raise ValueError(f"no rows of {against!r} with a {score}; methods here: {', '.join(sorted(values))}")
+    compare = paired if score == "joint" else paired_scores
+    return {method: asdict(compare(values[against], scores)) for method, scores in values.items()
             if method != against}

@@ -69,6 +69,15 @@ def test_bench_rows_are_per_triplet_and_add_up_to_the_summary(tmp_path, capsys):
     assert [r["changed"] for r in scored] == [table[i]["changed"] for i in (0, 2, 3)]
     assert sum(r["joint"] for r in scored) / 3 == pytest.approx(summary["joint"], abs=1e-4)
     assert failed["joint"] is None and failed["error"].startswith("ImageError: not a readable image"), failed
+    # no_edit returns B: its PSNR to B′gt is B's, recomputed here from the file's pixels
+    from evaluation.images import decode_image
+    from evaluation.metrics import pixel_mse_psnr
+
+    for r, i in zip(scored, (0, 2, 3)):
+        b, b_gt = (decode_image(table[i][k]).image for k in ("b_png", "b_prime_gt_png"))
+        assert r["gt_psnr"] == pytest.approx(pixel_mse_psnr(b, b_gt)[1])
+    assert summary["gt_psnr"]["mean"] == pytest.approx(sum(r["gt_psnr"] for r in scored) / 3)
+    assert failed["gt_psnr"] is None
 
 
 def test_bench_against_pairs_every_method_with_one(tmp_path, capsys):
@@ -90,3 +99,9 @@ def test_bench_against_pairs_every_method_with_one(tmp_path, capsys):
     assert c["second_only"] == sum(joint[("no_edit", i)] > joint[("sdedit[num_steps=10]", i)] for i in ids)
     assert c["first_only"] + c["second_only"] + c["both"] + c["neither"] == 4
     assert c["difference"] == pytest.approx((c["first_only"] - c["second_only"]) / 4)  # sdedit's rate − no_edit's
+    psnr = {(r["method"], r["triplet_id"]): r["gt_psnr"] for r in rows}
+    d = out["no_edit"]["paired_gt_psnr"]  # closeness to B′gt, triplet by triplet: sdedit's minus no_edit's
+    assert d["against"] == "sdedit[num_steps=10]" and d["n"] == 4
+    assert d["difference"] == pytest.approx(sum(psnr[("sdedit[num_steps=10]", i)] - psnr[("no_edit", i)]
+                                                for i in ids) / 4)
+    assert d["difference_low"] < d["difference"] < d["difference_high"] and 0 < d["p_value"] <= 1

@@ -69,14 +69,19 @@ def run(args: argparse.Namespace) -> int:
         try:
             for spec, comparison in paired_against(rows, against).items():
                 results[spec]["paired"] = {"against": against} | comparison
+            if any(row.get("gt_psnr") is not None for row in rows):  # the file has B′gt
+                for spec, comparison in paired_against(rows, against, "gt_psnr").items():
+                    results[spec]["paired_gt_psnr"] = {"against": against} | comparison
         except ValueError as exc:  # every triplet of it failed: the scores still print, without pairs
             print(f"analogy bench: --against: {exc}", file=sys.stderr)
     if not args.json:
-        print(f"{'method':48s} {'joint [95% CI]':>20s} {'target':>6s} {'keep':>6s} {'n':>4s}  s/triplet")
+        print(f"{'method':48s} {'joint [95% CI]':>20s} {'target':>6s} {'keep':>6s} {'n':>4s} {'PSNR to B′gt':>12s}"
+              "  s/triplet")
         for spec, r in results.items():
             low, high = r["ci95"].get("joint", [math.nan, math.nan])
+            psnr = f"{r['gt_psnr']['mean']:9.2f} dB" if r.get("gt_psnr") else f"{'–':>12s}"
             print(f"{spec:48s} {r['joint']:6.3f} [{low:.3f}, {high:.3f}] {r['target']:6.3f} {r['keep']:6.3f} "
-                  f"{r['n']:4d}  "
+                  f"{r['n']:4d} {psnr}  "
                   f"{r['seconds_per_triplet']:.2f}" + (f"  ({len(r['errors'])} errors)" if r["errors"] else ""))
         for spec, r in results.items():
             if "paired" in r:
@@ -84,6 +89,10 @@ def run(args: argparse.Namespace) -> int:
                 print(f"paired, joint: {c['against']} only {c['first_only']}, {spec} only {c['second_only']} "
                       f"(sign test p = {c['p_value']:.3g}), both {c['both']}, neither {c['neither']}; "
                       f"joint difference {difference_text(c)}")
+            if "paired_gt_psnr" in r:
+                c = r["paired_gt_psnr"]
+                print(f"paired, PSNR to B′gt: {c['against']} − {spec} {difference_text(c, 2)} dB over {c['n']} "
+                      f"(Wilcoxon p = {c['p_value']:.3g})")
     else:
         print(json.dumps(results))
     return 0
