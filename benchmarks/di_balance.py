@@ -12,8 +12,22 @@ DIFF training at the profile's DI defaults over `--settings`), then reads, at ze
 
 and prints each pair's two norms and their ratio, then the medians.
 
+With `--compare`, the other half of the question: the D̃ each named DI preset (an ablation) or a new
+training seed (`seed1`) ends at, and how differently the UNet reads it where B′ is generated, beside
+B's prompt (generation's own sequence; A stands in for B where a pair names no B):
+
+    cos    cos(D̃, X) over all rows
+    read   mean ‖ε(X) − ε(D̃)‖ / mean ‖ε(D̃) − ε(B's prompt alone)‖ over `--draws` fixed (t, noise) draws
+           of E(B): the gap between the two predictions against D̃'s own effect
+
+A read no larger than `seed1`'s means generation takes the ablation's D̃ for D̃ (on the toy: token
+consistency off and remove negation); a larger read that flips no judged attribute means the model
+reads a difference the toy's 0/1 verdicts cannot see (DI_RESULTS §18).
+
     python benchmarks/di_balance.py --toy-seed 219544 --n 8                       # toy profile
-    python benchmarks/di_balance.py --profile sd21-base --pairs a.png:a2.png b.png:b2.png   # a GPU, SD 2.1 cached
+    python benchmarks/di_balance.py --toy-seed 263991 --n 8 --compare seed1,di_no_token_consistency,di_random_init
+    python benchmarks/di_balance.py --profile sd21-base --pairs a.png:a2.png:b.png c.png:c2.png:d.png \
+        --compare seed1,di_no_token_consistency,di_remove_negation,di_random_init,di_text_delta   # a GPU, SD 2.1
 """
 
 from __future__ import annotations
@@ -35,7 +49,8 @@ from models.context import ModelContext  # noqa: E402
 from models.toy.world import make_triplets  # noqa: E402
 from ops import difference_inversion as di  # noqa: E402
 from ops.cache import Cache  # noqa: E402
-from ops.diff_tokens import training_prompts  # noqa: E402
+from ops.ddim import encode_images  # noqa: E402
+from ops.diff_tokens import changed_tokens, generation_prompt, training_prompts, with_tokens  # noqa: E402
 from ops.registry import get_method  # noqa: E402
 from ops.text import DiffusionText  # noqa: E402
 
@@ -52,28 +67,68 @@ def pulls(models, config, a: Image.Image, a_prime: Image.Image, rows: torch.Tens
     return term_pulls(tsd, models.joint_clip, pipe.scheduler, config, z, ids_a, ids_a_prime, target, rows, draws)
 
 
+@torch.no_grad()
+def reading(models, config, a: Image.Image, a_prime: Image.Image, b: Image.Image, d: torch.Tensor,
+            others: dict[str, torch.Tensor], draws: int, cache: Cache) -> dict[str, float]:
+    """{name: read} for each X of `others`: mean ‖ε(X) − ε(D̃)‖ / mean ‖ε(D̃) − ε(none)‖, ε the UNet's
+    prediction on q(E(B), t, noise) conditioned as generation conditions B′ (B's prompt, without the
+    changed tokens where config.changed_tokens='drop', X beside it), the same `draws` (t, noise) for all."""
+    pipe, tsd = models.pipeline, DiffusionText(models.pipeline)
+    prompt_a, prompt_a_prime, prompt_b = (p.token_ids for p in di.prompts(models, [a, a_prime, b], config, 0, cache))
+    beside = torch.tensor(generation_prompt(prompt_b, changed_tokens(prompt_a, prompt_a_prime)[0],
+                                            config.changed_tokens))
+    z = encode_images(pipe, [b])
+    generator = torch.Generator().manual_seed(1)
+    t = torch.randint(0, pipe.scheduler.config.num_train_timesteps, (draws,), generator=generator).to(z.device)
+    noise = torch.randn((draws, *z.shape[1:]), generator=generator).to(z.device, z.dtype)
+    z_t = pipe.scheduler.add_noise(z.expand(draws, -1, -1, -1), noise, t)
+
+    def eps(rows: torch.Tensor | None) -> torch.Tensor:
+        parts = with_tokens(beside, rows.to(tsd.device), config.placement) if rows is not None else [beside]
+        cond = tsd.encode([parts]).expand(draws, -1, -1)
+        return tsd.unet(z_t, t, encoder_hidden_states=cond).sample.flatten(1).float()
+
+    own = eps(d)
+    effect = (own - eps(None)).norm(dim=1).mean()
+    return {name: ((eps(x) - own).norm(dim=1).mean() / effect).item() for name, x in others.items()}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--profile", default="toy", help="a model profile whose models are on this machine")
     where = parser.add_mutually_exclusive_group(required=True)
-    where.add_argument("--pairs", nargs="+", help="A.png:A2.png …: the (A, A′) pairs")
+    where.add_argument("--pairs", nargs="+", help="A.png:A2.png[:B.png] …: the (A, A′) pairs (B for --compare)")
     where.add_argument("--toy-seed", type=int, help="toy benchmark seed: its first --n pairs")
     parser.add_argument("--n", type=int, default=8)
     parser.add_argument("--settings", default="{}", help="DI settings as JSON, over the profile's defaults")
-    parser.add_argument("--draws", type=int, default=8, help="(t, noise) draws per Ltc reading")
+    parser.add_argument("--draws", type=int, default=8, help="(t, noise) draws per Ltc reading and per read")
+    parser.add_argument("--compare", default="", help="comma-separated: DI presets (ablations) and/or seed1, "
+                        "each D̃ read against D̃ (cos, read); '' for none")
     args = parser.parse_args()
 
     models, cache = ModelContext(args.profile), Cache()
     config = get_method("difference_inversion").config(json.loads(args.settings), models.profile)
+    compared = {}
+    for name in filter(None, args.compare.split(",")):  # a wrong name fails here, before any training
+        try:
+            other = config if name == "seed1" else get_method(name).config(json.loads(args.settings), models.profile)
+        except (KeyError, ValueError) as exc:
+            parser.error(f"--compare: {exc}")
+        if not isinstance(other, di.DIConfig):
+            parser.error(f"--compare: {name!r} is not a Difference Inversion preset")
+        compared[name] = (other, 1 if name == "seed1" else 0)
     if args.pairs:
-        pairs = []
+        triplets = []
         for spec in args.pairs:
-            first, _, second = spec.partition(":")
-            if not second:
-                parser.error(f"--pairs takes A.png:A2.png, got {spec!r}")
-            pairs.append((Image.open(first).convert("RGB"), Image.open(second).convert("RGB")))
+            paths = spec.split(":")
+            if len(paths) not in (2, 3):
+                parser.error(f"--pairs takes A.png:A2.png or A.png:A2.png:B.png, got {spec!r}")
+            images = [Image.open(path).convert("RGB") for path in paths]
+            triplets.append((*images, images[0]) if len(images) == 2 else tuple(images))  # no B: A stands in
     else:
-        pairs = [(im["a"], im["a_prime"]) for im in (t.images() for t in make_triplets(args.toy_seed, args.n))]
+        triplets = [(im["a"], im["a_prime"], im["b"]) for im in (t.images() for t in make_triplets(args.toy_seed,
+                                                                                                     args.n))]
+    pairs = [(a, a_prime) for a, a_prime, _ in triplets]
     print(f"profile {args.profile}, λtc {config.lambda_tc}, λclip {config.lambda_clip}, {config.steps} DIFF steps, "
           f"{len(pairs)} pairs")
     trained = di.prepare_diff_tokens(models, pairs, config, seed=0, cache=cache, batch_size=8)
@@ -90,6 +145,31 @@ def main() -> None:
         print(f"| {i} | {zero[0]:.3g} | {zero[1]:.3g} | {at_d[0]:.3g} | {at_d[1]:.3g} | {ratios[-1]:.3g} |", flush=True)
     if ratios:
         print(f"\nmedian clip / tc at D̃: {statistics.median(ratios):.3g} over {len(ratios)} pairs")
+    if not compared:
+        return
+    found = {name: di.prepare_diff_tokens(models, pairs, other, seed=seed, cache=cache, batch_size=8)
+             for name, (other, seed) in compared.items()}
+    print("\n| pair | " + " | ".join(f"cos, read: {name}" for name in compared) + " |")
+    print("| --- |" + " --- |" * len(compared))
+    table = {name: [] for name in compared}
+    for i, ((a, a_prime, b), d) in enumerate(zip(triplets, trained)):
+        others = {name: found[name][i] for name in compared}
+        if isinstance(d, Exception) or any(isinstance(x, Exception) for x in others.values()):
+            continue
+        reads = reading(models, config, a, a_prime, b, d.tokens, {k: x.tokens for k, x in others.items()},
+                        args.draws, cache)
+        cells = []
+        for name, x in others.items():
+            cos = torch.nn.functional.cosine_similarity(d.tokens.flatten(), x.tokens.flatten(), dim=0).item()
+            table[name].append((cos, reads[name]))
+            cells.append(f"{cos:.2f}, {reads[name]:.3f}")
+        print(f"| {i} | " + " | ".join(cells) + " |", flush=True)
+    print("\n| against D̃ | mean cos | mean read | median read |\n| --- | --- | --- | --- |")
+    for name, values in table.items():
+        if values:
+            cos, read = zip(*values)
+            print(f"| {name} | {statistics.fmean(cos):.3f} | {statistics.fmean(read):.3f} | "
+                  f"{statistics.median(read):.3f} |")
 
 
 if __name__ == "__main__":

@@ -88,10 +88,10 @@ def main() -> None:
     args = parser.parse_args()
 
     models, cache = ModelContext(), Cache()
-    pipe, clip = models.pipeline, models.joint_clip
     config = get_method("difference_inversion").config(json.loads(args.settings), models.profile)
-    compared = {name: get_method(name).config(json.loads(args.settings), models.profile)  # a wrong name fails here
-                for name in filter(None, args.compare.split(","))}
+    compared = {name: get_method(name).config(json.loads(args.settings), models.profile)  # a wrong name fails here,
+                for name in filter(None, args.compare.split(","))}                      # before any model loads
+    pipe, clip = models.pipeline, models.joint_clip
     tsd = DiffusionText(pipe)
     table = tsd.tables[-1]
     triplets = make_triplets(args.seed, args.n)
