@@ -18,7 +18,8 @@ B's prompt (generation's own sequence; A stands in for B where a pair names no B
 
     cos    cos(D̃, X) over all rows
     read   mean ‖ε(X) − ε(D̃)‖ / mean ‖ε(D̃) − ε(B's prompt alone)‖ over `--draws` fixed (t, noise) draws
-           of E(B): the gap between the two predictions against D̃'s own effect
+           of E(B): the gap between the two predictions against D̃'s own effect (CFG scales both alike)
+    B′     PSNR (dB) of the B′ X generates against D̃'s (step 5 as the method runs it; 100 = identical)
 
 A read no larger than `seed1`'s means generation takes the ablation's D̃ for D̃ (on the toy: token
 consistency off and remove negation); a larger read that flips no judged attribute means the model
@@ -45,6 +46,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from di_losses import term_pulls  # noqa: E402
 
+from evaluation.metrics import pixel_mse_psnr  # noqa: E402
 from models.context import ModelContext  # noqa: E402
 from models.toy.world import make_triplets  # noqa: E402
 from ops import difference_inversion as di  # noqa: E402
@@ -69,14 +71,15 @@ def pulls(models, config, a: Image.Image, a_prime: Image.Image, rows: torch.Tens
 
 @torch.no_grad()
 def reading(models, config, a: Image.Image, a_prime: Image.Image, b: Image.Image, d: torch.Tensor,
-            others: dict[str, torch.Tensor], draws: int, cache: Cache) -> dict[str, float]:
-    """{name: read} for each X of `others`: mean ‖ε(X) − ε(D̃)‖ / mean ‖ε(D̃) − ε(none)‖, ε the UNet's
-    prediction on q(E(B), t, noise) conditioned as generation conditions B′ (B's prompt, without the
-    changed tokens where config.changed_tokens='drop', X beside it), the same `draws` (t, noise) for all."""
+            others: dict[str, torch.Tensor], draws: int, cache: Cache) -> dict[str, tuple[float, float]]:
+    """{name: (read, B′ PSNR)} for each X of `others`. read: mean ‖ε(X) − ε(D̃)‖ / mean ‖ε(D̃) − ε(none)‖, ε
+    the UNet's prediction on q(E(B), t, noise) conditioned as generation conditions B′ (B's prompt, without
+    the changed tokens where config.changed_tokens='drop', X beside it), the same `draws` (t, noise) for all.
+    B′ PSNR: the B′ that X generates against the one D̃ generates (the method's own step 5), in dB."""
     pipe, tsd = models.pipeline, DiffusionText(models.pipeline)
     prompt_a, prompt_a_prime, prompt_b = (p.token_ids for p in di.prompts(models, [a, a_prime, b], config, 0, cache))
-    beside = torch.tensor(generation_prompt(prompt_b, changed_tokens(prompt_a, prompt_a_prime)[0],
-                                            config.changed_tokens))
+    removed = changed_tokens(prompt_a, prompt_a_prime)[0]
+    beside = torch.tensor(generation_prompt(prompt_b, removed, config.changed_tokens))
     z = encode_images(pipe, [b])
     generator = torch.Generator().manual_seed(1)
     t = torch.randint(0, pipe.scheduler.config.num_train_timesteps, (draws,), generator=generator).to(z.device)
@@ -88,9 +91,13 @@ def reading(models, config, a: Image.Image, a_prime: Image.Image, b: Image.Image
         cond = tsd.encode([parts]).expand(draws, -1, -1)
         return tsd.unet(z_t, t, encoder_hidden_states=cond).sample.flatten(1).float()
 
-    own = eps(d)
+    def generate(rows: torch.Tensor) -> Image.Image:
+        return di.apply_difference(pipe, b, prompt_b, rows, config, removed=removed)
+
+    own, own_image = eps(d), generate(d)
     effect = (own - eps(None)).norm(dim=1).mean()
-    return {name: ((eps(x) - own).norm(dim=1).mean() / effect).item() for name, x in others.items()}
+    return {name: (((eps(x) - own).norm(dim=1).mean() / effect).item(), pixel_mse_psnr(generate(x), own_image)[1])
+            for name, x in others.items()}
 
 
 def main() -> None:
@@ -149,7 +156,7 @@ def main() -> None:
         return
     found = {name: di.prepare_diff_tokens(models, pairs, other, seed=seed, cache=cache, batch_size=8)
              for name, (other, seed) in compared.items()}
-    print("\n| pair | " + " | ".join(f"cos, read: {name}" for name in compared) + " |")
+    print("\n| pair | " + " | ".join(f"cos, read, B′ dB: {name}" for name in compared) + " |")
     print("| --- |" + " --- |" * len(compared))
     table = {name: [] for name in compared}
     for i, ((a, a_prime, b), d) in enumerate(zip(triplets, trained)):
@@ -161,15 +168,15 @@ def main() -> None:
         cells = []
         for name, x in others.items():
             cos = torch.nn.functional.cosine_similarity(d.tokens.flatten(), x.tokens.flatten(), dim=0).item()
-            table[name].append((cos, reads[name]))
-            cells.append(f"{cos:.2f}, {reads[name]:.3f}")
+            table[name].append((cos, *reads[name]))
+            cells.append(f"{cos:.2f}, {reads[name][0]:.3f}, {reads[name][1]:.1f}")
         print(f"| {i} | " + " | ".join(cells) + " |", flush=True)
-    print("\n| against D̃ | mean cos | mean read | median read |\n| --- | --- | --- | --- |")
+    print("\n| against D̃ | mean cos | mean read | median read | median B′ PSNR, dB |\n| --- | --- | --- | --- | --- |")
     for name, values in table.items():
         if values:
-            cos, read = zip(*values)
+            cos, read, psnr = zip(*values)
             print(f"| {name} | {statistics.fmean(cos):.3f} | {statistics.fmean(read):.3f} | "
-                  f"{statistics.median(read):.3f} |")
+                  f"{statistics.median(read):.3f} | {statistics.median(psnr):.1f} |")
 
 
 if __name__ == "__main__":
