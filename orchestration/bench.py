@@ -43,8 +43,9 @@ def run_bench(benchmark: Path, specs: list[str], profile_name: str = "toy", seed
     """{spec: {joint, target, keep, n, by_attribute, gt_psnr, errors, seconds_per_triplet}}. With
     `rows_out`, also appends one row per (spec, triplet): {method, triplet_id, changed, target, keep, joint,
     gt_psnr, error}, so that two methods can be compared triplet by triplet (paired). `gt_psnr`: B′'s PSNR
-    (dB) against the file's B′gt, a continuous closeness that sees what the judge's four 0/1 readings cannot. A method with a
-    `prepare` hook (Difference Inversion) first prepares every triplet's pair, `batch_size` at a time."""
+    (dB) against the file's B′gt, a continuous closeness that sees what the judge's four 0/1 readings cannot.
+    A method with a `prepare` hook (Difference Inversion) first prepares every triplet's pair, `batch_size`
+    at a time."""
     models = ModelContext(profile_name)
     runs = resolve_specs(specs, models.profile)  # fail fast on unknown methods or settings
     rows = read_benchmark(Path(benchmark), limit)
