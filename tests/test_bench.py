@@ -28,6 +28,25 @@ def test_benchmark_file_is_seeded_and_complete(tmp_path):
         assert b != a
 
 
+def test_textured_benchmark_is_the_same_triplets_in_the_textured_world(tmp_path, capsys):
+    from evaluation.images import decode_image
+    from models.toy.world import make_triplets, render_textured
+    from orchestration.cli import main
+
+    plain = pq.read_table(write_benchmark(tmp_path / "plain.parquet", seed=5, n=4)).to_pylist()
+    assert main(["toy", "benchmark", "--seed", "5", "--n", "4", "--out", str(tmp_path / "tex.parquet"),
+                 "--textured"]) == 0
+    assert "4 textured triplets" in capsys.readouterr().out
+    textured = pq.read_table(tmp_path / "tex.parquet").to_pylist()
+    for p, t, triplet in zip(plain, textured, make_triplets(5, 4)):
+        assert {k: v for k, v in p.items() if not k.endswith("_png")} == {k: v for k, v in t.items()
+                                                                          if not k.endswith("_png")}
+        b, b_gt = (decode_image(t[k]).image for k in ("b_png", "b_prime_gt_png"))
+        assert b.tobytes() == render_textured(triplet.b, triplet.seed_b).tobytes()
+        assert b_gt.tobytes() == render_textured(triplet.b_prime_gt, triplet.seed_b).tobytes()
+        assert t["b_png"] != p["b_png"]  # blobs on the background
+
+
 def test_method_spec_parsing():
     assert parse_method_spec("no_edit") == ("no_edit", {})
     assert parse_method_spec("difference_inversion[inversion_steps=5;delta=image]") == (

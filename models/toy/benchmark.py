@@ -19,13 +19,14 @@ BENCHMARK_SCHEMA = pa.schema(
 )
 
 
-def write_benchmark(path: Path, seed: int, n: int) -> Path:
-    """Write N triplets (changed attribute round-robin) generated with `seed`; atomic."""
+def write_benchmark(path: Path, seed: int, n: int, textured: bool = False) -> Path:
+    """Write N triplets (changed attribute round-robin) generated with `seed`; atomic. `textured`: the same
+    triplets rendered in the textured world (blobs on the background; profile `toy-textured`)."""
     if n < 1:
         raise ValueError(f"a benchmark needs at least one triplet, got n={n}")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    table = pa.Table.from_pylist(triplet_rows(make_triplets(seed, n)), schema=BENCHMARK_SCHEMA)
+    table = pa.Table.from_pylist(triplet_rows(make_triplets(seed, n), textured), schema=BENCHMARK_SCHEMA)
     fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".parquet.tmp")
     os.close(fd)
     pq.write_table(table, tmp)

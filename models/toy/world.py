@@ -243,12 +243,14 @@ class Triplet:
     def instruction(self) -> str:
         return edit_instruction(self.b, self.changed, getattr(self.a_prime, self.changed))
 
-    def images(self) -> dict[str, Image.Image]:
+    def images(self, textured: bool = False) -> dict[str, Image.Image]:
+        """The four images; `textured`: `render_textured`'s (each pair shares its blobs, as it shares its seed)."""
+        draw = render_textured if textured else render
         return {
-            "a": render(self.a, self.seed_a),
-            "a_prime": render(self.a_prime, self.seed_a),
-            "b": render(self.b, self.seed_b),
-            "b_prime_gt": render(self.b_prime_gt, self.seed_b),
+            "a": draw(self.a, self.seed_a),
+            "a_prime": draw(self.a_prime, self.seed_a),
+            "b": draw(self.b, self.seed_b),
+            "b_prime_gt": draw(self.b_prime_gt, self.seed_b),
         }
 
 
@@ -282,11 +284,11 @@ def make_triplets(seed: int, n: int, changes: tuple[str, ...] = ATTRIBUTE_NAMES)
     return triplets
 
 
-def triplet_rows(triplets: list[Triplet]) -> list[dict]:
-    """Rows of the triplet table: ids, attributes (JSON), instruction and PNG bytes."""
+def triplet_rows(triplets: list[Triplet], textured: bool = False) -> list[dict]:
+    """Rows of the triplet table: ids, attributes (JSON), instruction and PNG bytes (`textured` renders)."""
     rows = []
     for t in triplets:
-        images = t.images()
+        images = t.images(textured)
         rows.append(
             {
                 "triplet_id": t.triplet_id,

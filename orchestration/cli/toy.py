@@ -19,6 +19,9 @@ def add_parser(subparsers) -> None:
     bench.add_argument("--seed", type=int, required=True)
     bench.add_argument("--n", type=int, required=True, help="number of triplets")
     bench.add_argument("--out", required=True, help="FILE.parquet")
+    bench.add_argument("--textured", action="store_true", help="render the textured world (blobs on the "
+                       "background, B′gt with B's): score with `analogy bench --profile toy-textured`; its judge "
+                       "never saw textures, so read `gt_psnr` there, not the verdicts")
     bench.set_defaults(func=run_benchmark)
     triplet = sub.add_parser("triplet", help="write one toy triplet as PNGs (A.png, A2.png, B.png, B_gt.png), "
                                              "the inputs `analogy run` takes")
@@ -51,11 +54,11 @@ def run_benchmark(args: argparse.Namespace) -> int:
     from models.toy.benchmark import write_benchmark
 
     try:
-        path = write_benchmark(args.out, args.seed, args.n)
+        path = write_benchmark(args.out, args.seed, args.n, args.textured)
     except (ValueError, OSError) as exc:
         print(f"analogy toy benchmark: {exc}", file=sys.stderr)
         return 2
-    print(f"wrote {args.n} triplets (seed {args.seed}) to {path}")
+    print(f"wrote {args.n} {'textured ' if args.textured else ''}triplets (seed {args.seed}) to {path}")
     return 0
 
 
