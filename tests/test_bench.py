@@ -45,6 +45,11 @@ def test_textured_benchmark_is_the_same_triplets_in_the_textured_world(tmp_path,
         assert b.tobytes() == render_textured(triplet.b, triplet.seed_b).tobytes()
         assert b_gt.tobytes() == render_textured(triplet.b_prime_gt, triplet.seed_b).tobytes()
         assert t["b_png"] != p["b_png"]  # blobs on the background
+    assert main(["bench", "--profile", "toy-textured", "--benchmark", str(tmp_path / "tex.parquet"),
+                 "--methods", "no_edit", "--rows", str(tmp_path / "rows.parquet")]) == 0
+    assert "the judge never saw" in capsys.readouterr().err  # its verdicts there are not to be read
+    rows = pq.read_table(tmp_path / "rows.parquet").to_pylist()
+    assert len(rows) == 4 and all(r["gt_psnr"] is not None and r["error"] is None for r in rows)
 
 
 def test_method_spec_parsing():

@@ -48,6 +48,7 @@ def split_specs(text: str) -> list[str]:
 
 def run(args: argparse.Namespace) -> int:
     from evaluation.stats import difference_text
+    from models.profiles import get_profile
     from orchestration.bench import paired_against, run_bench, write_rows
 
     try:
@@ -62,6 +63,9 @@ def run(args: argparse.Namespace) -> int:
     except (ValueError, KeyError, FileNotFoundError) as exc:
         print(f"analogy bench: {exc}", file=sys.stderr)
         return 2
+    if get_profile(args.profile).textured:
+        print(f"analogy bench: profile {args.profile!r} renders the textured world, which the judge never saw: "
+              "read PSNR to B′gt (gt_psnr), not joint / target / keep", file=sys.stderr)
     if args.rows:
         write_rows(rows, args.rows)
     if args.against:
