@@ -57,16 +57,18 @@ from ops.registry import get_method  # noqa: E402
 from ops.text import DiffusionText  # noqa: E402
 
 
-def pulls(models, config, a: Image.Image, a_prime: Image.Image, rows: torch.Tensor, draws: int,
-          cache: Cache) -> tuple[float, float]:
-    """(‖∇ λclip·Lclip‖, ‖∇ λtc·Ltc‖) at `rows` for the pair (A, A′), from the method's own cached steps."""
+def pulls(models, config, a: Image.Image, a_prime: Image.Image, points: list[torch.Tensor], draws: int,
+          cache: Cache) -> list[tuple[float, float]]:
+    """(‖∇ λclip·Lclip‖, ‖∇ λtc·Ltc‖) at each of `points` for the pair (A, A′), from the method's own cached
+    steps (the pair's target, prompts and latents read once)."""
     pipe, tsd = models.pipeline, DiffusionText(models.pipeline)
     target = di.deltas(models, a, a_prime, config, cache).pick(config.delta).to(tsd.device)
     ids = [p.token_ids for p in di.prompts(models, [a, a_prime], config, 0, cache)]
     ids_a, ids_a_prime = (torch.tensor(p) for p in training_prompts(*ids, config.changed_tokens))
     z_a, z_a_prime = di.pair_latents(pipe, a, a_prime, config)
     z = torch.cat([z_a[:1], z_a_prime[:1]])  # E(A), E(A′) (with augment='shift' the first view of each)
-    return term_pulls(tsd, models.joint_clip, pipe.scheduler, config, z, ids_a, ids_a_prime, target, rows, draws)
+    return [term_pulls(tsd, models.joint_clip, pipe.scheduler, config, z, ids_a, ids_a_prime, target, rows, draws)
+            for rows in points]
 
 
 @torch.no_grad()
@@ -146,8 +148,7 @@ def main() -> None:
         if isinstance(d, Exception):
             print(f"| {i} | {type(d).__name__}: {d} | | | | |")
             continue
-        zero = pulls(models, config, a, a_prime, torch.zeros_like(d.tokens), args.draws, cache)
-        at_d = pulls(models, config, a, a_prime, d.tokens, args.draws, cache)
+        zero, at_d = pulls(models, config, a, a_prime, [torch.zeros_like(d.tokens), d.tokens], args.draws, cache)
         ratios.append(at_d[0] / max(at_d[1], 1e-12))
         print(f"| {i} | {zero[0]:.3g} | {zero[1]:.3g} | {at_d[0]:.3g} | {at_d[1]:.3g} | {ratios[-1]:.3g} |", flush=True)
     if ratios:
