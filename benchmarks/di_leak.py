@@ -1,0 +1,140 @@
+"""Does a D̃ carry A's content onto B when the prompts leave that content unnamed?
+
+The parts of Difference Inversion that the toy's ablations never separate (token consistency with its
+negation, zero init) are there, the paper says, to keep what A and A′ share out of D̃, so that B′ does
+not pick it up. On the toy every prompt names all four attributes (the captioner is exact), so there is
+nothing of A's content that D̃ could hold and the prompt not already say. Here the toy captioner is
+made to leave one attribute out (retrieval over captions without it, as a photo captioner leaves out
+what it does not mention), D̃ is trained and applied by each named preset as `analogy bench` runs it,
+and the judge reads B′. On triplets whose changed attribute is another one:
+
+    joint  the judge's verdict (target and keep), as `analogy bench`
+    leak   where A and B differ in the unnamed attribute: B′ shows A's value of it
+    other  the same triplets: B′ shows a value that is neither A's nor B's (the chance control; with
+           k values each wrong value has 1/(k−2) of it)
+
+    python benchmarks/di_leak.py --toy-seed 263991 --n 24 --unnamed background \
+        --methods difference_inversion,di_remove_negation,di_no_token_consistency,di_random_init,no_edit
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from evaluation.judge_scores import judge_triplet  # noqa: E402
+from evaluation.stats import estimate, paired  # noqa: E402
+from models.context import ModelContext  # noqa: E402
+from models.loaders import load_clip, load_judge, retrieval_captioner  # noqa: E402
+from models.toy.world import ATTRIBUTE_NAMES, ATTRIBUTES, all_scenes, make_triplets, phrase  # noqa: E402
+from ops import difference_inversion as di  # noqa: E402
+from ops.cache import Cache  # noqa: E402
+from ops.diff_tokens import changed_tokens  # noqa: E402
+from ops.registry import MethodRun, get_method, resolve_specs, run_method  # noqa: E402
+
+
+def unnamed_caption(scene, unnamed: str) -> str:
+    """The scene's caption without one attribute, in the form the toy models were trained on
+    (`varied_caption` with that phrase dropped, canonical order)."""
+    text = ", ".join(phrase(scene, name) for name in ATTRIBUTE_NAMES if name != unnamed)
+    return text if text.startswith("on ") else f"a {text}"
+
+
+@dataclass
+class UnnamingContext(ModelContext):
+    """The toy profile's models, its captioner retrieving over captions that leave `unnamed` out."""
+
+    unnamed: str = "background"
+
+    @cached_property
+    def captioner(self):
+        vocabulary = tuple(sorted({unnamed_caption(s, self.unnamed) for s in all_scenes()}))
+        return retrieval_captioner(load_clip(self.profile.joint_clip), vocabulary)
+
+    @cached_property
+    def weights_key(self) -> str:
+        return f"{super().weights_key}+unnamed:{self.unnamed}"
+
+
+def zero_rows(models, config, a, a_prime, b, cache: Cache):
+    """B′ as Difference Inversion generates it with D̃ at its zero start: what generation does to B beside
+    the (unnaming) prompts whatever D̃ holds."""
+    prompt_a, prompt_a_prime, prompt_b = (di.prompt(models, image, config, 0, cache).token_ids
+                                          for image in (a, a_prime, b))
+    rows = torch.zeros(config.n_tokens, models.pipeline.text_encoder.config.hidden_size)
+    return di.apply_difference(models.pipeline, b, prompt_b, rows, config,
+                               removed=changed_tokens(prompt_a, prompt_a_prime)[0])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--toy-seed", type=int, required=True)
+    parser.add_argument("--n", type=int, default=24)
+    parser.add_argument("--unnamed", choices=ATTRIBUTE_NAMES, default="background")
+    parser.add_argument("--methods", required=True, help="comma-separated method specs, as `analogy bench`")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--named", action="store_true", help="the control: the exact captioner, leak still "
+                        "read on --unnamed")
+    parser.add_argument("--rows", help="write per-(method, triplet) rows as JSON lines here")
+    args = parser.parse_args()
+
+    models = ModelContext("toy") if args.named else UnnamingContext("toy", unnamed=args.unnamed)
+    names = args.methods.split(",")
+    runs = resolve_specs([m for m in names if m != "zero_rows"], models.profile)
+    if "zero_rows" in names:  # D̃ = 0 at DI's settings, beside the same prompts
+        config = get_method("difference_inversion").config({}, models.profile)
+        runs.append(MethodRun("zero_rows", None, config))
+    triplets = [t for t in make_triplets(args.toy_seed, args.n) if t.changed != args.unnamed]
+    images = [t.images() for t in triplets]
+    judge, cache = load_judge(models.profile), Cache()
+    k = len(ATTRIBUTES[args.unnamed])
+    print(f"seed {args.toy_seed}: {len(triplets)} triplets (changed ≠ {args.unnamed}), "
+          f"{sum(getattr(t.a, args.unnamed) != getattr(t.b, args.unnamed) for t in triplets)} with A's "
+          f"{args.unnamed} ≠ B's; captions: {models.captioner.caption([images[0]['a']])[0]!r} …", flush=True)
+    rows = []
+    for run in runs:
+        if run.method is not None and run.method.prepare is not None:
+            run.method.prepare(models, [(im["a"], im["a_prime"]) for im in images], run.config, seed=args.seed,
+                               cache=cache, batch_size=8)
+        outputs = [zero_rows(models, run.config, im["a"], im["a_prime"], im["b"], cache) if run.method is None else
+                   run_method(run, models, im["a"], im["a_prime"], im["b"], seed=args.seed, cache=cache,
+                              instruction=t.instruction) for t, im in zip(triplets, images)]
+        for t, read in zip(triplets, judge.read(outputs)):
+            a_value, b_value = getattr(t.a, args.unnamed), getattr(t.b, args.unnamed)
+            row = {"method": run.label, "triplet_id": t.triplet_id, "changed": t.changed,
+                   **judge_triplet(read, t.b.as_dict(), t.b_prime_gt.as_dict(), t.changed),
+                   "differs": a_value != b_value, "read": read[args.unnamed]}
+            row["leak"] = float(row["differs"] and read[args.unnamed] == a_value)
+            row["other"] = float(row["differs"] and read[args.unnamed] not in (a_value, b_value))
+            rows.append(row)
+        mine = [r for r in rows if r["method"] == run.label]
+        differ = [r for r in mine if r["differs"]]
+        joint = estimate([r["joint"] for r in mine], binary=True)
+        leak = estimate([r["leak"] for r in differ], binary=True) if differ else None
+        other = sum(r["other"] for r in differ) / max(1, len(differ)) / max(1, k - 2)
+        print(f"{run.label}: joint {joint.mean:.3f} [{joint.ci95_low:.2f}, {joint.ci95_high:.2f}]; "
+              f"leak {leak.mean if leak else float('nan'):.3f} of {len(differ)} "
+              f"(each other value {other:.3f})", flush=True)
+    if args.rows:
+        Path(args.rows).write_text("".join(json.dumps(r) + "\n" for r in rows))
+    base = runs[0].label
+    for run in runs[1:]:
+        for score in ("joint", "leak"):
+            first, second = ({r["triplet_id"]: r[score] for r in rows
+                              if r["method"] == label and (score == "joint" or r["differs"])}
+                             for label in (base, run.label))
+            p = paired(first, second)
+            print(f"{base} vs {run.label}, {score}: only {base} {p.first_only}, only the other {p.second_only}, "
+                  f"p {p.p_value:.3g}")
+
+
+if __name__ == "__main__":
+    main()
