@@ -13,6 +13,10 @@ and the judge reads B′. On triplets whose changed attribute is another one:
     other  the same triplets: B′ shows a value that is neither A's nor B's (the chance control; with
            k values each wrong value has 1/(k−2) of it)
 
+Two pseudo-methods read D̃ itself: `zero_rows` generates B′ as the method's step 5 does with D̃ at its zero
+start (what generation does to B whatever D̃ holds), `negated:SPEC` with −D̃ of the Difference Inversion
+spec SPEC (does the model read the sign the negation in token consistency relies on?).
+
     python benchmarks/di_leak.py --toy-seed 263991 --n 24 --unnamed background \
         --methods difference_inversion,di_remove_negation,di_no_token_consistency,di_random_init,no_edit
 """
@@ -74,6 +78,18 @@ def zero_rows(models, config, a, a_prime, b, cache: Cache):
                                removed=changed_tokens(prompt_a, prompt_a_prime)[0])
 
 
+def negated(models, config, a, a_prime, b, cache: Cache, seed: int):
+    """B′ as Difference Inversion generates it, with −D̃ in D̃'s place (steps 1–4 as the method runs them,
+    so a D̃ it trained in this process comes from the cache)."""
+    target = di.deltas(models, a, a_prime, config, cache).pick(config.delta)
+    prompt_a, prompt_a_prime, prompt_b = (di.prompt(models, image, config, seed, cache).token_ids
+                                          for image in (a, a_prime, b))
+    tokens = di.diff_tokens(models, a, a_prime, prompt_a, prompt_a_prime, target, config, seed, cache,
+                            b, prompt_b).tokens
+    return di.apply_difference(models.pipeline, b, prompt_b, -tokens, config,
+                               removed=changed_tokens(prompt_a, prompt_a_prime)[0])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--toy-seed", type=int, required=True)
@@ -88,13 +104,22 @@ def main() -> None:
 
     models = ModelContext("toy") if args.named else UnnamingContext("toy", unnamed=args.unnamed)
     names = args.methods.split(",")
-    runs = resolve_specs([m for m in names if m != "zero_rows"], models.profile)
-    if "zero_rows" in names:  # D̃ = 0 at DI's settings, beside the same prompts
-        config = get_method("difference_inversion").config({}, models.profile)
-        runs.append(MethodRun("zero_rows", None, config))
+    runs = resolve_specs([m for m in names if m != "zero_rows" and not m.startswith("negated:")], models.profile)
+    generate = {}  # pseudo-method label → B′ of a triplet
+    for name in names:
+        if name == "zero_rows":  # D̃ = 0 at DI's settings, beside the same prompts
+            config = get_method("difference_inversion").config({}, models.profile)
+            generate[name] = lambda a, a_prime, b, config=config: zero_rows(models, config, a, a_prime, b, cache)
+        elif name.startswith("negated:"):
+            (inner,) = resolve_specs([name.removeprefix("negated:")], models.profile)
+            if inner.method.fn is not di.difference_inversion:
+                raise ValueError(f"{name}: negated: takes a Difference Inversion spec")
+            generate[name] = lambda a, a_prime, b, config=inner.config: negated(models, config, a, a_prime, b,
+                                                                                  cache, args.seed)
+    runs += [MethodRun(name, None, None) for name in generate]
+    judge, cache = load_judge(models.profile), Cache()
     triplets = [t for t in make_triplets(args.toy_seed, args.n) if t.changed != args.unnamed]
     images = [t.images() for t in triplets]
-    judge, cache = load_judge(models.profile), Cache()
     k = len(ATTRIBUTES[args.unnamed])
     print(f"seed {args.toy_seed}: {len(triplets)} triplets (changed ≠ {args.unnamed}), "
           f"{sum(getattr(t.a, args.unnamed) != getattr(t.b, args.unnamed) for t in triplets)} with A's "
@@ -104,7 +129,7 @@ def main() -> None:
         if run.method is not None and run.method.prepare is not None:
             run.method.prepare(models, [(im["a"], im["a_prime"]) for im in images], run.config, seed=args.seed,
                                cache=cache, batch_size=8)
-        outputs = [zero_rows(models, run.config, im["a"], im["a_prime"], im["b"], cache) if run.method is None else
+        outputs = [generate[run.label](im["a"], im["a_prime"], im["b"]) if run.method is None else
                    run_method(run, models, im["a"], im["a_prime"], im["b"], seed=args.seed, cache=cache,
                               instruction=t.instruction) for t, im in zip(triplets, images)]
         for t, read in zip(triplets, judge.read(outputs)):
