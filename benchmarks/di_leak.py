@@ -68,26 +68,30 @@ class UnnamingContext(ModelContext):
         return f"{super().weights_key}+unnamed:{self.unnamed}"
 
 
-def zero_rows(models, config, a, a_prime, b, cache: Cache):
-    """B′ as Difference Inversion generates it with D̃ at its zero start: what generation does to B beside
-    the (unnaming) prompts whatever D̃ holds."""
-    prompt_a, prompt_a_prime, prompt_b = (di.prompt(models, image, config, 0, cache).token_ids
-                                          for image in (a, a_prime, b))
-    rows = torch.zeros(config.n_tokens, models.pipeline.text_encoder.config.hidden_size)
-    return di.apply_difference(models.pipeline, b, prompt_b, rows, config,
+def with_rows(models, config, a, a_prime, b, cache: Cache, seed: int, rows):
+    """B′ by the method's step 5 beside the prompts it reads (step 3), with `rows(prompt_a, prompt_a_prime,
+    prompt_b)` in D̃'s place."""
+    prompt_a, prompt_a_prime, prompt_b = (p.token_ids for p in di.prompts(models, [a, a_prime, b], config, seed, cache))
+    return di.apply_difference(models.pipeline, b, prompt_b, rows(prompt_a, prompt_a_prime, prompt_b), config,
                                removed=changed_tokens(prompt_a, prompt_a_prime)[0])
+
+
+def zero_rows(models, config, a, a_prime, b, cache: Cache, seed: int):
+    """B′ with D̃ at its zero start: what generation does to B beside the (unnaming) prompts whatever D̃ holds."""
+    shape = (config.n_tokens, models.pipeline.text_encoder.config.hidden_size)
+    return with_rows(models, config, a, a_prime, b, cache, seed, lambda *_: torch.zeros(shape))
 
 
 def negated(models, config, a, a_prime, b, cache: Cache, seed: int):
-    """B′ as Difference Inversion generates it, with −D̃ in D̃'s place (steps 1–4 as the method runs them,
-    so a D̃ it trained in this process comes from the cache)."""
+    """B′ with −D̃ in D̃'s place, D̃ from the method's step 4 (so one it trained in this process comes from the
+    cache)."""
     target = di.deltas(models, a, a_prime, config, cache).pick(config.delta)
-    prompt_a, prompt_a_prime, prompt_b = (di.prompt(models, image, config, seed, cache).token_ids
-                                          for image in (a, a_prime, b))
-    tokens = di.diff_tokens(models, a, a_prime, prompt_a, prompt_a_prime, target, config, seed, cache,
-                            b, prompt_b).tokens
-    return di.apply_difference(models.pipeline, b, prompt_b, -tokens, config,
-                               removed=changed_tokens(prompt_a, prompt_a_prime)[0])
+
+    def minus_d(prompt_a, prompt_a_prime, prompt_b):
+        return -di.diff_tokens(models, a, a_prime, prompt_a, prompt_a_prime, target, config, seed, cache,
+                               b, prompt_b).tokens
+
+    return with_rows(models, config, a, a_prime, b, cache, seed, minus_d)
 
 
 def main() -> None:
@@ -105,18 +109,16 @@ def main() -> None:
     models = ModelContext("toy") if args.named else UnnamingContext("toy", unnamed=args.unnamed)
     names = args.methods.split(",")
     runs = resolve_specs([m for m in names if m != "zero_rows" and not m.startswith("negated:")], models.profile)
-    generate = {}  # pseudo-method label → B′ of a triplet
+    pseudo = {}  # pseudo-method label → (generator, its DI config)
     for name in names:
         if name == "zero_rows":  # D̃ = 0 at DI's settings, beside the same prompts
-            config = get_method("difference_inversion").config({}, models.profile)
-            generate[name] = lambda a, a_prime, b, config=config: zero_rows(models, config, a, a_prime, b, cache)
+            pseudo[name] = (zero_rows, get_method("difference_inversion").config({}, models.profile))
         elif name.startswith("negated:"):
             (inner,) = resolve_specs([name.removeprefix("negated:")], models.profile)
             if inner.method.fn is not di.difference_inversion:
                 raise ValueError(f"{name}: negated: takes a Difference Inversion spec")
-            generate[name] = lambda a, a_prime, b, config=inner.config: negated(models, config, a, a_prime, b,
-                                                                                  cache, args.seed)
-    runs += [MethodRun(name, None, None) for name in generate]
+            pseudo[name] = (negated, inner.config)
+    runs += [MethodRun(name, None, config) for name, (_, config) in pseudo.items()]
     judge, cache = load_judge(models.profile), Cache()
     triplets = [t for t in make_triplets(args.toy_seed, args.n) if t.changed != args.unnamed]
     images = [t.images() for t in triplets]
@@ -129,7 +131,8 @@ def main() -> None:
         if run.method is not None and run.method.prepare is not None:
             run.method.prepare(models, [(im["a"], im["a_prime"]) for im in images], run.config, seed=args.seed,
                                cache=cache, batch_size=8)
-        outputs = [generate[run.label](im["a"], im["a_prime"], im["b"]) if run.method is None else
+        outputs = [pseudo[run.label][0](models, run.config, im["a"], im["a_prime"], im["b"], cache, args.seed)
+                   if run.method is None else
                    run_method(run, models, im["a"], im["a_prime"], im["b"], seed=args.seed, cache=cache,
                               instruction=t.instruction) for t, im in zip(triplets, images)]
         for t, read in zip(triplets, judge.read(outputs)):
