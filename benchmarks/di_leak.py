@@ -40,7 +40,7 @@ from models.context import ModelContext  # noqa: E402
 from models.loaders import load_clip, load_judge, retrieval_captioner  # noqa: E402
 from models.toy.world import ATTRIBUTE_NAMES, ATTRIBUTES, all_scenes, make_triplets, phrase  # noqa: E402
 from ops import difference_inversion as di  # noqa: E402
-from ops.cache import Cache  # noqa: E402
+from ops.cache import PREPARE_BATCH_SIZE, Cache  # noqa: E402
 from ops.diff_tokens import changed_tokens  # noqa: E402
 from ops.registry import MethodRun, get_method, resolve_specs, run_method  # noqa: E402
 
@@ -129,8 +129,9 @@ def main() -> None:
     rows = []
     for run in runs:
         if run.method is not None and run.method.prepare is not None:
-            run.method.prepare(models, [(im["a"], im["a_prime"]) for im in images], run.config, seed=args.seed,
-                               cache=cache, batch_size=8)
+            roles = getattr(run.config, "pair_roles", ("a", "a_prime"))  # as `analogy bench` prepares
+            run.method.prepare(models, [tuple(im[k] for k in roles) for im in images], run.config, seed=args.seed,
+                               cache=cache, batch_size=PREPARE_BATCH_SIZE)
         outputs = [pseudo[run.label][0](models, run.config, im["a"], im["a_prime"], im["b"], cache, args.seed)
                    if run.method is None else
                    run_method(run, models, im["a"], im["a_prime"], im["b"], seed=args.seed, cache=cache,
