@@ -3,8 +3,14 @@
 - A 0/1 score (a judge's verdict: `judge_target`, `judge_keep`, `judge_joint`) is a proportion:
   its interval is Wilson's score interval (`scipy.stats.binomtest(...).proportion_ci("wilson")`),
   which stays inside [0, 1] and is defined at any n ≥ 1 (at n = 2 and 1 of 2, [0.095, 0.905]).
-- A continuous score (a cosine, a distance) gets Student's t interval, mean ± t(0.975, n−1)·sd/√n
-  (`scipy.stats.t`); none below n = 2.
+- A continuous score (a cosine, a distance, seconds, megabytes) gets a percentile bootstrap interval of
+  the mean (`scipy.stats.bootstrap`, method="percentile", 2,000 resamples, a fixed seed so the same values
+  always give the same interval). Its ends are means of resampled values, so they stay inside
+  [min, max] of the data and so inside the metric's own range: Student's t (mean ± t·sd/√n) did not, and
+  at n = 2 printed a cosine interval of [−4.5, 5.6] and a negative MSE. All values equal → [v, v].
+  None below n = MIN_BOOTSTRAP_N = 5: a sample of n < 5 has at most 35 distinct resamples, too few for
+  percentiles to mean anything, and the percentile interval is then far too narrow (at n = 4 about half
+  the width of t's): `interval` is "none" and ci95_low/high None, which tables print as no interval.
 
 `summarise` is what the leaderboard (evaluation.views), the report (evaluation.report) and
 `analogy bench` (evaluation.judge_scores) all call, so a number means the same everywhere.
@@ -16,17 +22,20 @@ apart the two can be: the difference of their joint rates, (only first − only 
 Newcombe's square-and-add interval for paired proportions (Newcombe 1998, method 10): the Wilson
 intervals of the two rates, combined with the estimated correlation between them. A continuous score
 compared triplet by triplet (`paired_scores`; `analogy bench`'s `gt_psnr`, closeness to B′gt, which sees
-differences a 0/1 verdict cannot) gets the mean of the differences with Student's t interval and the
+differences a 0/1 verdict cannot) gets the mean of the differences with Student's t interval (a difference
+has no fixed range to leave, and t is what the paired literature reports; `_t_interval`) and the
 two-sided Wilcoxon signed-rank test on them (`scipy.stats.wilcoxon`).
 """
 
 from __future__ import annotations
 
+import inspect
 import math
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 
+import numpy as np
 from scipy import stats as _stats
 
 BINARY_METRICS = frozenset({"judge_target", "judge_keep", "judge_joint"})
@@ -34,16 +43,24 @@ BINARY_METRICS = frozenset({"judge_target", "judge_keep", "judge_joint"})
 
 CONFIDENCE = 0.95
 
+MIN_BOOTSTRAP_N = 5
+"""Below this n a continuous score gets no interval: n < 5 has ≤ 35 distinct resamples, too few for percentiles."""
+BOOTSTRAP_RESAMPLES = 2000
+BOOTSTRAP_SEED = 0
+# SciPy ≥ 1.15 names the generator `rng`; 1.14 (pyproject allows it) `random_state`: both take a Generator.
+_SEED_ARG = "rng" if "rng" in inspect.signature(_stats.bootstrap).parameters else "random_state"
+
 
 @dataclass(frozen=True)
 class Estimate:
-    """A mean with its 95 % interval (low/high None where there is none: n < 2 for a t interval)."""
+    """A mean with its 95 % interval (low/high None where there is none: a continuous score below
+    MIN_BOOTSTRAP_N values)."""
 
     n: int
     mean: float
     ci95_low: float | None
     ci95_high: float | None
-    interval: str  # "wilson" | "t" | "none"
+    interval: str  # "wilson" | "bootstrap" | "none"
 
     def text(self, digits: int = 3) -> str:
         """'0.500 [0.095, 0.905] n=2' (what tables print)."""
@@ -54,7 +71,7 @@ class Estimate:
 
 def estimate(values: Iterable[float], *, binary: bool) -> Estimate:
     """Mean and 95 % interval of `values` (NaN and ±inf dropped). `binary`: the values are 0/1
-    verdicts (Wilson); else continuous (Student's t)."""
+    verdicts (Wilson); else continuous (percentile bootstrap, none below MIN_BOOTSTRAP_N values)."""
     finite = [float(v) for v in values if v is not None and math.isfinite(v)]
     n = len(finite)
     if n == 0:
@@ -65,11 +82,28 @@ def estimate(values: Iterable[float], *, binary: bool) -> Estimate:
             raise ValueError(f"a 0/1 score has values other than 0 and 1: {sorted(set(finite))[:5]}")
         ci = _stats.binomtest(round(mean * n), n).proportion_ci(confidence_level=CONFIDENCE, method="wilson")
         return Estimate(n, mean, float(ci.low), float(ci.high), "wilson")
-    if n < 2:
+    if n < MIN_BOOTSTRAP_N:
         return Estimate(n, mean, None, None, "none")
-    sd = math.sqrt(sum((x - mean) ** 2 for x in finite) / (n - 1))
+    low, high = min(finite), max(finite)
+    if low == high:  # nothing to resample: the interval is the value (and the mean is it exactly)
+        return Estimate(n, low, low, high, "bootstrap")
+    ci = _stats.bootstrap((np.sort(finite),), np.mean, n_resamples=BOOTSTRAP_RESAMPLES, method="percentile",
+                          confidence_level=CONFIDENCE, vectorized=True, axis=-1,
+                          **{_SEED_ARG: np.random.default_rng(BOOTSTRAP_SEED)}).confidence_interval
+    # Sorted: the same values in any order (shards, SQL) give the same interval. Clipped: a resample's mean
+    # can pass min/max by a rounding error, and numpy's mean can differ from `mean` in the last digit.
+    return Estimate(n, mean, max(low, min(float(ci.low), mean)), min(high, max(float(ci.high), mean)), "bootstrap")
+
+
+def _t_interval(values: list[float]) -> tuple[float, float | None, float | None]:
+    """(mean, low, high): Student's t 95 % interval, mean ± t(0.975, n−1)·sd/√n (low/high None below n = 2)."""
+    n = len(values)
+    mean = sum(values) / n
+    if n < 2:
+        return mean, None, None
+    sd = math.sqrt(sum((x - mean) ** 2 for x in values) / (n - 1))
     half = float(_stats.t.ppf(0.5 + CONFIDENCE / 2, n - 1)) * sd / math.sqrt(n)
-    return Estimate(n, mean, mean - half, mean + half, "t")
+    return mean, mean - half, mean + half
 
 
 def is_binary(metric: str) -> bool:
@@ -175,9 +209,9 @@ def paired_scores(first: dict[str, float], second: dict[str, float]) -> PairedSc
         v is not None and math.isfinite(v) for v in (first[k], second[k]))]
     if not differences:
         return PairedScores(0, None, None, None, 1.0)
-    e = estimate(differences, binary=False)
+    mean, low, high = _t_interval(differences)
     p = float(_stats.wilcoxon(differences).pvalue) if any(differences) else 1.0
-    return PairedScores(e.n, e.mean, e.ci95_low, e.ci95_high, p)
+    return PairedScores(len(differences), mean, low, high, p)
 
 
 def difference_text(c: dict, digits: int = 3) -> str:

@@ -32,13 +32,50 @@ def test_the_broken_case_of_the_old_leaderboard():
     assert (round(e.ci95_low, 3), round(e.ci95_high, 3)) == (0.095, 0.905)
 
 
-def test_continuous_scores_get_t_intervals():
-    e = estimate([1.0, 2.0, 3.0, 4.0], binary=False)
-    # sd = 1.2909944, se = 0.6454972, t(0.975, 3) = 3.1824463
-    assert e.interval == "t" and e.mean == 2.5
-    assert e.ci95_high - e.mean == pytest.approx(3.1824463 * 0.6454972, rel=1e-6)
+@pytest.mark.parametrize("values", [
+    [1.0, 2.0, 3.0, 4.0, 5.0],
+    [0.01, 0.02, 0.015, 0.3, 0.012, 0.011],  # an MSE: skewed, never below 0
+    [0.98, 0.99, -0.2, 0.97, 0.95, 0.99, 1.0, 0.96],  # a cosine: never outside [-1, 1]
+    [float(i % 7) for i in range(50)],
+])
+def test_continuous_scores_get_bootstrap_intervals_inside_the_data(values):
+    e = estimate(values, binary=False)
+    assert e.interval == "bootstrap" and e.n == len(values) and e.mean == pytest.approx(sum(values) / len(values))
+    assert min(values) <= e.ci95_low <= e.mean <= e.ci95_high <= max(values)
+    assert e.ci95_low < e.ci95_high
+    assert estimate(values, binary=False) == e  # a fixed seed: the same values, the same interval
+    assert estimate(list(reversed(values)), binary=False).ci95_low == pytest.approx(e.ci95_low)
+
+
+def test_continuous_scores_below_the_minimum_n_get_no_interval():
+    from evaluation.stats import MIN_BOOTSTRAP_N
+
+    few = [0.02, 0.31, 0.05, 0.2][: MIN_BOOTSTRAP_N - 1]
+    e = estimate(few, binary=False)
+    assert (e.n, e.ci95_low, e.ci95_high, e.interval) == (len(few), None, None, "none")
+    assert e.mean == pytest.approx(sum(few) / len(few)) and e.text() == f"{e.mean:.3f} n={len(few)}"
     assert estimate([0.3], binary=False).ci95_low is None  # no interval from one value
     assert estimate([0.1, float("nan"), 0.3], binary=False).n == 2  # non-finite values are dropped
+    assert estimate([0.1, float("inf"), 0.3, 0.2, 0.4, 0.5], binary=False).n == 5
+    assert estimate([0.1, 0.3, 0.2, 0.4, 0.5], binary=False).interval == "bootstrap"
+
+
+def test_equal_continuous_scores_get_a_point_interval(recwarn):
+    e = estimate([0.1] * 7, binary=False)
+    assert (e.n, e.mean, e.ci95_low, e.ci95_high, e.interval) == (7, 0.1, 0.1, 0.1, "bootstrap")
+    assert not recwarn.list
+
+
+def test_bootstrap_intervals_are_fast_enough_for_the_leaderboard():
+    import random
+    import time
+
+    rng = random.Random(0)
+    groups = [[rng.random() for _ in range(rng.randint(8, 50))] for _ in range(300)]
+    start = time.perf_counter()
+    for g in groups:
+        estimate(g, binary=False)
+    assert time.perf_counter() - start < 5.0  # ~0.25 s here; the leaderboard estimates a few hundred groups
 
 
 def test_a_binary_metric_with_other_values_is_an_error():
