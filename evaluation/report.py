@@ -78,63 +78,183 @@ def summary(metric_rows: list[dict]) -> list[dict]:
     return summarise(metric_rows, by=("method", "metric"))
 
 
+_PLOT_COLUMNS = 3  # panels a row: 3 × 3.6 in at dpi 100 fits the UI's 1,280-px dialog
+_PANEL_WIDTH_IN = 3.6
+_PLOT_DPI = 100
+
+
 def scores_plot(estimates: list[dict]) -> bytes:
-    """One panel per metric family: a point per method × metric with its 95 % interval; PNG bytes."""
+    """One panel per metric family, at most 3 panels a row (≤ 1,100 px wide at dpi 100, to fit the Dagster UI's
+    dialog and the report): a point per method × metric with exactly its 95 % interval (a point alone where the
+    estimate has none); methods in full on the y axis, shared along each row; PNG bytes."""
     families: dict[str, list[dict]] = {}
     for e in estimates:
         families.setdefault(metric_family(e["metric"])[0], []).append(e)
     methods = sorted({e["method"] for e in estimates})
-    n = max(1, len(families))
-    fig, axes = plt.subplots(1, n, figsize=(4.2 * n, 0.45 * max(3, len(methods)) + 1.4), squeeze=False)
+    columns = min(_PLOT_COLUMNS, max(1, len(families)))
+    rows = max(1, -(-len(families) // columns))
+    height = 0.32 * max(3, len(methods)) + 1.3
+    fig, axes = plt.subplots(rows, columns, figsize=(_PANEL_WIDTH_IN * columns, height * rows), squeeze=False,
+                             sharey=True)
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    for ax, (family, rows) in zip(axes[0], sorted(families.items())):
-        metrics = sorted({r["metric"] for r in rows})
+    flat = [ax for row in axes for ax in row]
+    for ax, (family, panel) in zip(flat, sorted(families.items())):
+        metrics = sorted({r["metric"] for r in panel})
         step = 0.8 / max(1, len(metrics))
         for j, metric in enumerate(metrics):
-            for r in (r for r in rows if r["metric"] == metric):
+            labelled = False
+            for r in (r for r in panel if r["metric"] == metric):
                 y = methods.index(r["method"]) + (j - (len(metrics) - 1) / 2) * step
-                low, high = r["ci95_low"], r["ci95_high"]
-                err = [[r["mean"] - low], [high - r["mean"]]] if low is not None else None
-                ax.errorbar(r["mean"], y, xerr=err, fmt="o", color=colours[j % len(colours)], capsize=3,
-                            label=metric if r["method"] == methods[0] or len(methods) == 1 else None)
+                low, high = r.get("ci95_low"), r.get("ci95_high")
+                err = None
+                if low is not None and high is not None:
+                    err = [[max(0.0, r["mean"] - low)], [max(0.0, high - r["mean"])]]
+                ax.errorbar(r["mean"], y, xerr=err, fmt="o", markersize=4, color=colours[j % len(colours)],
+                            capsize=3, label=None if labelled else metric)
+                labelled = True
         limits = metric_family(metrics[0])[1]
         if limits:
             ax.set_xlim(limits[0] - 0.02 * (limits[1] - limits[0]), limits[1] + 0.02 * (limits[1] - limits[0]))
-        ax.set_yticks(range(len(methods)), methods, fontsize=8)
-        ax.set_ylim(-0.6, len(methods) - 0.4)
-        ax.invert_yaxis()
         ax.set_title(family, fontsize=9)
+        ax.tick_params(axis="x", labelsize=8)
         ax.grid(axis="x", alpha=0.3)
-        handles, labels = ax.get_legend_handles_labels()
-        if handles:
-            ax.legend(handles, labels, fontsize=7, loc="best")
+        if len(metrics) > 1:  # under the panel, clear of the points (one metric: the title names it)
+            ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.08), ncol=min(2, len(metrics)),
+                      frameon=False)
+    axes[0][0].set_yticks(range(len(methods)), methods, fontsize=8)
+    axes[0][0].set_ylim(len(methods) - 0.4, -0.6)  # shared: the first method on top in every panel
+    for ax in flat[len(families):]:
+        ax.set_visible(False)
     if not families:
-        axes[0][0].text(0.5, 0.5, "no scores", ha="center", va="center")
+        axes[0][0].set_visible(True)
+        axes[0][0].text(0.5, 0.5, "no scores", ha="center", va="center", transform=axes[0][0].transAxes)
+    for row in axes:  # sharey hides inner labels; the first panel of each row shows the methods in full
+        row[0].tick_params(axis="y", labelleft=True, labelsize=8)
     fig.tight_layout()
     buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=100)
+    fig.savefig(buffer, format="png", dpi=_PLOT_DPI)
     plt.close(fig)
     return buffer.getvalue()
 
 
-def sample_grid(triplets: list[dict], generations: list[dict], load: Callable[[str], Image.Image],
-                max_rows: int = 6, cell: int = 64) -> bytes:
-    """A | A′ | B | B′ of each method, for the first `max_rows` usable triplets; PNG bytes (the
-    `generations` asset's preview in the UI)."""
-    usable = [t for t in triplets if not t["error"]][:max_rows]
+_FONTS: dict[int, object] = {}
+
+
+def _font(size: int):
+    """DejaVu Sans (shipped with matplotlib, so always here) at `size` px: a TrueType font with ′, ✓, ✗ and …,
+    unlike PIL's default bitmap font."""
+    if size not in _FONTS:
+        from matplotlib import font_manager
+        from PIL import ImageFont
+
+        path = font_manager.findfont(font_manager.FontProperties(family="DejaVu Sans"))
+        try:
+            _FONTS[size] = ImageFont.truetype(path, size)
+        except OSError:  # matplotlib fell back to a font PIL cannot open: PIL's own scalable default
+            _FONTS[size] = ImageFont.load_default(size)
+    return _FONTS[size]
+
+
+def _wrap_label(text: str, font, width: int) -> list[str]:
+    """`text` in lines no wider than `width` px, broken after `_ - = , / space` or before `[ (` (inside a word
+    only where a piece alone is wider): the lines joined give `text` back (nothing is cut)."""
+    import re
+
+    lines: list[str] = []
+    line = ""
+    for piece in (p for p in re.split(r"(?<=[_\-=,/ ])|(?=[\[(])", text) if p):
+        if font.getlength(line + piece) <= width:
+            line += piece
+            continue
+        if line:
+            lines.append(line)
+        line = ""
+        for char in piece:  # a piece wider than a line: break it where it fills the line
+            if line and font.getlength(line + char) > width:
+                lines.append(line)
+                line = ""
+            line += char
+    return [*lines, line] if line or not lines else lines
+
+
+def _short_id(text: str, font, width: int, max_lines: int = 3) -> list[str]:
+    """A triplet id in at most `max_lines` lines of `width` px, its middle elided (…) when longer."""
+    lines = _wrap_label(text, font, width)
+    if len(lines) <= max_lines:
+        return lines
+    keep = len(text)
+    while keep > 2:
+        keep -= 1
+        short = text[: (keep + 1) // 2] + "…" + text[len(text) - keep // 2:]
+        lines = _wrap_label(short, font, width)
+        if len(lines) <= max_lines:
+            return lines
+    return lines[:max_lines]
+
+
+def _verdict_colour(text: str) -> str:
+    return "#1b7a32" if text.startswith(("✓", "wins")) else "#b00020" if text.startswith(("✗", "loses")) else "#333"
+
+
+def sample_grid(triplets: list[dict], generations: list[dict], load: Callable[[str], Image.Image], *,
+                verdicts: dict[tuple[str, str], str] | None = None, max_rows: int = 16, cell: int = 72) -> bytes:
+    """The `generations` asset's preview in the UI: one row per usable triplet (the first `max_rows`, then a line
+    saying how many more), labelled with its id, and the columns A | A′ | B | B′gt (when any triplet has one) |
+    each method's B′ (methods sorted, their names in full, wrapped in the header). `verdicts[(triplet_id,
+    method)]`, a short text such as "✓ 3/3", is written on a strip under that B′. PNG bytes."""
+    from PIL import ImageOps
+
+    usable = [t for t in triplets if not t.get("error")]
+    shown, more = usable[:max_rows], max(0, len(usable) - max_rows)
     methods = sorted({g["method"] for g in generations})
-    by_key = {(g["triplet_id"], g["method"]): g["b_prime_hash"] for g in generations}
-    titles = ["A", "A′", "B", *methods]
-    label_h = 14
-    grid = Image.new("RGB", (cell * len(titles), label_h + cell * max(1, len(usable))), "white")
+    by_key = {(g["triplet_id"], g["method"]): g.get("b_prime_hash") for g in generations}
+    roles = ["a", "a_prime", "b", *(["b_prime_gt"] if any(t.get("b_prime_gt_hash") for t in usable) else [])]
+    titles = [ROLE_TITLES[r] for r in roles] + methods
+    size = max(9, round(cell / 7))
+    font, small = _font(size), _font(max(8, size - 1))
+    line_h = size + 3
+    gap, pad = 2, 3
+    label_w = cell + 8
+    headers = [_wrap_label(title, font, cell - 2) for title in titles]
+    header_h = pad + line_h * max(len(h) for h in headers) + pad
+    strip = {}
+    if verdicts is not None:
+        strip = {key: _wrap_label(text, small, cell - 2) for key, text in verdicts.items()}
+    strip_h = (line_h * max((len(v) for v in strip.values()), default=1) + 2) if verdicts is not None else 0
+    row_h = cell + strip_h + gap
+    more_h = line_h + 2 * pad if more else 0
+    width = label_w + len(titles) * (cell + gap)
+    height = header_h + row_h * max(1, len(shown)) + more_h
+    grid = Image.new("RGB", (width, height), "white")
     draw = ImageDraw.Draw(grid)
-    for c, title in enumerate(titles):
-        draw.text((c * cell + 2, 1), title[: cell // 6], fill="black")
-    for r, t in enumerate(usable):
-        hashes = [t["a_hash"], t["a_prime_hash"], t["b_hash"], *(by_key.get((t["triplet_id"], m)) for m in methods)]
+    draw.text((2, header_h - pad - line_h), "triplet", fill="#666", font=small)
+    for c, lines in enumerate(headers):
+        x = label_w + c * (cell + gap) + cell / 2
+        top = header_h - pad - line_h * len(lines)  # bottom-aligned, just above the images
+        for i, line in enumerate(lines):
+            draw.text((x, top + i * line_h), line, fill="black", font=font, anchor="ma")
+    for r, t in enumerate(shown):
+        y = header_h + r * row_h
+        for i, line in enumerate(_short_id(str(t["triplet_id"]), small, label_w - 6)):
+            draw.text((2, y + 2 + i * line_h), line, fill="#333", font=small)
+        hashes = [t.get(f"{role}_hash") for role in roles] + [by_key.get((t["triplet_id"], m)) for m in methods]
         for c, h in enumerate(hashes):
+            x = label_w + c * (cell + gap)
             if h:
-                grid.paste(load(h).resize((cell, cell), Image.NEAREST), (c * cell, label_h + r * cell))
+                image = load(h).convert("RGB")
+                resample = Image.NEAREST if max(image.size) <= cell else Image.LANCZOS
+                image = ImageOps.contain(image, (cell, cell), method=resample)
+                grid.paste(image, (x + (cell - image.width) // 2, y + (cell - image.height) // 2))
+            else:
+                draw.rectangle((x, y, x + cell - 1, y + cell - 1), fill="#eeeeee")
+                draw.text((x + cell / 2, y + cell / 2), "none", fill="#999", font=small, anchor="mm")
+            method = methods[c - len(roles)] if c >= len(roles) else None
+            for i, line in enumerate(strip.get((t["triplet_id"], method), []) if method else []):
+                text = verdicts[(t["triplet_id"], method)]
+                draw.text((x + cell / 2, y + cell + 1 + i * line_h), line, fill=_verdict_colour(text), font=small,
+                          anchor="ma")
+    if more:
+        draw.text((2, height - more_h + pad), f"… and {more} more triplets: see the report", fill="#333", font=font)
     buffer = io.BytesIO()
     grid.save(buffer, format="PNG")
     return buffer.getvalue()
