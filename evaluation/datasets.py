@@ -27,7 +27,7 @@ import yaml
 from evaluation.files import Location, parquet_metadata, read_parquet
 from evaluation.hub import ensure_triplet_file
 from evaluation.manifest import count_rows, manifest_triplets
-from evaluation.sources import CAPTION_ROLES, ROLES, DatasetSpec, RawTriplet
+from evaluation.sources import CAPTION_ROLES, ROLES, DatasetSpec, RawTriplet, category_of
 
 KINDS = ("toy", "benchmark_file", "manifest", "instructpix2pix", "magicbrush")
 NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_-]*$")  # no '.', which separates the shard number
@@ -158,4 +158,5 @@ def _from_benchmark_row(row: dict) -> RawTriplet:
         instruction=row.get("instruction"),
         captions=captions,
         extra=extra,
+        category=category_of(row.get("category") or row.get("changed"), row.get("instruction")),
     )

@@ -1,6 +1,6 @@
 """A folder of triplets described by a manifest: CSV (with a header) or JSONL,
 one triplet a row, with keys `a, a_prime, b` and optionally `b_prime_gt,
-instruction, triplet_id` and `a_caption, a_prime_caption, b_caption,
+instruction, triplet_id, category` and `a_caption, a_prime_caption, b_caption,
 b_prime_caption`.
 
 Image paths are relative to the manifest's folder and must stay inside it.
@@ -20,10 +20,10 @@ import json
 from pathlib import Path
 
 from evaluation.files import is_remote
-from evaluation.sources import CAPTION_ROLES, ROLES, RawTriplet
+from evaluation.sources import CAPTION_ROLES, ROLES, RawTriplet, category_of
 
 REQUIRED = ("a", "a_prime", "b")
-FIELDS = frozenset((*ROLES, "instruction", "triplet_id", *(f"{role}_caption" for role in CAPTION_ROLES)))
+FIELDS = frozenset((*ROLES, "instruction", "triplet_id", "category", *(f"{role}_caption" for role in CAPTION_ROLES)))
 SUFFIXES = {".csv": "csv", ".jsonl": "jsonl", ".json": "jsonl", ".ndjson": "jsonl"}
 
 
@@ -162,6 +162,7 @@ def manifest_triplets(path: Path, rows: slice = slice(None)) -> list[RawTriplet]
                 instruction=None if error else row.get("instruction"),
                 captions={role: None if error else row.get(f"{role}_caption") for role in CAPTION_ROLES},
                 extra={"manifest_row": number, "manifest_line": row["_line"]},
+                category=None if error else category_of(row.get("category"), row.get("instruction")),
                 error=error,
             )
         )

@@ -8,8 +8,10 @@ pair's verdict is the method both answers chose; answers that flip with the orde
 *inconsistent*; an answer that cannot be parsed is a recorded failure and no vote.
 
 Win rate of `method` against `opponent` = wins / consistent pairs (a tie is a consistent pair
-that is no win), with Wilson's 95 % interval (evaluation.stats); the inconsistency rate =
-inconsistent / (consistent + inconsistent) stands beside it.
+that is no win), with Wilson's 95 % interval (evaluation.stats), per category of edit and for the
+whole partition (`all`), each pair shown from both sides; the inconsistency rate =
+inconsistent / (consistent + inconsistent) stands beside it. evaluation.ranking turns the same
+votes into one ranking.
 
 Judges implement `JudgeBackend`: `judge_id` and `answer(question) -> str` (the raw text). The toy
 judge (`ToyPairJudge`) reads each candidate's attributes with the toy world's judge CLIP and
@@ -120,30 +122,49 @@ def judge_pair(judge: JudgeBackend, triplet_id: str, a: Image.Image, a_prime: Im
     return rows
 
 
-WIN_RATE_COLUMNS = ("dataset", "judge", "method", "opponent", "pairs", "wins", "losses", "ties", "inconsistent",
-                    "failed", "win_rate", "ci_low", "ci_high", "inconsistency_rate")
+WIN_RATE_COLUMNS = ("dataset", "judge", "category", "method", "opponent", "pairs", "wins", "losses", "ties",
+                    "inconsistent", "failed", "win_rate", "ci_low", "ci_high", "inconsistency_rate")
+ALL = "all"  # the category of the whole partition
+
+
+def pair_outcomes(rows: Iterable[dict]) -> dict[tuple, dict]:
+    """Each judged pair's outcome from its two `judgements` rows (each with `dataset` and, optionally,
+    `category`): {(dataset, judge, triplet, method, opponent): {category, outcome}}, the outcome being
+    the method both asks chose, TIE, "inconsistent" or "failed" (an ask failed or is missing). A row's
+    `task` (the triplet within its shard) defaults to its triplet id."""
+    asks = defaultdict(list)
+    for r in rows:
+        task = r.get("task", r["triplet_id"])
+        asks[(r["dataset"], r["judge_id"], task, r["method"], r["opponent"])].append(r)
+    out = {}
+    for key, pair in asks.items():
+        if any(r["error"] for r in pair) or len(pair) != 2:
+            outcome = "failed"
+        elif not pair[0]["consistent"]:
+            outcome = "inconsistent"
+        else:
+            outcome = pair[0]["choice"]
+        out[key] = {"category": pair[0].get("category"), "outcome": outcome}
+    return out
 
 
 def win_rates(rows: Iterable[dict]) -> list[dict]:
-    """Per dataset × judge × method × opponent, from `judgements` rows (each with `dataset`)."""
-    asks = defaultdict(list)
-    for r in rows:
-        asks[(r["dataset"], r["judge_id"], r["method"], r["opponent"], r["triplet_id"])].append(r)
+    """Per dataset × judge × category × method × opponent, from `judgements` rows (each with `dataset`,
+    optionally `category`): every pair counted once for the whole partition (category "all") and once
+    for its triplet's category, and shown from both sides (method vs opponent and opponent vs method)."""
     tally = defaultdict(lambda: defaultdict(int))
-    for (dataset, judge, method, opponent, _), pair in asks.items():
-        count = tally[(dataset, judge, method, opponent)]
-        count["pairs"] += 1
-        if any(r["error"] for r in pair) or len(pair) != 2:
-            count["failed"] += 1
-        elif not pair[0]["consistent"]:
-            count["inconsistent"] += 1
-        else:
-            choice = pair[0]["choice"]
-            count["wins" if choice == method else "ties" if choice == TIE else "losses"] += 1
+    for (dataset, judge, _, method, opponent), pair in pair_outcomes(rows).items():
+        outcome = pair["outcome"]
+        for category in {ALL, pair["category"] or ALL}:
+            for me, them in ((method, opponent), (opponent, method)):
+                count = tally[(dataset, judge, category, me, them)]
+                count["pairs"] += 1
+                count[outcome if outcome in ("failed", "inconsistent") else "ties" if outcome == TIE
+                      else "wins" if outcome == me else "losses"] += 1
     out = []
-    for (dataset, judge, method, opponent), count in sorted(tally.items()):
+    for (dataset, judge, category, method, opponent), count in sorted(tally.items()):
         consistent = count["wins"] + count["losses"] + count["ties"]
-        row = {"dataset": dataset, "judge": judge, "method": method, "opponent": opponent,
+        row = {"dataset": dataset, "judge": judge, "category": category, "method": method, "opponent": opponent,
                **{k: count[k] for k in ("pairs", "wins", "losses", "ties", "inconsistent", "failed")},
                "win_rate": None, "ci_low": None, "ci_high": None, "inconsistency_rate": None}
         if consistent:

@@ -33,6 +33,8 @@ would take 6–400 s; the batched Newton here fits 1000 resamples in ~25 ms. The
 
 from __future__ import annotations
 
+from collections import defaultdict
+
 import numpy as np
 
 # A weak prior: N(0, 1/α) = standard deviation 10 logits per strength, far wider than any real gap (10 logits is
@@ -160,3 +162,41 @@ def rank_methods(votes: list[dict], *, resamples: int = 1000, seed: int = 0, alp
             "mean_win_rate": float(np.mean([wins[i, j] / games[i, j] for j in met])) if met else None,
         })
     return sorted(rows, key=lambda row: (row["rank"], row["method"]))  # ranks follow strength; equal ones by name
+
+
+RANKINGS_COLUMNS = ("dataset", "judge", "category", "pool", "method", "privileged", *RANKING_COLUMNS[1:])
+# example_only: the methods that see only the example pair, ranked among themselves (the default verdict);
+# all: every method, those given ground truth (the instruction) included and marked `privileged`
+POOLS = ("example_only", "all")
+
+
+def rankings(rows, *, resamples: int = 1000, seed: int = 0) -> list[dict]:
+    """`rank_methods` per dataset × judge × category × pool from `judgements` rows, each with `dataset`,
+    `category`, `task` (the triplet within its shard) and `method_privileged` / `opponent_privileged`
+    (the pair's methods were given the instruction). Only consistent pairs vote; inconsistent and failed
+    ones are left out."""
+    from evaluation.pairwise import ALL, TIE, pair_outcomes
+
+    rows = list(rows)
+    privileged = {}
+    for r in rows:
+        privileged[(r["dataset"], r["method"])] = bool(r.get("method_privileged"))
+        privileged[(r["dataset"], r["opponent"])] = bool(r.get("opponent_privileged"))
+    votes = defaultdict(list)
+    for (dataset, judge, task, method, opponent), pair in pair_outcomes(rows).items():
+        outcome = pair["outcome"]
+        if outcome in ("failed", "inconsistent"):
+            continue
+        vote = {"task": task, "first": method, "second": opponent,
+                "outcome": "tie" if outcome == TIE else "first" if outcome == method else "second"}
+        given_truth = privileged[(dataset, method)] or privileged[(dataset, opponent)]
+        for pool in POOLS:
+            if pool == "all" or not given_truth:
+                for category in {ALL, pair["category"] or ALL}:
+                    votes[(dataset, judge, category, pool)].append(vote)
+    out = []
+    for (dataset, judge, category, pool), group in sorted(votes.items()):
+        for r in rank_methods(group, resamples=resamples, seed=seed):
+            out.append({"dataset": dataset, "judge": judge, "category": category, "pool": pool,
+                        "method": r["method"], "privileged": privileged[(dataset, r["method"])], **r})
+    return out

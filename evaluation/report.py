@@ -1,33 +1,54 @@
-"""The per-partition report: one self-contained HTML page (no network: styles, script and plot
-inline; images by relative path) and the B′ sample grid the `generations` asset shows.
+"""The per-partition report: one self-contained HTML page (no network: style, script and plot
+inline; images by relative path), rendered from templates/report.html.j2, and the B′ sample grid the
+`generations` and `report` assets show.
 
-The page has
-- a method × metric table, sortable by clicking a header, each cell the mean with its 95 %
-  interval and n (evaluation.stats), ↑/↓ saying which way is better, the best per column marked;
-- one row per triplet: A, A′, B and B′gt once, then each method's B′ side by side, each B′
-  linked to its config (hash and JSON) and to the Dagster run that made it;
-- a plot of the same means and intervals, one panel per metric family, on that family's scale.
+The page shows the partition's verdict (evaluation.views.partition_verdict), in this order:
+- #ranking: the pairwise judge's Bradley–Terry ranking of the methods that see only the example pair
+  (strength with its 95 % bootstrap interval, rank range, mean win rate, votes), one table per judge; and
+  #ranking-all, every method ranked, those given the triplet's instruction (ground truth) marked ★;
+- #summary: the method × metric table (category all), sortable by clicking a header, each cell the
+  mean with its 95 % interval (or "n/a (n < 5)") and n, ↑/↓ saying which way is better, the best
+  example-only method per column shaded, privileged methods listed after the others;
+- #cost: seconds per task (one-off per-pair training amortised over the triplets that used it) and peak
+  memory per method;
+- #categories: per kind of edit, each method's mean win rate and its mean headline score;
+- #win-rates, #judge-quality, #judge-agreement: the judge's pairwise win rates, its position bias and
+  inconsistency, and its agreement with the human study where there is one;
+- the plot of the same means and intervals, one panel per metric family, on that family's scale;
+- #triplets: one row per triplet: A, A′, B and B′gt once, then each method's B′ side by side, each
+  linked to its config and to the Dagster run that made it; #configs: each config, by method and hash.
+A table of the verdict with no rows is a one-line note, never an error.
 """
 
 from __future__ import annotations
 
 import base64
-import html
 import io
 import json
+import re
+from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import cache
+from pathlib import Path
 
 import matplotlib
 
 matplotlib.use("Agg")  # files only, never a window
 import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from jinja2 import Environment, FileSystemLoader, StrictUndefined  # noqa: E402
 from PIL import Image, ImageDraw  # noqa: E402
 
-from evaluation.stats import summarise  # noqa: E402
+from evaluation.cost import COST_METRICS  # noqa: E402
+from evaluation.pairwise import ALL, pair_outcomes  # noqa: E402
+from evaluation.stats import MIN_BOOTSTRAP_N, summarise  # noqa: E402
 
 ROLE_TITLES = {"a": "A", "a_prime": "A′", "b": "B", "b_prime_gt": "B′gt"}
-LOWER_IS_BETTER = frozenset({"gt_pixel_mse"})
+LOWER_IS_BETTER = frozenset({"gt_pixel_mse", "seconds_per_task", "peak_memory_mb"})
+HEADLINE_METRICS = frozenset({"judge_joint", "judge_target", "judge_keep", "clip_direction", "dinov2_direction",
+                              "gt_psnr", "seconds_per_task", "peak_memory_mb"})
+"""The metrics the report asset's UI metadata summarises (the page shows them all)."""
 
 
 def metric_family(metric: str) -> tuple[str, tuple[float, float] | None]:
@@ -193,7 +214,14 @@ def _short_id(text: str, font, width: int, max_lines: int = 3) -> list[str]:
 
 
 def _verdict_colour(text: str) -> str:
-    return "#1b7a32" if text.startswith(("✓", "wins")) else "#b00020" if text.startswith(("✗", "loses")) else "#333"
+    """Green for a right B′ (✓) or one that won most of its pairs, red for a wrong one or one that won
+    fewer than half, grey otherwise."""
+    if text.startswith(("✓", "✗")):
+        return "#1b7a32" if text.startswith("✓") else "#b00020"
+    won = re.search(r"wins (\d+)/(\d+)", text)
+    if won and int(won[2]):
+        return "#1b7a32" if 2 * int(won[1]) > int(won[2]) else "#b00020" if 2 * int(won[1]) < int(won[2]) else "#333"
+    return "#333"
 
 
 def sample_grid(triplets: list[dict], generations: list[dict], load: Callable[[str], Image.Image], *,
@@ -260,145 +288,213 @@ def sample_grid(triplets: list[dict], generations: list[dict], load: Callable[[s
     return buffer.getvalue()
 
 
-_STYLE = """
-body { font-family: system-ui, sans-serif; margin: 2em; color: #222; }
-table { border-collapse: collapse; margin-bottom: 1.5em; }
-td, th { border: 1px solid #ddd; padding: 4px 8px; text-align: center; vertical-align: top; font-size: 13px; }
-th.sortable { cursor: pointer; background: #f4f4f4; user-select: none; }
-th.sortable:hover { background: #e8e8e8; }
-th[aria-sort=ascending]::after { content: " ▲"; } th[aria-sort=descending]::after { content: " ▼"; }
-td.best { font-weight: bold; background: #e6f4ea; }
-.ci, .n, .meta { color: #666; font-size: 11px; }
-img.plot { max-width: 100%; }
-img.thumb { width: 96px; height: 96px; object-fit: contain; image-rendering: pixelated; background: #eee; }
-.error { color: #b00020; font-size: 11px; max-width: 14em; display: inline-block; }
-pre { text-align: left; font-size: 11px; white-space: pre-wrap; }
-"""
-
-# Click a header: sort the table's rows by that column (numbers by data-sort, else text), again to reverse.
-_SCRIPT = """
-document.querySelectorAll("table.sortable").forEach(function (table) {
-  table.querySelectorAll("th.sortable").forEach(function (th, col) {
-    th.addEventListener("click", function () {
-      var body = table.tBodies[0], rows = Array.prototype.slice.call(body.rows);
-      var dir = th.getAttribute("aria-sort") === "descending" ? 1 : -1;
-      table.querySelectorAll("th").forEach(function (h) { h.removeAttribute("aria-sort"); });
-      th.setAttribute("aria-sort", dir === 1 ? "ascending" : "descending");
-      var key = function (row) {
-        var c = row.cells[col], v = c.getAttribute("data-sort");
-        return v === null ? c.textContent.trim() : (v === "" ? NaN : parseFloat(v));
-      };
-      rows.sort(function (x, y) {
-        var a = key(x), b = key(y);
-        if (typeof a === "number" || typeof b === "number") {
-          if (isNaN(a)) return 1; if (isNaN(b)) return -1; return dir * (a - b);
-        }
-        return dir * String(a).localeCompare(String(b));
-      });
-      rows.forEach(function (r) { body.appendChild(r); });
-    });
-  });
-});
-"""
+PRIVILEGED_MARK = "★"
+PRIVILEGED_TEXT = "given the instruction"
+CATEGORY_METRICS = ("judge_joint", "clip_direction", "gt_psnr")
+"""The score #categories shows beside the win rate: the first of these the partition has."""
+TEMPLATES = Path(__file__).with_name("templates")
 
 
-def _img(href: str | None, alt: str) -> str:
-    if not href:
+def cell_verdicts(rows: list[GalleryRow], judgements: list[dict]) -> dict[tuple[str, str], str]:
+    """A short text per (triplet_id, method) of the gallery, for the B′ grid: the method's pairwise record on that
+    triplet, "wins k/n" (n = its consistent pairs there, a tie being no win; every judge's pairs counted), or "no
+    consistent pair" where all its pairs there were inconsistent or failed; prefixed "✓ " / "✗ " where the row has
+    a `judge_joint` score of 1 / 0. Only B′ of the gallery, with a record or a score, get a text."""
+    shown = {(r.triplet_id, m) for r in rows if not r.error for m in r.outputs}
+    judged, wins, consistent = set(), defaultdict(int), defaultdict(int)
+    seen = set()
+    for (_, judge, triplet, method, opponent), pair in pair_outcomes(
+            [j | {"dataset": ""} for j in judgements]).items():
+        key = (judge, triplet, frozenset((method, opponent)))
+        if key in seen:  # a pair stored both ways round counts once
+            continue
+        seen.add(key)
+        outcome = pair["outcome"]
+        for me in (method, opponent):
+            judged.add((triplet, me))
+            if outcome not in ("failed", "inconsistent"):
+                consistent[(triplet, me)] += 1
+                wins[(triplet, me)] += int(outcome == me)
+    out = {}
+    for row in rows:
+        for method in row.outputs:
+            key = (row.triplet_id, method)
+            if key not in shown:
+                continue
+            record = ""
+            if key in judged:
+                record = f"wins {wins[key]}/{consistent[key]}" if consistent[key] else "no consistent pair"
+            joint = row.scores.get(method, {}).get("judge_joint")
+            mark = {1.0: "✓", 0.0: "✗"}.get(joint, "") if joint is not None else ""
+            text = " ".join(t for t in (mark, record) if t)
+            if text:
+                out[key] = text
+    return out
+
+
+def _number(value, digits: int = 3, signed: bool = False) -> str:
+    if value is None:
         return "—"
-    return f'<a href="{html.escape(href)}"><img class="thumb" src="{html.escape(href)}" alt="{html.escape(alt)}"></a>'
+    return f"{value:{'+' if signed else ''}.{digits}f}".replace("-", "−")
 
 
-def _summary_table(estimates: list[dict]) -> str:
-    methods = sorted({e["method"] for e in estimates})
+def _amount(value) -> str:
+    """Seconds or megabytes: three significant digits, never an exponent (whole numbers from 100 on,
+    thousands separated)."""
+    if value is None:
+        return "—"
+    if abs(value) >= 100:
+        return f"{value:,.0f}"
+    return np.format_float_positional(value, precision=3, fractional=False, trim="-").replace("-", "−")
+
+
+@cache
+def _environment() -> Environment:
+    env = Environment(loader=FileSystemLoader(TEMPLATES), autoescape=True, trim_blocks=True, lstrip_blocks=True,
+                      undefined=StrictUndefined)
+    env.filters["num"] = _number
+    env.filters["amount"] = _amount
+    return env
+
+
+def _privileged(verdict: dict) -> set[str]:
+    return {r["method"] for name in ("leaderboard", "rankings") for r in verdict.get(name) or [] if r["privileged"]}
+
+
+def _ranking_tables(rankings: list[dict], pool: str) -> list[dict]:
+    """[{judge, rows}] of category all in `pool`, one per judge, each strongest first."""
+    by_judge = defaultdict(list)
+    for r in rankings:
+        if r["category"] == ALL and r["pool"] == pool:
+            low, high = r["rank_low"], r["rank_high"]
+            by_judge[r["judge"]].append(r | {"rank_range": str(low) if low == high else f"{low}–{high}"})
+    return [{"judge": judge, "rows": sorted(rows, key=lambda r: (r["rank"], r["method"]))}
+            for judge, rows in sorted(by_judge.items())]
+
+
+def _labelled(estimates: list[dict], privileged: set[str]) -> dict[tuple[str, str], dict]:
+    """{(method, config_hash): {method, config (a short hash where a method has several), privileged}},
+    example-only methods first, then privileged ones, each by name."""
+    configs = defaultdict(set)
+    for e in estimates:
+        configs[e["method"]].add(e["config_hash"])
+    keys = sorted({(e["method"], e["config_hash"]) for e in estimates},
+                  key=lambda k: (k[0] in privileged, k[0], k[1] or ""))
+    return {k: {"method": k[0], "privileged": k[0] in privileged,
+                "config": f"{(k[1] or '')[:8]}" if len(configs[k[0]]) > 1 else ""} for k in keys}
+
+
+def _summary(leaderboard: list[dict], privileged: set[str]) -> dict:
+    """The #summary table: method × metric (category all, cost left to #cost), best example-only mean shaded."""
+    estimates = [e for e in leaderboard if e["category"] == ALL and e["metric"] not in COST_METRICS]
+    rows = _labelled(estimates, privileged)
     metrics = sorted({e["metric"] for e in estimates})
-    cells = {(e["method"], e["metric"]): e for e in estimates}
+    cells = {(e["method"], e["config_hash"], e["metric"]): e for e in estimates}
     best = {}
     for metric in metrics:
-        means = [cells[(m, metric)]["mean"] for m in methods if (m, metric) in cells]
-        best[metric] = (min if metric in LOWER_IS_BETTER else max)(means)
-    head = "".join(f'<th class="sortable" title="{"lower" if better(m) == "↓" else "higher"} is better">'
-                   f"{html.escape(m)} {better(m)}</th>" for m in metrics)
-    out = ['<table class="sortable" id="summary"><thead><tr><th class="sortable">method</th>', head,
-           "</tr></thead><tbody>"]
-    for method in methods:
-        out.append(f"<tr><td>{html.escape(method)}</td>")
+        means = [e["mean"] for (m, _, name), e in cells.items() if name == metric and m not in privileged]
+        if means:
+            best[metric] = (min if metric in LOWER_IS_BETTER else max)(means)
+    out = []
+    for (method, config), label in rows.items():
+        row = label | {"cells": {}}
         for metric in metrics:
-            e = cells.get((method, metric))
-            if e is None:
-                out.append('<td data-sort="">—</td>')
-                continue
-            ci = (f'<br><span class="ci">[{e["ci95_low"]:.3f}, {e["ci95_high"]:.3f}]</span>'
-                  if e["ci95_low"] is not None else "")
-            mark = ' class="best"' if e["mean"] == best[metric] else ""
-            out.append(f'<td data-sort="{e["mean"]:.6g}"{mark}>{e["mean"]:.3f}{ci}'
-                       f'<br><span class="n">n={e["n"]}</span></td>')
-        out.append("</tr>")
-    out.append("</tbody></table>")
-    return "".join(out)
+            e = cells.get((method, config, metric))
+            if e is not None:
+                row["cells"][metric] = e | {"best": not label["privileged"] and e["mean"] == best.get(metric)}
+        out.append(row)
+    return {"metrics": [{"name": m, "arrow": better(m), "direction": "lower" if better(m) == "↓" else "higher"}
+                        for m in metrics],
+            "rows": out, "any_privileged": any(r["privileged"] for r in out)}
 
 
-def _win_rate_table(rates: list[dict]) -> str:
-    head = "".join(f'<th class="sortable">{c}</th>' for c in ("method", "opponent", "judge", "win rate", "wins",
-                                                              "losses", "ties", "inconsistent", "failed"))
-    out = [f'<table class="sortable" id="win-rates"><thead><tr>{head}</tr></thead><tbody>']
-    for r in rates:
-        rate = ("—" if r["win_rate"] is None else
-                f'{r["win_rate"]:.3f}<br><span class="ci">[{r["ci_low"]:.3f}, {r["ci_high"]:.3f}]</span>')
-        share = "" if r["inconsistency_rate"] is None else f' ({r["inconsistency_rate"]:.0%})'
-        cells = [html.escape(r["method"]), html.escape(r["opponent"]), html.escape(r["judge"]), rate,
-                 r["wins"], r["losses"], r["ties"], f'{r["inconsistent"]}{share}', r["failed"]]
-        out.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
-    out.append("</tbody></table>")
-    return "".join(out)
+def _cost(leaderboard: list[dict], privileged: set[str]) -> list[dict]:
+    estimates = [e for e in leaderboard if e["category"] == ALL and e["metric"] in COST_METRICS]
+    cells = {(e["method"], e["config_hash"], e["metric"]): e for e in estimates}
+    out = []
+    for (method, config), label in _labelled(estimates, privileged).items():
+        seconds, memory = (cells.get((method, config, m)) for m in COST_METRICS)
+        out.append(label | {"seconds": seconds, "memory": memory, "n": max(e["n"] for e in (seconds, memory) if e)})
+    return out
 
 
-def gallery_html(title: str, rows: list[GalleryRow], estimates: list[dict], plot_png: bytes | None,
-                 configs: dict[str, str], run_href: Callable[[str], str], win_rates: list[dict] = ()) -> str:
-    """The page. `configs`: config hash → its JSON; `run_href(run_id)`: the link to a run in the UI;
-    `win_rates`: the pairwise judge's (evaluation.pairwise.win_rates), shown beside the scores."""
-    methods = sorted({m for row in rows for m in row.outputs})
-    out = [f"<!doctype html><html lang='en'><meta charset='utf-8'><title>{html.escape(title)}</title>",
-           f"<style>{_STYLE}</style><h1>{html.escape(title)}</h1>",
-           "<h2>Summary</h2><p class='meta'>Mean over triplets, 95 % interval (Wilson for 0/1 judge scores, "
-           "Student's t otherwise) and n; ↑/↓: which way is better; the best of each column is shaded. "
-           "Click a header to sort.</p>", _summary_table(estimates)]
-    if win_rates:
-        out += ["<h2>Pairwise judge</h2><p class='meta'>Each pair of B′ shown twice, the order swapped; win rate = "
-                "wins over the pairs whose two answers agree (95 % Wilson interval); inconsistent = the answer "
-                "flipped with the order; failed = an answer that could not be parsed.</p>",
-                _win_rate_table(win_rates)]
-    if plot_png:
-        out.append(f'<p><img class="plot" alt="scores" src="data:image/png;base64,'
-                   f'{base64.b64encode(plot_png).decode()}"></p>')
-    out.append('<h2>Triplets</h2><table class="sortable" id="triplets"><thead><tr>'
-               '<th class="sortable">triplet</th>'
-               + "".join(f"<th>{t}</th>" for t in ("A", "A′", "B", "B′gt"))
-               + "".join(f"<th>{html.escape(m)}</th>" for m in methods) + "</tr></thead><tbody>")
+def _categories(leaderboard: list[dict], rankings: list[dict], privileged: set[str]) -> dict:
+    """The #categories table: per method × kind of edit (not "all"), the judge's mean win rate among all methods
+    and the mean of the first CATEGORY_METRICS score the partition has."""
+    names = sorted({r["category"] for r in [*leaderboard, *rankings] if r["category"] not in (ALL, None)})
+    scored = {e["metric"] for e in leaderboard if e["category"] != ALL}
+    metric = next((m for m in CATEGORY_METRICS if m in scored), None)
+    judges = sorted({r["judge"] for r in rankings if r["pool"] == "all"})
+    rates = {(r["method"], r["category"], r["judge"]): r["mean_win_rate"] for r in rankings if r["pool"] == "all"}
+    scores = defaultdict(list)
+    for e in leaderboard:
+        if e["metric"] == metric:
+            scores[(e["method"], e["category"])].append(e)
+    methods = sorted({r["method"] for r in [*leaderboard, *rankings] if r["category"] in names},
+                     key=lambda m: (m in privileged, m))
+    rows = []
+    for method in methods:
+        cells = {}
+        for category in names:
+            found = [(j, rates[(method, category, j)]) for j in judges if (method, category, j) in rates]
+            lines = [(f"{j}: " if len(judges) > 1 else "") + _number(rate) for j, rate in found]
+            text = "; ".join(f"{metric} {_number(e['mean'])} · n={e['n']}" for e in scores.get((method, category), []))
+            first = next((rate for _, rate in found if rate is not None), None)
+            cells[category] = {"win_rates": lines, "metric": text, "sort": "" if first is None else f"{first:.6g}"}
+        rows.append({"method": method, "privileged": method in privileged, "cells": cells})
+    return {"names": names, "metric": metric, "rows": rows}
+
+
+def _config_entries(configs: dict) -> list[dict]:
+    out = []
+    for digest, entry in configs.items():
+        if isinstance(entry, str):  # a config's JSON alone
+            entry = {"method": "", "config": json.loads(entry)}
+        out.append({"hash": digest, "short": digest if len(digest) <= 12 else f"{digest[:12]}…",
+                    "method": entry.get("method") or "?",
+                    "json": json.dumps(entry.get("config"), indent=1, sort_keys=True)})
+    return sorted(out, key=lambda c: (c["method"], c["hash"]))
+
+
+def _triplet_rows(rows: list[GalleryRow], methods: list[str], run_href: Callable[[str], str]) -> list[dict]:
+    out = []
     for row in rows:
-        first = f"<td>{html.escape(row.triplet_id)}" + (
-            f'<br><span class="meta">{html.escape(row.instruction)}</span>' if row.instruction else "") + "</td>"
-        inputs = "".join(f"<td>{_img(row.inputs.get(r), ROLE_TITLES[r])}</td>" for r in ROLE_TITLES)
-        if row.error:
-            out.append(f'<tr>{first}{inputs}<td colspan="{max(1, len(methods))}">'
-                       f'<span class="error">unusable triplet: {html.escape(row.error)}</span></td></tr>')
-            continue
-        cells = []
+        outputs = []
         for method in methods:
             g = row.outputs.get(method)
-            if g is None:
-                cells.append("<td>—</td>")
-                continue
-            body = (f'<span class="error">{html.escape(g["error"])}</span>' if g["error"]
-                    else _img(g["href"], f"B′ {method}"))
-            scores = "<br>".join(f"{html.escape(k)} {v:.3f}" for k, v in sorted(row.scores.get(method, {}).items()))
-            links = f'<a href="#config-{g["config_hash"]}">config {g["config_hash"][:8]}</a>'
-            if g.get("run_id"):
-                links += f' · <a href="{html.escape(run_href(g["run_id"]))}">run {g["run_id"][:8]}</a>'
-            cells.append(f'<td>{body}<br><span class="meta">{links}<br>{scores}</span></td>')
-        out.append(f"<tr>{first}{inputs}{''.join(cells)}</tr>")
-    out.append("</tbody></table><h2>Configs</h2>")
-    for digest, config in sorted(configs.items()):
-        pretty = json.dumps(json.loads(config), indent=1, sort_keys=True)
-        out.append(f'<h3 id="config-{digest}">{digest}</h3><pre>{html.escape(pretty)}</pre>')
-    out.append(f"<script>{_SCRIPT}</script></html>")
-    return "\n".join(out)
+            if g is not None:
+                g = {"href": g["href"], "error": g["error"], "config_hash": g["config_hash"], "alt": f"B′ {method}",
+                     "run_id": g.get("run_id"), "run_href": run_href(g["run_id"]) if g.get("run_id") else None,
+                     "scores": sorted(row.scores.get(method, {}).items())}
+            outputs.append(g)
+        out.append({"triplet_id": row.triplet_id, "instruction": row.instruction, "error": row.error,
+                    "inputs": [{"href": row.inputs.get(r), "alt": t} for r, t in ROLE_TITLES.items()],
+                    "outputs": outputs})
+    return out
+
+
+def gallery_html(title: str, rows: list[GalleryRow], verdict: dict[str, list[dict]], plot_png: bytes | None,
+                 configs: dict[str, dict], run_href: Callable[[str], str]) -> str:
+    """The page (templates/report.html.j2). `verdict`: the partition's tables (evaluation.views.partition_verdict:
+    leaderboard, win_rates, rankings, judge_quality, judge_agreement, survey_results; any may be empty or
+    missing); `configs`: config hash → {"method": its label, "config": the resolved config}; `run_href(run_id)`:
+    the link to a run in the UI."""
+    leaderboard = list(verdict.get("leaderboard") or [])
+    rankings = list(verdict.get("rankings") or [])
+    privileged = _privileged(verdict)
+    ranking_all = _ranking_tables(rankings, "all")
+    if not any(r["privileged"] for t in ranking_all for r in t["rows"]):
+        ranking_all = []  # the same methods as #ranking: nothing to add
+    methods = sorted({m for row in rows for m in row.outputs})
+    return _environment().get_template("report.html.j2").render(
+        title=title, privileged=privileged, mark=PRIVILEGED_MARK, mark_text=PRIVILEGED_TEXT, min_n=MIN_BOOTSTRAP_N,
+        ranking=_ranking_tables(rankings, "example_only"), ranking_all=ranking_all, rankings_exist=bool(rankings),
+        summary=_summary(leaderboard, privileged), cost=_cost(leaderboard, privileged),
+        categories=_categories(leaderboard, rankings, privileged),
+        win_rates=[r for r in verdict.get("win_rates") or [] if r["category"] == ALL],
+        judge_quality=list(verdict.get("judge_quality") or []),
+        judge_agreement=list(verdict.get("judge_agreement") or []),
+        survey_results=list(verdict.get("survey_results") or []),
+        plot=base64.b64encode(plot_png).decode() if plot_png else None,
+        roles=list(ROLE_TITLES.values()), methods=methods, rows=_triplet_rows(rows, methods, run_href),
+        configs=_config_entries(configs))

@@ -29,6 +29,9 @@ TRIPLETS = pa.schema(
         pa.field("b_caption", pa.string()),
         pa.field("b_prime_caption", pa.string()),
         pa.field("extra", pa.string()),  # JSON: dataset-specific fields (toy attributes, hub row ids, …)
+        # the kind of edit, for per-category results: the toy world's changed attribute, a manifest's
+        # `category`, a hub dataset's edit type by evaluation.categories' rule; null where unknown
+        pa.field("category", pa.string()),
         pa.field("notes", pa.string()),  # JSON list: repairs applied to the inputs
         pa.field("error", pa.string()),  # set ⇒ the triplet is unusable, with the reason
     ]
@@ -47,7 +50,10 @@ GENERATIONS = pa.schema(
         pa.field("models", pa.string(), nullable=False),
         pa.field("inputs_key", pa.string(), nullable=False),  # digest of A, A′, B and instruction (reuse key)
         pa.field("b_prime_hash", pa.string()),
-        pa.field("seconds", pa.float64()),
+        pa.field("seconds", pa.float64()),  # wall time of this B′ alone (per-pair training: `diff_tokens`, …)
+        pa.field("peak_memory_mb", pa.float64()),  # CUDA: max allocated; CPU: the process's peak RSS meanwhile
+        # B′ was made with the triplet's instruction (the edit in words, ground truth): ranked apart
+        pa.field("privileged", pa.bool_()),
         pa.field("run_id", pa.string()),  # the Dagster run that generated B′ (a reused B′ keeps its run)
         pa.field("error", pa.string()),
     ]
@@ -78,7 +84,7 @@ CLIP_DELTAS = pa.schema([("a_hash", pa.string()), ("a_prime_hash", pa.string()),
 DIFF_TOKENS = pa.schema([("a_hash", pa.string()), ("a_prime_hash", pa.string()), ("variant", pa.string()),
                          ("config", pa.string()), ("tokens_key", pa.string()),  # blobs/cache/diff_tokens/<key>: D̃
                          ("final_tc", pa.float64()), ("final_clip", pa.float64()), ("curve", pa.string()),
-                         ("seconds", pa.float64()), ("error", pa.string())])
+                         ("seconds", pa.float64()), ("peak_memory_mb", pa.float64()), ("error", pa.string())])
 DI_TABLES = {"captions": CAPTIONS, "pez_prompts": PEZ_PROMPTS, "clip_deltas": CLIP_DELTAS, "diff_tokens": DIFF_TOKENS}
 # VISII's learned instructions (orchestration/visii_assets.py): per distinct (A, A′) pair × VISII method.
 VISII_INSTRUCTIONS = pa.schema([("a_hash", pa.string()), ("a_prime_hash", pa.string()), ("variant", pa.string()),
@@ -87,7 +93,8 @@ VISII_INSTRUCTIONS = pa.schema([("a_hash", pa.string()), ("a_prime_hash", pa.str
                                 ("init_text", pa.string()),  # the PEZ prompt of A′ it started from
                                 ("best_step", pa.int64()), ("best_mse", pa.float64()),  # the kept "best" rows
                                 ("final_clip", pa.float64()), ("curve", pa.string()),  # {"mse": [...], "clip": [...]}
-                                ("seconds", pa.float64()), ("error", pa.string())])
+                                ("seconds", pa.float64()), ("peak_memory_mb", pa.float64()),
+                                ("error", pa.string())])
 
 # The pairwise judge (evaluation.pairwise): two rows per triplet × method pair × judge, one per order.
 JUDGEMENTS = pa.schema(

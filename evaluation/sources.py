@@ -7,6 +7,7 @@ hub) and the row builder import these without importing the dispatcher.
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -50,4 +51,28 @@ class RawTriplet:
     instruction: str | None = None
     captions: dict[str, str | None] = field(default_factory=dict)
     extra: dict = field(default_factory=dict)
+    category: str | None = None  # the kind of edit (`category_of`), for per-category results
     error: str | None = None
+
+
+# The rule for an edit prompt with no stated category (hub datasets): the first kind whose words it contains.
+EDIT_KINDS = (
+    ("remove", r"remove|delete|erase|get rid|take (?:away|out)|without"),
+    ("style", r"style|painting|paint|drawing|sketch|cartoon|anime|watercolou?r|oil|pixel art|photo(?:graph)?"),
+    ("scene", r"snow|winter|summer|autumn|fall|spring|night|day|sunset|sunrise|rain|fog|storm|weather|season"),
+    ("colour", r"red|orange|yellow|green|blue|purple|violet|pink|brown|black|white|gr[ae]y|golden|colou?r"),
+    ("replace", r"replace|turn|into|change|swap|make"),
+    ("add", r"add|put|place|insert|give|with"),
+)
+
+
+def category_of(stated: str | None, instruction: str | None) -> str | None:
+    """A triplet's category: the one its dataset states (the toy world's changed attribute, a manifest's
+    `category`), else the kind of its edit prompt by EDIT_KINDS ('other' when none matches), else None."""
+    if stated:
+        return str(stated).strip().lower()
+    if not instruction:
+        return None
+    words = instruction.lower()
+    return next((kind for kind, pattern in EDIT_KINDS
+                 if re.search(rf"\b(?:{pattern})(?:s|es|y|ed|er|ing)?\b", words)), "other")

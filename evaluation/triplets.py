@@ -26,6 +26,7 @@ def triplet_row(raw: RawTriplet, source: str, put_png: Callable[[Image.Image], s
         "instruction": raw.instruction,
         **{f"{role}_caption": raw.captions.get(role) for role in CAPTION_ROLES},
         "extra": json.dumps(raw.extra, sort_keys=True, default=str) if raw.extra else None,
+        "category": raw.category,
         **{f"{role}_hash": None for role in ROLES},
         "notes": None,
         "error": raw.error,

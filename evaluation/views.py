@@ -1,10 +1,19 @@
-"""The DuckDB file of views over the Parquet tables, and the leaderboard.
+"""The DuckDB file of views over the Parquet tables, and the verdict computed from them.
 
 Each table `t` becomes a view over `tables/t/*/*.parquet` (hive partitioning):
 its `shard` column is the partition key (`toy`, `ip2p.003`) and `dataset` the
-dataset's name (the key without its shard number). `leaderboard` is a table
-computed from `metrics` whenever the views are built: mean and 95 % interval (evaluation.stats:
-Wilson for 0/1 scores, Student's t otherwise) per dataset × method × config × metric.
+dataset's name (the key without its shard number). Whenever the views are built, the verdict's
+tables are computed from them (COMPUTED_TABLES; each exists on every home, empty where there is
+nothing to compute), per dataset and per `category` (the triplets' kind of edit; "all" = the whole
+dataset):
+- `leaderboard`: mean and 95 % interval (evaluation.stats) per method × config × metric, cost
+  (`seconds_per_task`, `peak_memory_mb`) included, each method marked `privileged` where its B′ were
+  made with the triplet's instruction;
+- `win_rates`: the pairwise judge's wins of each method over each other (evaluation.pairwise);
+- `rankings`: Bradley–Terry strengths with bootstrap intervals and rank ranges (evaluation.ranking), for
+  the example-only methods among themselves (pool `example_only`) and for every method (pool `all`);
+- `judge_quality`, `judge_agreement`: the judge's position bias and inconsistency, and its agreement with
+  the human study (evaluation.judge_quality); `survey_results`: the study's vote shares.
 
 Tables on an object store (`s3://…/tables`) are read through their fsspec filesystem,
 registered with each DuckDB connection (no DuckDB extension is downloaded, and no credential
@@ -17,50 +26,98 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Iterator
+from collections import defaultdict
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import duckdb
 import pyarrow as pa
 
 from evaluation.files import Location, atomic_write, is_remote, location_text, remove_stale_temporaries
-from evaluation.pairwise import WIN_RATE_COLUMNS, win_rates
+from evaluation.judge_quality import AGREEMENT_COLUMNS, QUALITY_COLUMNS, judge_agreement, judge_quality
+from evaluation.pairwise import ALL, WIN_RATE_COLUMNS, win_rates
+from evaluation.ranking import RANKINGS_COLUMNS, rankings
+from evaluation.schemas import TABLES
 from evaluation.stats import summarise
 from evaluation.survey import RESULT_COLUMNS, survey_results
 
-LEADERBOARD_COLUMNS = ("dataset", "method", "metric", "config_hash", "n", "mean", "ci95_low", "ci95_high",
-                       "interval")
+LEADERBOARD_COLUMNS = ("dataset", "category", "method", "metric", "config_hash", "privileged", "n", "mean",
+                       "ci95_low", "ci95_high", "interval")
 
 
 def leaderboard_rows(rows) -> list[dict]:
-    """Mean and 95 % interval (evaluation.stats: Wilson for 0/1 scores, t otherwise) per dataset ×
-    method × config × metric of `metrics` rows, best mean first within a metric."""
-    out = summarise(rows, by=("dataset", "method", "metric", "config_hash"))
-    return sorted(out, key=lambda r: (r["dataset"], r["metric"], -r["mean"], r["method"]))
+    """Mean and 95 % interval (evaluation.stats: Wilson for 0/1 scores, a bootstrap inside the data's range
+    otherwise, none below its minimum n) per dataset × category × method × config × metric of `metrics` rows
+    (each with its triplet's `category` and whether its B′ was `privileged`): category "all" is the whole
+    dataset. Best mean first within a metric."""
+    rows = list(rows)
+    privileged = defaultdict(bool)
+    for r in rows:
+        privileged[(r["dataset"], r["method"], r["config_hash"])] |= bool(r["privileged"])
+    split = [r | {"category": c} for r in rows for c in {ALL, r["category"] or ALL}]
+    out = summarise(split, by=("dataset", "category", "method", "metric", "config_hash"))
+    out = [r | {"privileged": privileged[(r["dataset"], r["method"], r["config_hash"])]} for r in out]
+    return sorted(out, key=lambda r: (r["dataset"], r["category"] != ALL, r["category"], r["metric"], -r["mean"],
+                                      r["method"]))
 
 
-S, INT, F = pa.string(), pa.int64(), pa.float64()
-# Tables computed in Python from a view whenever the views are built (each from the table of the
-# same key): the SQL that reads the view, the function of its rows, and the result's columns.
+S, INT, F, B = pa.string(), pa.int64(), pa.float64(), pa.bool_()
+# Each B′'s category (its triplet's) and whether it was made with ground truth, beside the rows that need them.
+_TRIPLET = "LEFT JOIN triplets t ON t.shard = x.shard AND t.triplet_id = x.triplet_id"
+_PRIVILEGED = ("LEFT JOIN (SELECT shard, triplet_id, method, bool_or(coalesce(privileged, false)) AS privileged "
+               "FROM generations GROUP BY ALL) {g} ON {g}.shard = x.shard AND {g}.triplet_id = x.triplet_id "
+               "AND {g}.method = x.{column}")
+JUDGEMENTS_SQL = (f"SELECT x.dataset, x.shard || '/' || x.triplet_id AS task, x.triplet_id, x.judge_id, x.method, "
+                  f"x.opponent, x.ask, x.shown_first, x.choice, x.consistent, x.error, t.category, "
+                  f"coalesce(g.privileged, false) AS method_privileged, "
+                  f"coalesce(o.privileged, false) AS opponent_privileged FROM judgements x {_TRIPLET} "
+                  f"{_PRIVILEGED.format(g='g', column='method')} {_PRIVILEGED.format(g='o', column='opponent')}")
+
+
+@dataclass(frozen=True)
+class Computed:
+    """A table computed in Python whenever the views are built: `compute` over the rows each of `sql`
+    reads (as lists of dicts), typed by `types` (a table with no files yet reads as empty)."""
+
+    sql: tuple[str, ...]
+    compute: Callable
+    types: dict
+
+
+# The verdict: every table below exists on every home (with no rows where there is nothing to compute).
 COMPUTED_TABLES = {
-    "metrics": ("leaderboard", "SELECT dataset, method, metric, config_hash, value FROM metrics",
-                leaderboard_rows, dict(zip(LEADERBOARD_COLUMNS, (S, S, S, S, INT, F, F, F, S)))),
-    "judgements": ("win_rates", "SELECT dataset, judge_id, method, opponent, triplet_id, choice, consistent, error "
-                   "FROM judgements", win_rates, dict(zip(WIN_RATE_COLUMNS, (S,) * 4 + (INT,) * 6 + (F,) * 4))),
-    "survey_answers": ("survey_results", "SELECT dataset, survey_id, method, candidates FROM survey_answers",
-                       survey_results, dict(zip(RESULT_COLUMNS, (S,) * 3 + (INT,) * 2 + (F,) * 3))),
+    "leaderboard": Computed((f"SELECT x.dataset, x.method, x.metric, x.config_hash, x.value, t.category, "
+         f"coalesce(g.privileged, false) AS privileged FROM metrics x {_TRIPLET} "
+         f"{_PRIVILEGED.format(g='g', column='method')}",),
+        leaderboard_rows, dict(zip(LEADERBOARD_COLUMNS, (S, S, S, S, S, B, INT, F, F, F, S)))),
+    "win_rates": Computed((JUDGEMENTS_SQL,), win_rates,
+                          dict(zip(WIN_RATE_COLUMNS, (S,) * 5 + (INT,) * 6 + (F,) * 4))),
+    "rankings": Computed((JUDGEMENTS_SQL,), rankings,
+                         dict(zip(RANKINGS_COLUMNS, (S,) * 5 + (B, INT, F, F, F, INT, INT, INT, F)))),
+    "judge_quality": Computed((JUDGEMENTS_SQL,), judge_quality,
+                              dict(zip(QUALITY_COLUMNS, (S, S) + (INT,) * 4 + (F, INT, INT, F, F, F)))),
+    "judge_agreement": Computed(
+        (JUDGEMENTS_SQL, "SELECT dataset, triplet_id, survey_id, participant, method, candidates FROM survey_answers"),
+        judge_agreement, dict(zip(AGREEMENT_COLUMNS, (S, S, S, INT, INT, F, F, F, F, F, F)))),
+    "survey_results": Computed(("SELECT dataset, survey_id, method, candidates FROM survey_answers",),
+                               survey_results, dict(zip(RESULT_COLUMNS, (S,) * 3 + (INT,) * 2 + (F,) * 3))),
 }
 
 
-def _computed_table(con, name: str, sql: str, compute, types: dict) -> None:
-    """Table `name` on `con`: `compute` over the rows `sql` reads (as dicts), typed by `types`."""
-    cursor = con.execute(sql)
-    names = [d[0] for d in cursor.description]
-    rows = compute([dict(zip(names, r)) for r in cursor.fetchall()])
-    con.register(f"{name}_rows", pa.table({c: pa.array([r[c] for r in rows], t) for c, t in types.items()}))
-    con.execute(f"CREATE TABLE {name} AS SELECT * FROM {name}_rows")
+def _computed_table(con, name: str, table: Computed, tables: list[str]) -> list[dict]:
+    """Table `name` on `con` (see Computed); returns its rows."""
+    inputs = []
+    for sql in table.sql:
+        cursor = con.execute(sql)
+        names = [d[0] for d in cursor.description]
+        inputs.append([dict(zip(names, r)) for r in cursor.fetchall()])
+    rows = table.compute(*inputs)
+    con.register(f"{name}_rows", pa.table({c: pa.array([r[c] for r in rows], t) for c, t in table.types.items()}))
+    con.execute(f"CREATE OR REPLACE TABLE {name} AS SELECT * FROM {name}_rows")
     con.unregister(f"{name}_rows")
+    return rows
 
 
 GENERATION_ERRORS_SQL = """
@@ -71,12 +128,16 @@ FROM generations GROUP BY ALL ORDER BY ALL
 """
 
 
-def table_view_sql(table: str, tables_root: Location) -> str:
-    pattern = f"{location_text(tables_root / table)}/*/*.parquet".replace("'", "''")
+def table_view_sql(table: str, tables_root: Location, partition: str | None = None) -> str:
+    """The view of `table` over every partition's file (or only `partition`'s); files written with fewer
+    columns by an older version read as nulls in the new ones (union_by_name)."""
+    folder = f"dataset={partition}" if partition else "*"
+    pattern = f"{location_text(tables_root / table)}/{folder}/*.parquet".replace("'", "''")
     return (
         f"CREATE OR REPLACE VIEW {table} AS "
         f"SELECT * EXCLUDE (dataset), split_part(dataset, '.', 1) AS dataset, dataset AS shard "
-        f"FROM read_parquet('{pattern}', hive_partitioning = true, hive_types = {{'dataset': VARCHAR}})"
+        f"FROM read_parquet('{pattern}', hive_partitioning = true, hive_types = {{'dataset': VARCHAR}}, "
+        f"union_by_name = true)"
     )
 
 
@@ -86,21 +147,35 @@ def _reach(con, where: Location) -> None:
         con.register_filesystem(where.fs)
 
 
-def _define_views(con, tables_root: Location, tables: list[str]) -> list[str]:
-    """A view per table that has files, and the tables computed from them (COMPUTED_TABLES), on `con`."""
+def _define_views(con, tables_root: Location, tables: list[str], partition: str | None = None
+                  ) -> dict[str, list[dict]]:
+    """A view per table that has files (over every partition, or only `partition`), and the verdict's
+    tables computed from them (COMPUTED_TABLES), on `con`: {name: rows} of the computed ones, the views'
+    names with []."""
     _reach(con, tables_root)
-    views = []
+    made = {}
     for table in tables:
-        con.execute(table_view_sql(table, tables_root))
-        views.append(table)
+        con.execute(table_view_sql(table, tables_root, partition))
+        made[table] = []
+    for table in sorted(set(TABLES) - set(tables)):  # not written yet: an empty view of its columns
+        empty = TABLES[table].empty_table()
+        con.register(f"{table}_empty", empty.append_column("dataset", pa.array([], S)).append_column(
+            "shard", pa.array([], S)))
+        con.execute(f"CREATE OR REPLACE VIEW {table} AS SELECT * FROM {table}_empty")
     if "generations" in tables:
         con.execute(GENERATION_ERRORS_SQL)
-        views.append("generation_summary")
-    for source, (name, sql, compute, types) in COMPUTED_TABLES.items():  # leaderboard, win_rates, survey_results
-        if source in tables:
-            _computed_table(con, name, sql, compute, types)
-            views.append(name)
-    return views
+        made["generation_summary"] = []
+    for name, table in COMPUTED_TABLES.items():
+        made[name] = _computed_table(con, name, table, tables)
+    return made
+
+
+def partition_verdict(tables_root: Location, tables: list[str], partition: str) -> dict[str, list[dict]]:
+    """The verdict's tables (leaderboard, win_rates, rankings, judge quality and agreement, survey results)
+    of one partition alone, computed as the DuckDB file computes them for whole datasets."""
+    with duckdb.connect(":memory:") as con:
+        made = _define_views(con, tables_root, tables, partition)
+    return {name: rows for name, rows in made.items() if name in COMPUTED_TABLES}
 
 
 def build_database(db_path: Location, tables_root: Location, tables: list[str]) -> list[str]:
@@ -120,7 +195,7 @@ def build_database(db_path: Location, tables_root: Location, tables: list[str]) 
     tmp = db_path.with_name(f".{db_path.name}.{os.getpid()}.tmp")
     tmp.unlink(missing_ok=True)
     with duckdb.connect(str(tmp)) as con:
-        views = _define_views(con, tables_root, tables)
+        views = list(_define_views(con, tables_root, tables))
         con.execute("CREATE TABLE analogy_home AS SELECT ? AS tables_root", [_root_text(tables_root)])
         con.execute("CHECKPOINT")
     os.replace(tmp, db_path)

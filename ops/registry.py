@@ -49,6 +49,13 @@ class Method:
     # optional: prepare(models, pairs [(A, A′)], config, *, seed, cache, batch_size) fills the cache
     # with what the method's per-pair work needs for many triplets at once (DI: D̃ trained in batches)
     prepare: Callable | None = None
+    # optional: reads_instruction(config) -> True where the method is given the triplet's instruction (the edit
+    # in words, ground truth the example-only methods never see): its B′ are marked privileged and ranked apart
+    reads_instruction: Callable[[Any], bool] | None = None
+
+    def privileged(self, config, instruction: str | None) -> bool:
+        """Whether a B′ of this method with `config` on a triplet with `instruction` used ground truth."""
+        return bool(instruction) and self.reads_instruction is not None and self.reads_instruction(config)
 
     def config(self, overrides: Mapping[str, Any] | None = None, profile=None):
         """The config of one run: the class defaults, then the profile's defaults for this config
@@ -92,11 +99,12 @@ METHODS: dict[str, Method] = {}
 
 
 def register(name: str, fn: MethodFn, config_class: type, *, default: bool = False, description: str = "",
-             preset: Mapping[str, Any] | None = None, prepare: Callable | None = None) -> Method:
+             preset: Mapping[str, Any] | None = None, prepare: Callable | None = None,
+             reads_instruction: Callable[[Any], bool] | None = None) -> Method:
     if name in METHODS:
         raise ValueError(f"method {name!r} is registered twice")
     method = Method(name, fn, config_class, default, description or (fn.__doc__ or "").strip().split("\n")[0],
-                    dict(preset or {}), prepare)
+                    dict(preset or {}), prepare, reads_instruction)
     method.config(method.preset)  # a preset naming an unknown field fails at import, not in a run
     METHODS[name] = method
     return method
@@ -199,10 +207,12 @@ register("dia", dia, DIAConfig,
          description="Diffusion Image Analogies (Šubrtová et al.): cB + st·(cA′ − cA) from B's estimated noise")
 register("dia_captions", dia_captions, DIACaptionConfig,
          description="DIA's caption baseline: caption-feature algebra + img2img")
-register("differential_diffusion", differential_diffusion, DDConfig,
+_TEXT_IS_INSTRUCTION = lambda config: config.text == "instruction"  # noqa: E731 (the triplet's, where it has one)
+register("differential_diffusion", differential_diffusion, DDConfig, reads_instruction=_TEXT_IS_INSTRUCTION,
          description="Differential Diffusion: B edited by a change map and a text")
-register("sdedit", sdedit, SDEditConfig, description="SDEdit: img2img on B toward the instruction (or A′'s caption)")
-register("instructpix2pix", instructpix2pix, IP2PConfig,
+register("sdedit", sdedit, SDEditConfig, reads_instruction=_TEXT_IS_INSTRUCTION,
+         description="SDEdit: img2img on B toward the instruction (or A′'s caption)")
+register("instructpix2pix", instructpix2pix, IP2PConfig, reads_instruction=_TEXT_IS_INSTRUCTION,
          description="InstructPix2Pix (Brooks et al.): the instruction editor on B with the triplet's instruction "
                      "(or A′'s caption)")
 register("visii", visii, VISIIConfig, prepare=prepare_instructions,

@@ -12,6 +12,7 @@ slot in between triplets and generations; other methods only need `ops.registry`
 
 
 import json
+import os
 from functools import lru_cache
 from typing import Any
 
@@ -19,19 +20,27 @@ import dagster as dg
 from pydantic import Field, field_validator
 
 from evaluation import report as report_lib
+from evaluation.cost import cost_rows
 from evaluation.datasets import load_raw_triplets, resolve_partition
 from evaluation.files import atomic_write
 from evaluation.judge_scores import judge_rows
 from evaluation.metrics import items_from_tables, score_items
-from evaluation.pairwise import WIN_RATE_COLUMNS, win_rates
+from evaluation.pairwise import ALL
 from evaluation.triplets import triplet_row
-from evaluation.views import LEADERBOARD_COLUMNS, build_database, query
+from evaluation.views import build_database, partition_verdict, query
 from models.loaders import IMAGE_ENCODER_KINDS
 from ops.registry import config_json
 from orchestration.cache import DiskCache
 from orchestration.di_assets import diff_tokens
 from orchestration.generate import generate_rows
-from orchestration.metadata import asset_args, json_value, png_markdown, records_table, table_metadata
+from orchestration.metadata import (
+    asset_args,
+    json_value,
+    png_markdown,
+    records_table,
+    table_metadata,
+    win_rate_table,
+)
 from orchestration.partitions import datasets
 from orchestration.resources import AnalogyStorage, MethodsResource, ModelsResource
 from orchestration.visii_assets import visii_instructions
@@ -52,7 +61,8 @@ def triplets(context: dg.AssetExecutionContext, storage: AnalogyStorage) -> dg.M
         elif row["notes"]:
             context.log.info(f"triplet {row['triplet_id']} repaired: {'; '.join(json.loads(row['notes']))}")
     path = store.write_table("triplets", context.partition_key, rows)
-    return dg.MaterializeResult(metadata={**table_metadata(path, rows, "triplets"), "kind": spec.kind})
+    return dg.MaterializeResult(metadata={**table_metadata(path, rows, "triplets"), "kind": spec.kind,
+                                          "partition": context.partition_key})
 
 
 @dg.asset(group_name=GROUP, deps=[triplets, diff_tokens, visii_instructions], kinds={"parquet"},
@@ -76,7 +86,7 @@ def generations(context: dg.AssetExecutionContext, storage: AnalogyStorage, mode
     context.log.info(f"generations: {json.dumps(counts)}; cache {json.dumps(cache.stats)}")
     lookup = lru_cache(maxsize=1024)(store.get_png)
     grid = report_lib.sample_grid(triplet_rows, [r for r in rows if r["b_prime_hash"]], lookup)
-    return dg.MaterializeResult(metadata={**table_metadata(path, rows, "generations"),
+    return dg.MaterializeResult(metadata={**table_metadata(path, rows, "generations"), "partition": key,
                                           "methods": ", ".join(r.label for r in runs), "profile": models.profile,
                                           "computed": counts["computed"], "reused": counts["reused"],
                                           "kept from earlier runs": counts["kept"],
@@ -121,8 +131,10 @@ def metrics(context: dg.AssetExecutionContext, config: MetricsConfig, storage: A
     rows = score_items(items, load, encoders, text_encoder)
     if models.get_profile().judge is not None:  # toy ground truth: attributes read off B′ by the judge CLIP
         rows += judge_rows(triplets_rows, generation_rows, models.judge(), load)
+    prepared = [r for table in ("diff_tokens", "visii_instructions") for r in store.previous_rows(table, key)]
+    rows += cost_rows(triplets_rows, generation_rows, prepared)
     path = store.write_table("metrics", key, rows)
-    return dg.MaterializeResult(metadata={**table_metadata(path, rows, "metrics"),
+    return dg.MaterializeResult(metadata={**table_metadata(path, rows, "metrics"), "partition": key,
                                           "encoders": ", ".join(f"{k}={e.model_id}" for k, e in encoders.items()),
                                           "metric_names": ", ".join(sorted({r["metric"] for r in rows}))})
 
@@ -130,56 +142,91 @@ def metrics(context: dg.AssetExecutionContext, config: MetricsConfig, storage: A
 @dg.asset(group_name=GROUP, deps=[metrics, "judgements"], kinds={"duckdb"},
           **asset_args(None, "evaluate", partitioned=False))
 def leaderboard(context: dg.AssetExecutionContext, storage: AnalogyStorage) -> dg.MaterializeResult:
-    """Refreshes analogy.duckdb (a view per table, over every partition of every dataset) and its
-    `leaderboard` table: mean and 95 % interval (Wilson for 0/1 scores, t otherwise) per dataset ×
-    method × config × metric."""
+    """Refreshes analogy.duckdb (a view per table, over every partition of every dataset) and the verdict
+    computed from it (evaluation.views): `leaderboard` (mean and 95 % interval per dataset × category ×
+    method × config × metric, cost included), `win_rates`, `rankings`, `judge_quality`, `judge_agreement`."""
     store = storage.store()
     views = build_database(store.duckdb_path, store.tables_root, store.tables_with_files())
     metadata: dict[str, Any] = {"path": dg.MetadataValue.path(str(store.duckdb_path)), "views": ", ".join(views)}
-    if "leaderboard" in views:
-        columns, rows = query(store.duckdb_path, f"SELECT {', '.join(LEADERBOARD_COLUMNS)} FROM leaderboard")
-        metadata["leaderboard"] = records_table(columns, rows, NUMBER_TYPES)
-        metadata["dagster/row_count"] = len(rows)
-        context.log.info(f"leaderboard: {len(rows)} rows over views {', '.join(views)}")
-    if "win_rates" in views:  # the pairwise judge beside the scores
-        columns, rows = query(store.duckdb_path, f"SELECT {', '.join(WIN_RATE_COLUMNS)} FROM win_rates")
-        metadata["win_rates"] = records_table(columns, rows, WIN_RATE_TYPES)
+    _, (count,) = query(store.duckdb_path, "SELECT count(*) FROM leaderboard")
+    metadata["dagster/row_count"] = count[0]
+    columns, rows = query(store.duckdb_path, f"SELECT * FROM rankings WHERE category = '{ALL}' "
+                          "ORDER BY dataset, judge, pool DESC, rank, method")
+    metadata["rankings"] = ranking_table([dict(zip(columns, r)) for r in rows], with_dataset=True)
+    columns, rows = query(store.duckdb_path, "SELECT dataset, method, metric, privileged, n, mean, ci95_low, ci95_high "
+                          f"FROM leaderboard WHERE category = '{ALL}' ORDER BY dataset, metric, privileged, mean DESC")
+    metadata["leaderboard"] = records_table(columns, rows, NUMBER_TYPES)
+    columns, rows = query(store.duckdb_path, f"SELECT * FROM win_rates WHERE category = '{ALL}'")
+    metadata["win_rates"] = win_rate_table([dict(zip(columns, r)) for r in rows], with_dataset=True)
+    columns, rows = query(store.duckdb_path, "SELECT * FROM judge_quality")
+    metadata["judge_quality"] = records_table(columns, rows, {c: "float" if c.endswith(("rate", "bias", "low", "high"))
+                                                               else "int" for c in columns[2:]})
+    context.log.info(f"leaderboard: {count[0]} rows over views {', '.join(views)}")
     return dg.MaterializeResult(metadata=metadata)
 
 
-NUMBER_TYPES = {"n": "int", "mean": "float", "ci95_low": "float", "ci95_high": "float"}
-WIN_RATE_TYPES = {c: "int" for c in WIN_RATE_COLUMNS[4:10]} | {c: "float" for c in WIN_RATE_COLUMNS[10:]}
-RUN_URL = "http://localhost:3000/runs/{run_id}"  # the UI `dagster dev` serves (README: The UI)
+NUMBER_TYPES = {"n": "int", "mean": "float", "ci95_low": "float", "ci95_high": "float", "privileged": "bool"}
+RANKING_TYPES = {"rank": "int", "privileged": "bool", "strength": "float", "ci_low": "float", "ci_high": "float",
+                 "mean win": "float"}
+
+
+def ranking_table(rows: list[dict], with_dataset: bool = False) -> dg.MetadataValue:
+    """Rankings (evaluation.ranking) as a UI table narrow enough for the metadata panel: the rank range in
+    one column ("1–3"), the HELM mean win rate as "mean win"."""
+    columns = [*(["dataset", "judge"] if with_dataset else []), "pool", "rank", "method", "privileged", "strength",
+               "ci_low", "ci_high", "ranks", "mean win"]
+    body = [(*([r["dataset"], r["judge"]] if with_dataset else []), r["pool"], r["rank"], r["method"], r["privileged"],
+             r["strength"], r["ci_low"], r["ci_high"], f"{r['rank_low']}–{r['rank_high']}", r["mean_win_rate"])
+            for r in rows]
+    return records_table(columns, body, RANKING_TYPES)
+
+
+class ReportConfig(dg.Config):
+    ui_url: str = Field(default="", description="the address of your Dagster UI, for the report's links to runs; "
+                                                "empty: $ANALOGY_UI_URL, else http://localhost:3000")
 
 
 @dg.asset(group_name=GROUP, deps=[metrics, "judgements"], kinds={"html"},
           **asset_args(None, "report", extra="report"))
-def report(context: dg.AssetExecutionContext, storage: AnalogyStorage) -> dg.MaterializeResult:
-    """One self-contained HTML page: a sortable method × metric table (mean, 95 % interval, n),
-    one row per triplet with every method's B′ beside A, A′, B, B′gt (each linked to its config
-    and run), and a scores plot with one panel per metric family."""
+def report(context: dg.AssetExecutionContext, config: ReportConfig, storage: AnalogyStorage) -> dg.MaterializeResult:
+    """One self-contained HTML page of the partition's verdict (evaluation.report): the ranking with its
+    intervals, the scores and cost per method, results per kind of edit, the judge's win rates and quality,
+    and every triplet's B′ side by side; the same B′ grid and tables in the UI's metadata."""
     store = storage.store()
     key = context.partition_key
     out_dir = store.report_dir(key)
     href = lambda h: f"../../blobs/png/{h}.png" if h else None  # noqa: E731 (report → blobs, relative)
+    triplet_rows = store.read_table("triplets", key)
     metric_rows = store.read_table("metrics", key)
     generation_rows = store.read_table("generations", key)
-    gallery = report_lib.build_gallery(store.read_table("triplets", key), generation_rows, metric_rows, href)
-    estimates = report_lib.summary(metric_rows)
-    plot = report_lib.scores_plot(estimates)
-    configs = {g["config_hash"]: json.dumps({"method": g["method"], "config": json.loads(g["config"])})
-               for g in generation_rows}
-    rates = win_rates([j | {"dataset": key} for j in store.previous_rows("judgements", key)])
-    page = report_lib.gallery_html(f"Image analogies — {key}", gallery, estimates, plot, configs,
-                                   lambda run_id: RUN_URL.format(run_id=run_id), rates)
+    verdict = partition_verdict(store.tables_root, store.tables_with_files(), key)
+    overall = [r for r in verdict["leaderboard"] if r["category"] == ALL]
+    plot = report_lib.scores_plot(overall)
+    configs = {g["config_hash"]: {"method": g["method"], "config": json.loads(g["config"])} for g in generation_rows}
+    ui = (config.ui_url or os.environ.get("ANALOGY_UI_URL") or DEFAULT_UI_URL).rstrip("/")
+    gallery = report_lib.build_gallery(triplet_rows, generation_rows, metric_rows, href)
+    page = report_lib.gallery_html(f"Image analogies — {key}", gallery, verdict, plot, configs,
+                                   lambda run_id: f"{ui}/runs/{run_id}")
     html_path = out_dir / "index.html"
     atomic_write(out_dir / "scores.png", plot)
     atomic_write(html_path, page.encode())
     context.log.info(f"report: {html_path}")
-    columns = ["method", "metric", "n", "mean", "ci95_low", "ci95_high"]
-    table = records_table(columns, [tuple(e[c] for c in columns) for e in estimates], NUMBER_TYPES)
-    return dg.MaterializeResult(metadata={"html": dg.MetadataValue.path(str(html_path)), "summary": table,
-                                          "plot": png_markdown(plot, "scores")})
+    verdicts = report_lib.cell_verdicts(gallery, store.previous_rows("judgements", key))
+    grid = report_lib.sample_grid(triplet_rows, [g for g in generation_rows if g["b_prime_hash"]],
+                                  lru_cache(maxsize=1024)(store.get_png), verdicts=verdicts)
+    ranking = [r for r in verdict["rankings"] if r["category"] == ALL]
+    summary = [r for r in overall if r["metric"] in report_lib.HEADLINE_METRICS]
+    return dg.MaterializeResult(metadata={
+        "partition": key, "html": dg.MetadataValue.path(str(html_path)),
+        "B′ grid": png_markdown(grid, "A, A′, B, B′gt and every method's B′, with the judge's verdict"),
+        "ranking": ranking_table(ranking),
+        "summary": records_table(["method", "metric", "privileged", "n", "mean", "ci95_low", "ci95_high"],
+                                 [(r["method"], r["metric"], r["privileged"], r["n"], r["mean"], r["ci95_low"],
+                                   r["ci95_high"]) for r in summary], NUMBER_TYPES),
+        "plot": png_markdown(plot, "scores")})
+
+
+DEFAULT_UI_URL = "http://localhost:3000"  # what `dagster dev` serves
 
 
 ASSETS = [triplets, generations, metrics, leaderboard, report]

@@ -23,10 +23,8 @@ from ops.captions import caption
 from orchestration.metadata import (
     asset_args,
     attempt,
-    curves_png,
     distinct_rows,
     method_inputs,
-    png_markdown,
     prepared_pairs,
     write_intermediate,
 )
@@ -107,30 +105,27 @@ def diff_tokens(context: dg.AssetExecutionContext, storage: AnalogyStorage, mode
     """D̃ for every distinct (A, A′) × DI method (in the cache, safetensors) with its loss curve,
     the partition's pairs trained `methods.batch_size` at a time."""
     store, loaded, cache, usable, variants = _inputs(context, storage, models, methods)
-    rows, curves, seed = [], [], methods.seed
+    rows, seed = [], methods.seed
     # steps 1–4 for every pair, D̃ trained `batch_size` at a time
-    for variant, di_config, (a_hash, ap_hash), (a, a_prime), result, seconds in prepared_pairs(
+    for variant, di_config, (a_hash, ap_hash), (a, a_prime), result, cost in prepared_pairs(
             context, store, loaded, usable, variants, di.prepare_diff_tokens, seed=seed, cache=cache,
             batch_size=methods.batch_size, what="D̃"):
         row = {"a_hash": a_hash, "a_prime_hash": ap_hash, "variant": variant,
                "config": json.dumps(asdict(di_config)), "tokens_key": None, "final_tc": None,
-               "final_clip": None, "curve": None, "seconds": None, "error": None}
+               "final_clip": None, "curve": None, "seconds": None, "peak_memory_mb": None, "error": None}
         if isinstance(result, Exception):  # a pair whose inputs or training fail is an error row
             row["error"] = f"{type(result).__name__}: {result}"
         else:
-            curves.append(result.curve)
             key = di.diff_tokens_key(loaded, a, a_prime, di_config, seed)
             row.update({"tokens_key": key_digest("diff_tokens", key),
                         "final_tc": result.curve["tc"][-1] if result.curve["tc"] else None,
                         "final_clip": result.curve["clip"][-1] if result.curve["clip"] else None,
-                        "curve": json.dumps(result.curve), "seconds": seconds})
+                        "curve": json.dumps(result.curve), **cost})
         rows.append(row)
-    metadata = {"batch_size": methods.batch_size}
-    if curves:
-        panels = {"tc": "Ltc", "clip": "Lclip", "total": "L"}
-        metadata["loss_curve"] = png_markdown(curves_png(curves, panels), "loss curve")
     return write_intermediate(store, context, cache, "diff_tokens", rows, usable,
-                              ("a_hash", "a_prime_hash", "variant"), **metadata)
+                              ("a_hash", "a_prime_hash", "variant"), result="tokens_key",
+                              curve_panels={"tc": "Ltc", "clip": "Lclip", "total": "L"},
+                              batch_size=methods.batch_size)
 
 
 DI_ASSETS = [captions, pez_prompts, clip_deltas, diff_tokens]

@@ -19,6 +19,7 @@ from tqdm import tqdm
 from models.loaders import ModelMissingError
 from ops.cache import key_digest
 from ops.registry import MethodRun, config_json, run_method
+from orchestration.peak_memory import PeakMemory
 from orchestration.storage import Store
 
 
@@ -50,15 +51,18 @@ def generate_rows(triplets: list[dict], runs: list[MethodRun], store: Store, mod
             row = {"triplet_id": t["triplet_id"], "method": run.label, "config_hash": run.config_hash,
                    "config": config_json(run.config), "seed": seed, "profile": models.profile_name,
                    "models": models.weights_key,
-                   "inputs_key": key[0], "b_prime_hash": None, "seconds": None, "run_id": run_id,
+                   "inputs_key": key[0], "b_prime_hash": None, "seconds": None, "peak_memory_mb": None,
+                   "privileged": run.method.privileged(run.config, t.get("instruction")), "run_id": run_id,
                    "error": missing_model}
             start = time.perf_counter()
             if missing_model is None:
                 try:
                     a, a_prime, b = (store.get_png(t[f"{r}_hash"]) for r in ("a", "a_prime", "b"))
-                    b_prime = run_method(run, models, a, a_prime, b, seed=seed, cache=cache,
-                                         instruction=t.get("instruction"))
+                    with PeakMemory(models.device) as peak:
+                        b_prime = run_method(run, models, a, a_prime, b, seed=seed, cache=cache,
+                                             instruction=t.get("instruction"))
                     row["b_prime_hash"] = store.put_png(b_prime.convert("RGB"))
+                    row["peak_memory_mb"] = peak.mb
                 except Exception as exc:  # one bad triplet or method must not fail the partition
                     row["error"] = f"{type(exc).__name__}: {exc}"
                     log.warning(f"{run.label} failed on {t['triplet_id']}: {row['error']}")

@@ -1,23 +1,27 @@
-"""The pairwise judge as an asset: generations → judgements (→ the `win_rates` table of analogy.duckdb).
+"""The pairwise judge as an asset: generations → judgements (→ `win_rates`, `rankings`, `judge_quality`
+and `judge_agreement` in analogy.duckdb).
 
-For every usable triplet, the run's main method (`difference_inversion` unless configured) is
-judged against each other method of the run, twice with the order swapped
-(evaluation.pairwise). Every ask is a row of `judgements`; the leaderboard refresh computes
-`win_rates` from them.
+For every usable triplet, every pair of methods present in the partition (or a configured reference
+method against the others, or a configured subset) is judged twice with the order swapped
+(evaluation.pairwise). Every ask is a row of `judgements`. A pair already judged with the same two B′,
+seed and judge is reused, never asked again; the rows of pairs this run did not ask (another judge, a
+subset) are kept while their B′ are the partition's current ones.
 """
 
 
 import json
 from functools import lru_cache
+from itertools import combinations
 from typing import Literal
 
 import dagster as dg
 from pydantic import Field
 
 from evaluation.judge_backends import DEFAULT_CHAT_MODEL, DEFAULT_REQUESTS_PER_MINUTE, DEFAULT_VLM
-from evaluation.pairwise import WIN_RATE_COLUMNS, Candidate, ToyPairJudge, judge_pair, win_rates
-from orchestration.assets import GROUP, WIN_RATE_TYPES, generations
-from orchestration.metadata import asset_args, records_table, table_metadata
+from evaluation.pairwise import ALL, Candidate, ToyPairJudge, judge_pair, win_rates
+from ops.registry import parse_method_spec
+from orchestration.assets import GROUP, generations
+from orchestration.metadata import asset_args, table_metadata, win_rate_table
 from orchestration.resources import AnalogyStorage, MethodsResource, ModelsResource
 
 JUDGES = ("toy", "chat", "vlm")
@@ -32,10 +36,10 @@ class JudgementsConfig(dg.Config):
     model: str = Field(default="", description=f"the chat judge's model (default {DEFAULT_CHAT_MODEL}) or the "
                                                f"VLM's id or folder (default {DEFAULT_VLM})")
     requests_per_minute: float = Field(default=DEFAULT_REQUESTS_PER_MINUTE, description="the chat judge's rate limit")
-    method: str = Field(default="difference_inversion", description="the method judged against the others: a "
-                        "label of the run, or a method name (its first spec in the run)")
-    opponents: list[str] = Field(default=[], description="labels of the run to judge it against; empty: every "
-                                                         "other method of the run")
+    reference: str = Field(default="", description="judge only this method (a label, or a method name: its first "
+                           "label) against the others; empty: every pair of methods")
+    methods: list[str] = Field(default=[], description="the method labels to judge among; empty: every method "
+                                                       "with a B′ in the partition")
 
 
 def pair_judge(config: JudgementsConfig, models: ModelsResource):
@@ -54,42 +58,54 @@ def pair_judge(config: JudgementsConfig, models: ModelsResource):
     return ToyPairJudge(models.judge())
 
 
+def judged_pairs(present: list[str], config: JudgementsConfig) -> list[tuple[str, str]]:
+    """The method pairs to judge, each in sorted order, from the labels `present` in the partition."""
+    unknown = sorted(set(config.methods) - set(present))
+    if unknown:
+        raise ValueError(f"methods {unknown} have no B′ in this partition ({', '.join(present)})")
+    chosen = sorted(config.methods or present)
+    if not config.reference:
+        return list(combinations(chosen, 2))
+    reference = next((m for m in chosen if m == config.reference), None) or \
+        next((m for m in chosen if parse_method_spec(m)[0] == config.reference), None)
+    if reference is None:
+        raise ValueError(f"reference {config.reference!r} has no B′ in this partition ({', '.join(chosen)})")
+    return [tuple(sorted((reference, m))) for m in chosen if m != reference]
+
+
 @dg.asset(group_name=GROUP, deps=[generations], kinds={"parquet"},
           **asset_args("judgements", "evaluate", gpu=True))
 def judgements(context: dg.AssetExecutionContext, config: JudgementsConfig, storage: AnalogyStorage,
                models: ModelsResource, methods: MethodsResource) -> dg.MaterializeResult:
-    """The main method's B′ against each other method's, per triplet, asked twice with the order
-    swapped (evaluation.pairwise): prompts, raw answers, choices, consistency and parse failures."""
+    """Every pair of the partition's methods per triplet, asked twice with the order swapped
+    (evaluation.pairwise): prompts, raw answers, choices, consistency and parse failures; pairs judged
+    before are reused, and rows of pairs not asked now are kept."""
     store = storage.store()
     key = context.partition_key
-    runs = methods.runs(models.get_profile())
-    labels = [r.label for r in runs]
-    main = next((r.label for r in runs if r.label == config.method), None) or \
-        next((r.label for r in runs if r.method.name == config.method), None)
+    made = [g for g in store.read_table("generations", key) if not g["error"] and g["b_prime_hash"]]
+    pairs = judged_pairs(sorted({g["method"] for g in made}), config)
     judge = pair_judge(config, models)
-    rows, counts = [], {"asked": 0, "reused": 0}
-    if judge is None or main is None:
-        context.log.info(f"judgements: none made: {config.method!r} is not a method of this run "
-                         f"({', '.join(labels)})" if judge else f"judgements: profile {models.profile!r} has no "
-                         f"{config.judge!r} judge")
+    previous = store.previous_rows("judgements", key)
+    rows, counts = [], {"asked": 0, "reused": 0, "kept": 0}
+    if judge is None:
+        context.log.info(f"judgements: none made: profile {models.profile!r} has no {config.judge!r} judge")
+        rows = current_rows(previous, made)
+        counts["kept"] = len({pair_id(r) for r in rows})
     else:
-        unknown = sorted(set(config.opponents) - set(labels))
-        if unknown:
-            raise ValueError(f"opponents {unknown} are not methods of this run ({', '.join(labels)})")
-        opponents = [label for label in (config.opponents or labels) if label != main]
         try:
-            rows, counts = judge_partition(store, key, judge, main, opponents, methods.seed,
-                                           previous=store.previous_rows("judgements", key))
+            rows, counts = judge_partition(store, key, judge, pairs, methods.seed, previous)
         finally:
             getattr(judge, "close", lambda: None)()  # the chat judge's HTTP connections
     path = store.write_table("judgements", key, rows)
-    dataset = key.split(".")[0]
-    rates = win_rates([r | {"dataset": dataset} for r in rows])
-    columns = list(WIN_RATE_COLUMNS[1:])
-    table = records_table(columns, [tuple(r[c] for c in columns) for r in rates], WIN_RATE_TYPES)
-    context.log.info(f"judgements: {counts['asked']} pairs asked, {counts['reused']} reused from earlier runs")
-    return dg.MaterializeResult(metadata={**table_metadata(path, rows, "judgements"), "win_rates": table,
+    category = {t["triplet_id"]: t["category"] for t in store.read_table("triplets", key)}
+    rates = [r for r in win_rates([j | {"dataset": key, "category": category.get(j["triplet_id"])} for j in rows])
+             if r["category"] == ALL]
+    context.log.info(f"judgements: {len(pairs)} method pairs; triplet pairs {counts['asked']} asked, "
+                     f"{counts['reused']} reused, {counts['kept']} kept from earlier runs")
+    return dg.MaterializeResult(metadata={**table_metadata(path, rows, "judgements"), "partition": key,
+                                          "win_rates": win_rate_table(rates), "method pairs": len(pairs),
                                           "pairs asked": counts["asked"], "pairs reused": counts["reused"],
+                                          "pairs kept": counts["kept"],
                                           "failed_asks": sum(1 for r in rows if r["error"])})
 
 
@@ -97,31 +113,43 @@ PAIR_KEY = ("triplet_id", "method", "config_hash", "opponent", "opponent_config_
             "opponent_b_prime_hash", "seed", "judge_id")
 
 
-def judge_partition(store, key: str, judge, method: str, opponents: list[str], seed: int,
+def pair_id(row: dict) -> tuple:
+    """A judged pair whichever way round it was stored: triplet, judge and the two methods."""
+    return row["triplet_id"], row["judge_id"], frozenset((row["method"], row["opponent"]))
+
+
+def current_rows(previous: list[dict], made: list[dict]) -> list[dict]:
+    """The earlier rows whose two B′ are still the partition's current ones."""
+    current = {(g["triplet_id"], g["method"]): g["b_prime_hash"] for g in made}
+    return [r for r in previous if current.get((r["triplet_id"], r["method"])) == r["b_prime_hash"]
+            and current.get((r["triplet_id"], r["opponent"])) == r["opponent_b_prime_hash"]]
+
+
+def judge_partition(store, key: str, judge, pairs: list[tuple[str, str]], seed: int,
                     previous: list[dict] = ()) -> tuple[list[dict], dict[str, int]]:
-    """(judgement rows, {asked, reused} pair counts) of `method` against each of `opponents` on every
+    """(judgement rows, {asked, reused, kept} triplet-pair counts) of each method pair in `pairs` on every
     triplet both generated. A pair judged before (`previous`) with the same B′, seed and judge and no
-    failed ask is reused, not re-asked."""
-    earlier: dict[tuple, list[dict]] = {}
-    for row in previous:
-        earlier.setdefault(tuple(row[k] for k in PAIR_KEY), []).append(row)
-    counts = {"asked": 0, "reused": 0}
+    failed ask is reused, not re-asked; earlier rows of pairs not in `pairs` (or of another judge) are
+    kept while their B′ are current."""
     triplet_rows = {t["triplet_id"]: t for t in store.read_table("triplets", key) if not t["error"]}
     made = {(g["triplet_id"], g["method"]): g for g in store.read_table("generations", key)
             if not g["error"] and g["b_prime_hash"]}
+    previous = current_rows(previous, list(made.values()))
+    earlier: dict[tuple, list[dict]] = {}
+    for row in previous:
+        earlier.setdefault(tuple(row[k] for k in PAIR_KEY), []).append(row)
+    counts = {"asked": 0, "reused": 0, "kept": 0}
     load = lru_cache(maxsize=256)(store.get_png)
-    rows = []
+    rows, judged = [], set()
     for triplet_id, t in triplet_rows.items():
-        if (triplet_id, method) not in made:
-            continue
         truth = json.loads(t["extra"] or "{}").get("attrs", {})
-        mine = made[(triplet_id, method)]
-        for opponent in opponents:
-            theirs = made.get((triplet_id, opponent))
-            if theirs is None:
+        for method, opponent in pairs:
+            mine, theirs = made.get((triplet_id, method)), made.get((triplet_id, opponent))
+            if mine is None or theirs is None:
                 continue
             pair = (triplet_id, method, mine["config_hash"], opponent, theirs["config_hash"], mine["b_prime_hash"],
                     theirs["b_prime_hash"], seed, judge.judge_id)
+            judged.add((triplet_id, judge.judge_id, frozenset((method, opponent))))
             done = earlier.get(pair, [])
             if len(done) == 2 and not any(r["error"] for r in done):
                 rows += done
@@ -132,7 +160,9 @@ def judge_partition(store, key: str, judge, method: str, opponents: list[str], s
             rows += judge_pair(judge, triplet_id, load(t["a_hash"]), load(t["a_prime_hash"]), load(t["b_hash"]),
                                x, y, seed, truth)
             counts["asked"] += 1
-    return rows, counts
+    kept = [r for r in previous if pair_id(r) not in judged]
+    counts["kept"] = len({pair_id(r) for r in kept})
+    return kept + rows, counts
 
 
 JUDGE_ASSETS = [judgements]

@@ -97,6 +97,17 @@ def records_table(columns: list[str], rows: list[tuple], types: dict[str, str] |
                                   schema=schema)
 
 
+def win_rate_table(rates: list[dict], with_dataset: bool = False) -> dg.MetadataValue:
+    """Win rates (evaluation.pairwise) as a UI table narrow enough to read: the rate and its interval in
+    one column, wins-losses-ties in another."""
+    columns = [*(["dataset"] if with_dataset else []), "method", "opponent", "win rate [95% CI]", "W-L-T",
+               "inconsistent", "failed"]
+    body = [(*([r["dataset"]] if with_dataset else []), r["method"], r["opponent"],
+             "—" if r["win_rate"] is None else f"{r['win_rate']:.2f} [{r['ci_low']:.2f}, {r['ci_high']:.2f}]",
+             f"{r['wins']}-{r['losses']}-{r['ties']}", r["inconsistent"], r["failed"]) for r in rates]
+    return records_table(columns, body, {"inconsistent": "int", "failed": "int"})
+
+
 def json_value(value: Any) -> dg.MetadataValue:
     return dg.MetadataValue.json(json.loads(json.dumps(value, default=str)))
 
@@ -120,17 +131,20 @@ def prepared_pairs(context, store, loaded, usable: list[dict], variants: dict, p
                    batch_size: int, what: str):
     """A method's `prepare` hook (ops.registry) on every distinct (A, A′) of `usable`, per variant,
     `batch_size` pairs at a time, the pairs' images read once. Yields (variant, config, (a_hash,
-    a_prime_hash), (A, A′), the result or the pair's Exception, seconds per pair)."""
+    a_prime_hash), (A, A′), the result or the pair's Exception, {seconds: per pair, peak_memory_mb})."""
+    from orchestration.peak_memory import PeakMemory
+
     pairs = distinct_rows(usable, "a", "a_prime")
     images = [(store.get_png(a_hash), store.get_png(ap_hash)) for a_hash, ap_hash in pairs] if variants else []
     for variant, config in variants.items():
         start = time.perf_counter()
-        results = prepare(loaded, images, config, seed=seed, cache=cache, batch_size=batch_size)
-        seconds = (time.perf_counter() - start) / max(1, len(pairs))
+        with PeakMemory(loaded.device) as peak:
+            results = prepare(loaded, images, config, seed=seed, cache=cache, batch_size=batch_size)
+        cost = {"seconds": (time.perf_counter() - start) / max(1, len(pairs)), "peak_memory_mb": peak.mb}
         context.log.info(f"[{variant}] {what} for {len(pairs)} pair(s), batches of {batch_size}, "
-                         f"{seconds:.1f} s per pair")
+                         f"{cost['seconds']:.1f} s per pair")
         for pair, pair_images, result in zip(pairs, images, results):
-            yield variant, config, pair, pair_images, result, seconds
+            yield variant, config, pair, pair_images, result, cost
 
 
 def distinct_rows(rows: list[dict], *roles: str) -> list[tuple[str, ...]]:
@@ -148,21 +162,39 @@ def attempt(row: dict, fn) -> dict:
 
 
 def write_intermediate(store, context, cache, table: str, rows: list[dict], usable: list[dict],
-                       key: tuple[str, ...], **metadata) -> dg.MaterializeResult:
+                       key: tuple[str, ...], result: str | None = None, curve_panels: dict[str, str] | None = None,
+                       **metadata) -> dg.MaterializeResult:
     """A method intermediate's table (DI's, VISII's): `rows` written beside the rows of earlier runs
     that this run did not recompute (same `key` columns) and whose images are still in the partition,
-    so a run without the method, or with another variant of it, keeps what earlier runs made."""
+    so a run without the method, or with another variant of it, keeps what earlier runs made.
+    `result`: the column naming what a row made (its cache key); a row that found the same result as
+    the earlier run's row (read from the cache) keeps that row's cost (seconds, peak memory), the cost of
+    making it. `curve_panels`: the mean training curve of every row of the partition, kept ones included."""
     hashes = {t[f"{role}_hash"] for t in usable for role in ("a", "a_prime", "b")}
     redone = {tuple(r[k] for k in key) for r in rows}
-    kept = [r for r in store.previous_rows(table, context.partition_key)
+    previous = store.previous_rows(table, context.partition_key)
+    kept = [r for r in previous
             if tuple(r[k] for k in key) not in redone and all(r[k] in hashes for k in key if k.endswith("_hash"))]
+    if result:
+        earlier = {tuple(r[k] for k in key): r for r in previous if r[result] and r["seconds"] is not None}
+        for r in rows:
+            before = earlier.get(tuple(r[k] for k in key))
+            if before is not None and r[result] == before[result]:
+                r.update(seconds=before["seconds"], peak_memory_mb=before["peak_memory_mb"])
     path = store.write_table(table, context.partition_key, kept + rows)
     for r in rows:
         if r.get("error"):
             context.log.warning(f"{table}: {r['error']}")
     context.log.info(f"{table}: cache {json.dumps(cache.stats)}")
-    return dg.MaterializeResult(metadata={**table_metadata(path, kept + rows, table), "computed": len(rows),
-                                          "kept from earlier runs": len(kept), "cache": json_value(cache.stats),
+    if curve_panels:
+        curves = [json.loads(r["curve"]) for r in kept + rows if r.get("curve")]
+        if curves:
+            metadata["loss_curve"] = png_markdown(curves_png(curves, curve_panels), "training curves")
+    return dg.MaterializeResult(metadata={**table_metadata(path, kept + rows, table), "partition":
+                                          context.partition_key, "computed": len(rows),
+                                          "kept from earlier runs": len(kept),
+                                          "made here": sum(1 for r in rows if not r.get("error")),
+                                          **({"cache": json_value(cache.stats)} if cache.stats else {}),
                                           **metadata})
 
 

@@ -19,9 +19,7 @@ from ops import visii
 from ops.cache import key_digest
 from orchestration.metadata import (
     asset_args,
-    curves_png,
     method_inputs,
-    png_markdown,
     prepared_pairs,
     write_intermediate,
 )
@@ -38,29 +36,26 @@ def visii_instructions(context: dg.AssetExecutionContext, storage: AnalogyStorag
     with its training curves, `methods.batch_size` pairs at a time; a run without a VISII method keeps
     the earlier runs' rows."""
     store, loaded, cache, usable, variants = method_inputs(context, storage, models, methods, visii.visii)
-    rows, curves, seed = [], [], methods.seed
-    for variant, config, (a_hash, ap_hash), (a, a_prime), result, seconds in prepared_pairs(
+    rows, seed = [], methods.seed
+    for variant, config, (a_hash, ap_hash), (a, a_prime), result, cost in prepared_pairs(
             context, store, loaded, usable, variants, visii.prepare_instructions, seed=seed, cache=cache,
             batch_size=methods.batch_size, what="instructions"):
         row = {"a_hash": a_hash, "a_prime_hash": ap_hash, "variant": variant,
                "config": json.dumps(asdict(config)), "instruction_key": None, "init_text": None,
                "best_step": None, "best_mse": None, "final_clip": None, "curve": None, "seconds": None,
-               "error": None}
+               "peak_memory_mb": None, "error": None}
         if isinstance(result, Exception):  # a pair whose inputs or training fail is an error row
             row["error"] = f"{type(result).__name__}: {result}"
         else:
             curve = {"mse": result.mse, "clip": result.clip}
-            curves.append(curve)
             key = visii.instruction_key(loaded, a, a_prime, config, seed)
             row.update({"instruction_key": key_digest("visii_instruction", key), "init_text": result.init_text,
                         "best_step": result.best_step,
                         "best_mse": result.mse[result.best_step] if result.mse else None,
                         "final_clip": result.clip[-1] if result.clip else None,
-                        "curve": json.dumps(curve), "seconds": seconds})
+                        "curve": json.dumps(curve), **cost})
         rows.append(row)
-    metadata = {"batch_size": methods.batch_size}
-    if curves:
-        metadata["loss_curve"] = png_markdown(curves_png(curves, {"mse": "MSE(ε̂, ε)", "clip": "clamped cos"}),
-                                              "VISII training curves")
     return write_intermediate(store, context, cache, "visii_instructions", rows, usable,
-                              ("a_hash", "a_prime_hash", "variant"), **metadata)
+                              ("a_hash", "a_prime_hash", "variant"), result="instruction_key",
+                              curve_panels={"mse": "MSE(ε̂, ε)", "clip": "clamped cos"},
+                              batch_size=methods.batch_size)

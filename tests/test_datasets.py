@@ -79,11 +79,14 @@ def test_manifest_bad_rows_become_error_rows(tmp_path):
 
 def test_manifest_jsonl(tmp_path):
     write_manifest(tmp_path)
-    lines = [json.dumps({"a": "a.png", "a_prime": "a2.png", "b": "b.png", "instruction": "blue"}), "{not json"]
+    lines = [json.dumps({"a": "a.png", "a_prime": "a2.png", "b": "b.png", "instruction": "blue"}), "{not json",
+             json.dumps({"a": "a.png", "a_prime": "a2.png", "b": "b.png", "category": "Texture"})]
     (tmp_path / "m.jsonl").write_text("\n".join(lines) + "\n")
-    first, second = (triplet_row(t, "manifest", store_nothing) for t in manifest_triplets(tmp_path / "m.jsonl"))
+    first, second, third = (triplet_row(t, "manifest", store_nothing)
+                            for t in manifest_triplets(tmp_path / "m.jsonl"))
     assert first["error"] is None and first["triplet_id"] == "row-00001" and first["instruction"] == "blue"
-    assert "not JSON" in second["error"]
+    assert "not JSON" in second["error"] and second["category"] is None
+    assert (first["category"], third["category"]) == ("colour", "texture")  # by the edit rule; as stated
 
 
 def test_hub_pairs_share_an_edit_prompt_and_are_seeded():
@@ -151,3 +154,18 @@ def test_an_unreadable_manifest_fails_only_its_own_partition(tmp_path):
     for name in ("gone", "folder"):
         with pytest.raises(ValueError, match="cannot be read"):
             manifest_triplets(specs[name].path())
+
+
+def test_every_triplet_gets_a_category_stated_or_by_the_edit_prompt_rule():
+    from evaluation.datasets import toy_triplets
+    from evaluation.sources import category_of
+
+    toy = toy_triplets(0, 8)
+    assert {t.category for t in toy} == {"size", "colour", "shape", "background"}
+    assert all(t.category == t.extra["changed"] for t in toy)
+    assert category_of("Lighting ", "add a hat") == "lighting"  # a stated category wins
+    rule = {"remove the dog": "remove", "make it snowy": "scene", "as a watercolor painting": "style",
+            "make the car red": "colour", "turn the cat into a tiger": "replace", "add a hat": "add",
+            "zoom out": "other"}
+    assert {text: category_of(None, text) for text in rule} == rule
+    assert category_of(None, None) is None

@@ -30,7 +30,7 @@ def test_a_vlm_that_always_says_1_answers_by_position_and_is_caught_as_inconsist
     rows = ask(judge)
     assert [r["raw"] for r in rows] == ["1", "1"] and rows[0]["choice"] != rows[1]["choice"]
     assert all(r["consistent"] is False for r in rows)
-    (rate,) = win_rates(rows)
+    rate, _ = win_rates(rows)
     assert rate["inconsistent"] == 1 and rate["win_rate"] is None and rate["judge"].startswith("vlm:")
 
 

@@ -62,8 +62,9 @@ def test_each_pair_is_asked_twice_with_the_order_swapped_and_the_first_order_dra
     assert drawn == first_orders(judged(PrefersBrighter(), [f"t{i}" for i in range(16)]))
     assert drawn != first_orders(judged(PrefersBrighter(), [f"t{i}" for i in range(16)], seed=1))
     assert len(judge.asked) == 32 and all(r["choice"] == "ours" and r["consistent"] for r in rows)
-    (rate,) = win_rates(rows)
+    rate, mirror = win_rates(rows)  # ours vs theirs, and the same pairs seen from theirs
     assert (rate["wins"], rate["losses"], rate["inconsistent"], rate["win_rate"]) == (16, 0, 0, 1.0)
+    assert (mirror["method"], mirror["wins"], mirror["losses"], mirror["win_rate"]) == ("theirs", 0, 16, 0.0)
     assert 0.7 < rate["ci_low"] < 1.0 == rate["ci_high"]  # Wilson at 16 of 16
 
 
@@ -71,8 +72,9 @@ def test_an_answer_that_flips_with_the_order_is_inconsistent_and_no_vote():
     rows = judged(AlwaysFirst(), triplets=["t0", "t1", "t2"])
     assert all(r["consistent"] is False for r in rows)
     assert {r["choice"] for r in rows if r["triplet_id"] == "t0"} == {"ours", "theirs"}
-    (rate,) = win_rates(rows)
+    rate, mirror = win_rates(rows)
     assert (rate["pairs"], rate["inconsistent"], rate["wins"], rate["losses"]) == (3, 3, 0, 0)
+    assert (mirror["pairs"], mirror["inconsistent"]) == (3, 3)
     assert rate["win_rate"] is None and rate["inconsistency_rate"] == 1.0
 
 
@@ -80,7 +82,7 @@ def test_an_unparsable_answer_is_a_recorded_failure_never_a_vote():
     rows = judged(Rambles())
     assert all(r["choice"] is None and "no choice in the answer" in r["error"] for r in rows)
     assert rows[0]["raw"] == "Both images are lovely." and rows[0]["consistent"] is None
-    (rate,) = win_rates(rows)
+    rate, _ = win_rates(rows)
     assert (rate["failed"], rate["wins"], rate["losses"], rate["ties"], rate["inconsistent"]) == (1, 0, 0, 0, 0)
     assert rate["win_rate"] is None and rate["inconsistency_rate"] is None
 
@@ -120,8 +122,9 @@ def test_a_tie_from_a_judge_not_offered_ties_is_a_failure_and_ties_count_as_cons
 
     assert all("not offered" in r["error"] for r in judged(Ties()))
     Ties.allow_tie = True
-    (rate,) = win_rates(judged(Ties(), triplets=["t0", "t1"]))
+    rate, mirror = win_rates(judged(Ties(), triplets=["t0", "t1"]))
     assert (rate["ties"], rate["wins"], rate["win_rate"], rate["inconsistency_rate"]) == (2, 0, 0.0, 0.0)
+    assert (mirror["ties"], mirror["wins"], mirror["win_rate"]) == (2, 0, 0.0)
 
 
 def test_the_toy_judge_prefers_the_candidate_matching_more_of_b_prime_gt():
@@ -141,3 +144,12 @@ def test_the_toy_judge_prefers_the_candidate_matching_more_of_b_prime_gt():
     same = judge_pair(judge, "t", A, A2, B, Candidate("ours", "h1", right), Candidate("theirs", "h2", right), 0,
                       truth)
     assert [r["choice"] for r in same] == ["tie", "tie"]
+
+
+def test_win_rates_count_each_pair_for_the_partition_and_for_its_category():
+    rows = [r | {"category": c} for c, t in (("size", "t0"), ("colour", "t1"), ("colour", "t2"))
+            for r in judged(PrefersBrighter(), triplets=[t])]
+    rates = {(r["category"], r["method"]): r for r in win_rates(rows)}
+    assert set(rates) == {(c, m) for c in ("all", "size", "colour") for m in ("ours", "theirs")}
+    assert [rates[(c, "ours")]["wins"] for c in ("all", "size", "colour")] == [3, 1, 2]
+    assert [rates[(c, "theirs")]["losses"] for c in ("all", "size", "colour")] == [3, 1, 2]

@@ -77,10 +77,14 @@ def test_sql_command_answers_read_only(toy_home, capsys):
     assert main(["sql", "select count(*) as n from generations", "--home", str(home)]) == 0
     assert capsys.readouterr().out.split() == ["n", "-", "4"]
     assert main(["sql", "--home", str(home), "--format", "json",
-                 "select method, metric, n from leaderboard where metric = 'clip_direction'"]) == 0
+                 "select method, metric, n from leaderboard where metric = 'clip_direction' and category = 'all'"]) == 0
     assert json.loads(capsys.readouterr().out) == {"method": "no_edit", "metric": "clip_direction", "n": 4}
     assert main(["sql", "create table x (i int)", "--home", str(home)]) == 1  # read-only
     assert "read-only" in capsys.readouterr().err
+    # the verdict's tables answer on any home, with no rows where there is nothing to judge (one method here)
+    for table in ("win_rates", "rankings", "judge_quality", "judge_agreement", "survey_results"):
+        assert main(["sql", f"select count(*) as n from {table}", "--home", str(home)]) == 0
+        assert capsys.readouterr().out.split() == ["n", "-", "0"], table
 
 
 @pytest.mark.parametrize("sql", [
@@ -176,7 +180,8 @@ def test_shards_and_hub_partitions(tmp_path):
     assert len(rows(tmp_path, "triplets", "toyshard.000")) == 4 and len(rows(tmp_path, "triplets", "toyshard.001")) == 2
     assert len(rows(tmp_path, "generations", "ip2p")) == 4
     _, board = query(tmp_path / "analogy.duckdb",
-                     "SELECT dataset, n FROM leaderboard WHERE metric = 'clip_direction' ORDER BY dataset")
+                     "SELECT dataset, n FROM leaderboard WHERE metric = 'clip_direction' AND category = 'all' "
+                     "ORDER BY dataset")
     assert board == [("ip2p", 4), ("toyshard", 6)]  # shards pool into their dataset
 
 
@@ -208,19 +213,23 @@ def test_dia_and_di_run_through_the_disk_cache_and_generations_reuses_it(tmp_pat
     assert first["diff_tokens"] == {"computed": 0, "reused": 2}  # generations read what diff_tokens stored
     assert first["dia_conditioning"]["computed"] == 6 and first["dia_noise"]["computed"] == 2
     assert not (tmp_path / "blobs" / "tensors").exists()  # D̃ is stored once, not also as a tensor blob
-    # the pairwise toy judge: DI against each other method, each pair asked twice in both orders
+    # the pairwise toy judge: every pair of the partition's methods, each asked twice in both orders
     judged = rows(tmp_path, "judgements", "toyshard.001")
-    assert len(judged) == 2 * 2 * 2 and {j["method"] for j in judged} == {FAST_DI}
-    assert {(j["opponent"], j["ask"]) for j in judged} == {(m, a) for m in ("no_edit", FAST_DIA) for a in (1, 2)}
+    pairs = {tuple(sorted(p)) for p in ((FAST_DI, "no_edit"), (FAST_DI, FAST_DIA), (FAST_DIA, "no_edit"))}
+    assert len(judged) == 3 * 2 * 2 and {(j["method"], j["opponent"]) for j in judged} == pairs
+    assert {(j["triplet_id"], j["method"], j["opponent"], j["ask"]) for j in judged} == {
+        (t, *p, a) for t in {g["triplet_id"] for g in generations} for p in pairs for a in (1, 2)}
     assert all(j["shown_first"] != k["shown_first"] for j in judged for k in judged
-               if (j["triplet_id"], j["opponent"]) == (k["triplet_id"], k["opponent"]) and j["ask"] != k["ask"])
+               if (j["triplet_id"], j["method"], j["opponent"]) == (k["triplet_id"], k["method"], k["opponent"])
+               and j["ask"] != k["ask"])
     assert not [j["error"] for j in judged if j["error"]] and all(j["consistent"] for j in judged)
     columns, rates = query(tmp_path / "analogy.duckdb", "SELECT opponent, pairs, wins + losses + ties, "
                            "inconsistent, inconsistency_rate, ci_low <= win_rate AND win_rate <= ci_high "
-                           "FROM win_rates ORDER BY opponent")
+                           "FROM win_rates WHERE method = ? AND category = 'all' ORDER BY opponent", [FAST_DI])
     assert rates == sorted([(FAST_DIA, 2, 2, 0, 0.0, True), ("no_edit", 2, 2, 0, 0.0, True)])
     page = (tmp_path / "reports" / "dataset=toyshard.001" / "index.html").read_text()
-    assert "Pairwise judge" in page and page.count("toy-judge-clip") == 2  # the report: one row per opponent
+    win_table = page.split('id="win-rates"', 1)[1].split("</table>", 1)[0]
+    assert win_table.count("<tr") == 1 + 6  # the report: a header, then each of the 3 pairs from both sides
 
     shutil.rmtree(tmp_path / "blobs" / "memo", ignore_errors=True)  # the wave-1 cache: gone, nothing depends on it
     again = materialize_partition("toyshard.001", str(tmp_path), methods=methods,
@@ -236,7 +245,7 @@ def test_dia_and_di_run_through_the_disk_cache_and_generations_reuses_it(tmp_pat
     rejudged = materialize_partition("toyshard.001", str(tmp_path), methods=methods,
                                      selection=[dg.AssetKey("judgements")])
     (materialization,) = rejudged.asset_materializations_for_node("judgements")
-    assert (materialization.metadata["pairs asked"].value, materialization.metadata["pairs reused"].value) == (0, 4)
+    assert (materialization.metadata["pairs asked"].value, materialization.metadata["pairs reused"].value) == (0, 6)
     assert rows(tmp_path, "judgements", "toyshard.001") == judged
     # a run without DI keeps the D̃ rows (and captions) of the runs before it
     captions = rows(tmp_path, "captions", "toyshard.001")
@@ -293,6 +302,34 @@ def test_a_new_method_on_a_materialised_partition_runs_alone(tmp_path):
     _, board = query(tmp_path / "analogy.duckdb", "SELECT DISTINCT method FROM leaderboard")
     assert {m for (m,) in board} == {m for _, m in after}
     assert "differential_diffusion" in (tmp_path / "reports/dataset=toyshard.001/index.html").read_text()
+    # the judge: the first run's pair is kept as it was, and only the pairs with the new method are asked
+    (judging,) = added.asset_materializations_for_node("judgements")
+    assert {k: judging.metadata[k].value for k in ("pairs asked", "pairs reused", "pairs kept")} == {
+        "pairs asked": 4, "pairs reused": 2, "pairs kept": 0}
+    _, pairs = query(tmp_path / "analogy.duckdb", "SELECT method, opponent, pairs FROM win_rates "
+                     "WHERE category = 'all' AND method < opponent ORDER BY ALL")
+    assert pairs == [("differential_diffusion", "no_edit", 2), ("differential_diffusion", "sdedit", 2),
+                     ("no_edit", "sdedit", 2)]
+    # one ranking: sdedit and differential_diffusion read the toy triplets' instruction, so they are privileged
+    # and ranked only in the pool of every method; no_edit alone has no example-only opponent to rank against
+    _, ranked = query(tmp_path / "analogy.duckdb", "SELECT pool, method, privileged, ci_low <= strength AND "
+                      "strength <= ci_high, rank_low <= rank AND rank <= rank_high FROM rankings "
+                      "WHERE category = 'all' ORDER BY ALL")
+    assert ranked == [("all", "differential_diffusion", True, True, True), ("all", "no_edit", False, True, True),
+                      ("all", "sdedit", True, True, True)]
+    _, flags = query(tmp_path / "analogy.duckdb", "SELECT DISTINCT method, privileged FROM leaderboard ORDER BY ALL")
+    assert flags == [("differential_diffusion", True), ("no_edit", False), ("sdedit", True)]
+    # per kind of edit: the toy world's changed attribute of each triplet, beside the whole partition
+    categories = {t["category"] for t in rows(tmp_path, "triplets", "toyshard.001")}
+    assert categories <= {"size", "colour", "shape", "background"} and len(categories) == 2
+    for table in ("leaderboard", "win_rates", "rankings"):
+        _, found = query(tmp_path / "analogy.duckdb", f"SELECT DISTINCT category FROM {table}")
+        assert {c for (c,) in found} == categories | {"all"}, table
+    # cost: seconds per triplet and peak memory for every method, beside its scores
+    _, cost = query(tmp_path / "analogy.duckdb", "SELECT method, metric, n, mean > 0 FROM leaderboard WHERE "
+                    "category = 'all' AND metric IN ('seconds_per_task', 'peak_memory_mb') ORDER BY ALL")
+    assert cost == [(m, c, 2, True) for m in ("differential_diffusion", "no_edit", "sdedit")
+                    for c in ("peak_memory_mb", "seconds_per_task")]
 
     everything = materialize_partition("toyshard.001", str(tmp_path),
                                        methods=["no_edit", "sdedit", "differential_diffusion"])

@@ -223,3 +223,29 @@ def test_thousand_resamples_of_seven_methods_are_fast():
     rows = rank_methods(votes, resamples=1000)
     assert time.perf_counter() - start < 1.0
     assert rows[0]["method"] == "m6" and rows[-1]["method"] == "m0"
+
+
+def test_rankings_rank_example_only_methods_apart_and_per_category():
+    from evaluation.ranking import rankings
+
+    def pair(task, category, method, opponent, choice, privileged=()):
+        return [{"dataset": "toy", "judge_id": "j", "task": task, "triplet_id": task, "category": category,
+                 "method": method, "opponent": opponent, "ask": ask, "choice": choice, "consistent": True,
+                 "error": None, "method_privileged": method in privileged,
+                 "opponent_privileged": opponent in privileged} for ask in (1, 2)]
+
+    rows = []
+    for i in range(4):
+        category = "size" if i % 2 else "colour"
+        rows += pair(f"t{i}", category, "di", "no_edit", "di", ("ip2p",))
+        rows += pair(f"t{i}", category, "di", "ip2p", "ip2p", ("ip2p",))
+        rows += pair(f"t{i}", category, "ip2p", "no_edit", "ip2p", ("ip2p",))
+    out = rankings(rows, resamples=50)
+    groups = {(r["category"], r["pool"]): [(r["method"], r["privileged"]) for r in out
+                                           if (r["category"], r["pool"]) == (r["category"], r["pool"])] for r in out}
+    assert set(groups) == {(c, p) for c in ("all", "size", "colour") for p in ("example_only", "all")}
+    example = [r for r in out if r["category"] == "all" and r["pool"] == "example_only"]
+    assert [(r["method"], r["rank"], r["votes"]) for r in example] == [("di", 1, 4), ("no_edit", 2, 4)]
+    everyone = [r for r in out if r["category"] == "all" and r["pool"] == "all"]
+    assert [(r["method"], r["privileged"]) for r in everyone] == [("ip2p", True), ("di", False), ("no_edit", False)]
+    assert all(r["votes"] == 4 for r in out if r["category"] == "size" and r["pool"] == "all")

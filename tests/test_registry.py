@@ -161,3 +161,16 @@ def test_a_zero_change_map_keeps_b_in_every_mode(spec, tolerance):
     err_free = (px(free) - px(round_trip)).abs().mean().item()
     assert err_kept < tolerance
     assert err_free > 3 * err_kept
+
+
+def test_a_method_given_the_triplets_instruction_is_privileged_only_where_it_has_one():
+    from ops.registry import get_method, resolve_specs
+
+    for spec in ("instructpix2pix", "sdedit", "differential_diffusion"):
+        (run,) = resolve_specs([spec])
+        assert run.method.privileged(run.config, "make the red star blue")
+        assert not run.method.privileged(run.config, None)  # it falls back to A′'s caption
+    (caption,) = resolve_specs(["instructpix2pix[text=caption]"])
+    assert not caption.method.privileged(caption.config, "make the red star blue")
+    for name in ("difference_inversion", "visii", "dia", "analogist", "no_edit"):
+        assert not get_method(name).privileged(get_method(name).config(), "make the red star blue")

@@ -33,7 +33,9 @@ def survey(tmp_path_factory):
 def sql(home, capsys, query):
     capsys.readouterr()
     assert main(["sql", query, "--home", str(home), "--format", "csv"]) == 0, capsys.readouterr().err
-    return capsys.readouterr().out.splitlines()[1:]
+    out = capsys.readouterr().out
+    assert "\r" not in out  # Unix line ends
+    return out.splitlines()[1:]
 
 
 @pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (scripts/install-browser)")
@@ -74,6 +76,13 @@ def test_the_questionnaire_answered_in_a_browser_imports_into_survey_results(sur
     rows = sql(home, capsys, "select method, votes, answers, share from survey_results order by method")
     assert rows == sorted([f"{m},{2 if m in wants.values() else 0},4,{0.5 if m in wants.values() else 0.0}"
                            for m in METHODS])
+    # the judge against the people: the pairs the judge decided where the two participants' majority is not a tie
+    # (no_edit vs sdedit is 1–1: left out; each of them beats the two methods nobody picked), at most 4 per triplet
+    (agreement,) = sql(home, capsys, "select judge, survey_id, tasks between 1 and 8, agreements <= tasks, "
+                                     "agreement_low <= agreement_rate from judge_agreement")
+    assert agreement == f"toy-judge-clip,{key['survey_id']},True,True,True"
+    (quality,) = sql(home, capsys, "select judge, asks, position_bias between 0 and 1 from judge_quality")
+    assert quality == "toy-judge-clip,24,True"  # 6 pairs of 4 methods × 2 triplets × 2 orders
     # the same participant again: refused, and nothing added
     capsys.readouterr()
     assert main(["survey", "import", str(files[0]), "--key", str(out / "answer_key.json"), "--home", str(home)]) == 2

@@ -98,11 +98,20 @@ def run(args: argparse.Namespace) -> int:
         return 1
     failed_checks = [e for e in result.get_asset_check_evaluations() if not e.passed]
     store = Store(home)
-    columns, rows = query(store.duckdb_path, "SELECT method, metric, n, mean, ci95_low, ci95_high FROM leaderboard "
-                          "WHERE dataset = ? ORDER BY metric, mean DESC", [args.partition.split(".")[0]])
-    print(f"\nLeaderboard ({args.partition}: mean over triplets, 95% interval: Wilson for 0/1 judge scores, "
-          "Student's t otherwise):\n")
+    dataset = args.partition.split(".")[0]
+    columns, rows = query(store.duckdb_path, "SELECT metric, method, privileged, n, mean, ci95_low, ci95_high "
+                          "FROM leaderboard WHERE dataset = ? AND category = 'all' ORDER BY metric, privileged, "
+                          "mean DESC", [dataset])
+    print(f"\nLeaderboard ({dataset}: mean over triplets, 95% interval: Wilson for 0/1 judge scores, a bootstrap "
+          "otherwise (none below n = 5); privileged = given the triplet's instruction):\n")
     print(format_table(columns, rows))
+    columns, rows = query(store.duckdb_path, "SELECT judge, pool, rank, method, privileged, strength, ci_low, ci_high, "
+                          "rank_low, rank_high, mean_win_rate FROM rankings WHERE dataset = ? AND category = 'all' "
+                          "ORDER BY judge, pool DESC, rank, method", [dataset])
+    if rows:
+        print("\nRanking (pairwise judge, Bradley–Terry strength with 95% bootstrap interval and rank range; pool "
+              "example_only = the methods that see only the example pair, all = every method):\n")
+        print(format_table(columns, rows))
     print(f"\nReport:  {store.report_dir(args.partition) / 'index.html'}")
     print(f"Tables:  {home / 'tables'}   (query: analogy sql \"SELECT * FROM leaderboard\")")
     print(f"UI:      ANALOGY_HOME={home} DAGSTER_HOME={os.environ['DAGSTER_HOME']} .venv/bin/dagster dev "

@@ -11,8 +11,8 @@ import sys
 def add_parser(subparsers) -> None:
     p = subparsers.add_parser("sql", help="run a read-only SQL query (one SELECT) over the tables (DuckDB)",
                               description="Views: triplets, generations, metrics, judgements, survey_answers and "
-                              "the DI tables; computed from them: leaderboard, win_rates, survey_results, "
-                              "generation_summary.")
+                              "the DI tables; computed from them: leaderboard, win_rates, rankings, judge_quality, "
+                              "judge_agreement, survey_results, generation_summary.")
     p.add_argument("query", help='e.g. "SELECT * FROM leaderboard"')
     p.add_argument("--format", choices=("table", "csv", "json"), default="table")
     p.add_argument("--home", help="ANALOGY_HOME (default: $ANALOGY_HOME or ./.analogy)")
@@ -52,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
     if args.format == "table":
         print(format_table(columns, rows))
     elif args.format == "csv":
-        writer = csv.writer(sys.stdout)
+        writer = csv.writer(sys.stdout, lineterminator="\n")  # Unix lines, as other tools expect
         writer.writerow(columns)
         writer.writerows(rows)
     else:
