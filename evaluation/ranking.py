@@ -37,6 +37,8 @@ from collections import defaultdict
 
 import numpy as np
 
+from evaluation.pairwise import ALL, TIE, pair_outcomes
+
 # A weak prior: N(0, 1/α) = standard deviation 10 logits per strength, far wider than any real gap (10 logits is
 # a 0.99995 win probability). It barely moves methods that lose some votes (a strength s fitted on n votes shrinks
 # by about 4·α·s/n: 0.0008 for s = 1, n = 50), yet stops one that wins all its 300 votes ~8 logits up, not at +∞.
@@ -175,8 +177,6 @@ def rankings(rows, *, resamples: int = 1000, seed: int = 0) -> list[dict]:
     `category`, `task` (the triplet within its shard) and `method_privileged` / `opponent_privileged`
     (the pair's methods were given the instruction). Only consistent pairs vote; inconsistent and failed
     ones are left out."""
-    from evaluation.pairwise import ALL, TIE, pair_outcomes
-
     rows = list(rows)
     privileged = {}
     for r in rows:

@@ -42,7 +42,7 @@ from PIL import Image, ImageDraw  # noqa: E402
 
 from evaluation.cost import COST_METRICS  # noqa: E402
 from evaluation.pairwise import ALL, pair_outcomes  # noqa: E402
-from evaluation.stats import MIN_BOOTSTRAP_N, summarise  # noqa: E402
+from evaluation.stats import MIN_BOOTSTRAP_N  # noqa: E402
 
 ROLE_TITLES = {"a": "A", "a_prime": "A′", "b": "B", "b_prime_gt": "B′gt"}
 LOWER_IS_BETTER = frozenset({"gt_pixel_mse", "seconds_per_task", "peak_memory_mb"})
@@ -92,11 +92,6 @@ def build_gallery(triplets: list[dict], generations: list[dict], metrics: list[d
         if m["triplet_id"] in rows:
             rows[m["triplet_id"]].scores.setdefault(m["method"], {})[m["metric"]] = m["value"]
     return list(rows.values())
-
-
-def summary(metric_rows: list[dict]) -> list[dict]:
-    """[{method, metric, n, mean, ci95_low, ci95_high, interval}] (evaluation.stats.summarise)."""
-    return summarise(metric_rows, by=("method", "metric"))
 
 
 _PLOT_COLUMNS = 3  # panels a row: 3 × 3.6 in at dpi 100 fits the UI's 1,280-px dialog

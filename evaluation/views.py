@@ -106,7 +106,7 @@ COMPUTED_TABLES = {
 }
 
 
-def _computed_table(con, name: str, table: Computed, tables: list[str]) -> list[dict]:
+def _computed_table(con, name: str, table: Computed) -> list[dict]:
     """Table `name` on `con` (see Computed); returns its rows."""
     inputs = []
     for sql in table.sql:
@@ -157,16 +157,16 @@ def _define_views(con, tables_root: Location, tables: list[str], partition: str 
     for table in tables:
         con.execute(table_view_sql(table, tables_root, partition))
         made[table] = []
-    for table in sorted(set(TABLES) - set(tables)):  # not written yet: an empty view of its columns
-        empty = TABLES[table].empty_table()
-        con.register(f"{table}_empty", empty.append_column("dataset", pa.array([], S)).append_column(
-            "shard", pa.array([], S)))
-        con.execute(f"CREATE OR REPLACE VIEW {table} AS SELECT * FROM {table}_empty")
+    for table in sorted(set(TABLES) - set(tables)):  # not written yet: an empty table of its columns
+        empty = TABLES[table].empty_table().append_column("dataset", pa.array([], S))
+        con.register(f"{table}_empty", empty.append_column("shard", pa.array([], S)))
+        con.execute(f"CREATE OR REPLACE TABLE {table} AS SELECT * FROM {table}_empty")  # kept in the file
+        con.unregister(f"{table}_empty")
     if "generations" in tables:
         con.execute(GENERATION_ERRORS_SQL)
         made["generation_summary"] = []
     for name, table in COMPUTED_TABLES.items():
-        made[name] = _computed_table(con, name, table, tables)
+        made[name] = _computed_table(con, name, table)
     return made
 
 
@@ -178,12 +178,13 @@ def partition_verdict(tables_root: Location, tables: list[str], partition: str) 
     return {name: rows for name, rows in made.items() if name in COMPUTED_TABLES}
 
 
-def build_database(db_path: Location, tables_root: Location, tables: list[str]) -> list[str]:
+def build_database(db_path: Location, tables_root: Location, tables: list[str]) -> dict[str, list[dict]]:
     """(Re)write the DuckDB file with a view per table that has files, plus the
-    leaderboard, for any DuckDB client. Built under a temporary name and renamed, so
+    verdict's tables, for any DuckDB client. Built under a temporary name and renamed, so
     readers never see a half-built file (on an object store: built locally, one PUT).
-    Returns the view names. The file records the tables folder its views read
-    (`analogy_home`), so a moved or copied home can tell."""
+    Returns {view name: rows}: the verdict's rows as computed (no query back), [] for the
+    views over files. The file records the tables folder its views read (`analogy_home`),
+    so a moved or copied home can tell."""
     if is_remote(db_path):
         with tempfile.TemporaryDirectory(prefix="analogy-duckdb-") as folder:
             local = Path(folder) / db_path.name
@@ -195,7 +196,7 @@ def build_database(db_path: Location, tables_root: Location, tables: list[str]) 
     tmp = db_path.with_name(f".{db_path.name}.{os.getpid()}.tmp")
     tmp.unlink(missing_ok=True)
     with duckdb.connect(str(tmp)) as con:
-        views = list(_define_views(con, tables_root, tables))
+        views = _define_views(con, tables_root, tables)
         con.execute("CREATE TABLE analogy_home AS SELECT ? AS tables_root", [_root_text(tables_root)])
         con.execute("CHECKPOINT")
     os.replace(tmp, db_path)

@@ -27,7 +27,7 @@ from evaluation.judge_scores import judge_rows
 from evaluation.metrics import items_from_tables, score_items
 from evaluation.pairwise import ALL
 from evaluation.triplets import triplet_row
-from evaluation.views import build_database, partition_verdict, query
+from evaluation.views import COMPUTED_TABLES, build_database, partition_verdict
 from models.loaders import IMAGE_ENCODER_KINDS
 from ops.registry import config_json
 from orchestration.cache import DiskCache
@@ -35,6 +35,7 @@ from orchestration.di_assets import diff_tokens
 from orchestration.generate import generate_rows
 from orchestration.metadata import (
     asset_args,
+    column_types,
     json_value,
     png_markdown,
     records_table,
@@ -147,21 +148,21 @@ def leaderboard(context: dg.AssetExecutionContext, storage: AnalogyStorage) -> d
     method × config × metric, cost included), `win_rates`, `rankings`, `judge_quality`, `judge_agreement`."""
     store = storage.store()
     views = build_database(store.duckdb_path, store.tables_root, store.tables_with_files())
-    metadata: dict[str, Any] = {"path": dg.MetadataValue.path(str(store.duckdb_path)), "views": ", ".join(views)}
-    _, (count,) = query(store.duckdb_path, "SELECT count(*) FROM leaderboard")
-    metadata["dagster/row_count"] = count[0]
-    columns, rows = query(store.duckdb_path, f"SELECT * FROM rankings WHERE category = '{ALL}' "
-                          "ORDER BY dataset, judge, pool DESC, rank, method")
-    metadata["rankings"] = ranking_table([dict(zip(columns, r)) for r in rows], with_dataset=True)
-    columns, rows = query(store.duckdb_path, "SELECT dataset, method, metric, privileged, n, mean, ci95_low, ci95_high "
-                          f"FROM leaderboard WHERE category = '{ALL}' ORDER BY dataset, metric, privileged, mean DESC")
-    metadata["leaderboard"] = records_table(columns, rows, NUMBER_TYPES)
-    columns, rows = query(store.duckdb_path, f"SELECT * FROM win_rates WHERE category = '{ALL}'")
-    metadata["win_rates"] = win_rate_table([dict(zip(columns, r)) for r in rows], with_dataset=True)
-    columns, rows = query(store.duckdb_path, "SELECT * FROM judge_quality")
-    metadata["judge_quality"] = records_table(columns, rows, {c: "float" if c.endswith(("rate", "bias", "low", "high"))
-                                                               else "int" for c in columns[2:]})
-    context.log.info(f"leaderboard: {count[0]} rows over views {', '.join(views)}")
+    overall = lambda table: [r for r in views[table] if r["category"] == ALL]  # noqa: E731
+    board = sorted(overall("leaderboard"), key=lambda r: (r["dataset"], r["metric"], r["privileged"], -r["mean"]))
+    columns = ["dataset", "method", "metric", "privileged", "n", "mean", "ci95_low", "ci95_high"]
+    quality = list(COMPUTED_TABLES["judge_quality"].types)
+    metadata: dict[str, Any] = {
+        "path": dg.MetadataValue.path(str(store.duckdb_path)), "views": ", ".join(views),
+        "dagster/row_count": len(views["leaderboard"]),
+        "rankings": ranking_table(sorted(overall("rankings"), key=lambda r: (r["dataset"], r["judge"],
+                                                                            r["pool"] != "example_only", r["rank"],
+                                                                            r["method"])), with_dataset=True),
+        "leaderboard": records_table(columns, [tuple(r[c] for c in columns) for r in board], NUMBER_TYPES),
+        "win_rates": win_rate_table(overall("win_rates"), with_dataset=True),
+        "judge_quality": records_table(quality, [tuple(r[c] for c in quality) for r in views["judge_quality"]],
+                                       column_types(COMPUTED_TABLES["judge_quality"].types))}
+    context.log.info(f"leaderboard: {len(views['leaderboard'])} rows over views {', '.join(views)}")
     return dg.MaterializeResult(metadata=metadata)
 
 

@@ -82,22 +82,19 @@ def judgements(context: dg.AssetExecutionContext, config: JudgementsConfig, stor
     before are reused, and rows of pairs not asked now are kept."""
     store = storage.store()
     key = context.partition_key
+    triplet_rows = store.read_table("triplets", key)
     made = [g for g in store.read_table("generations", key) if not g["error"] and g["b_prime_hash"]]
     pairs = judged_pairs(sorted({g["method"] for g in made}), config)
     judge = pair_judge(config, models)
-    previous = store.previous_rows("judgements", key)
-    rows, counts = [], {"asked": 0, "reused": 0, "kept": 0}
-    if judge is None:
+    if judge is None:  # nothing is asked; what earlier runs judged is kept
         context.log.info(f"judgements: none made: profile {models.profile!r} has no {config.judge!r} judge")
-        rows = current_rows(previous, made)
-        counts["kept"] = len({pair_id(r) for r in rows})
-    else:
-        try:
-            rows, counts = judge_partition(store, key, judge, pairs, methods.seed, previous)
-        finally:
-            getattr(judge, "close", lambda: None)()  # the chat judge's HTTP connections
+    try:
+        rows, counts = judge_partition(store, triplet_rows, made, judge, pairs if judge else [], methods.seed,
+                                       store.previous_rows("judgements", key))
+    finally:
+        getattr(judge, "close", lambda: None)()  # the chat judge's HTTP connections
     path = store.write_table("judgements", key, rows)
-    category = {t["triplet_id"]: t["category"] for t in store.read_table("triplets", key)}
+    category = {t["triplet_id"]: t["category"] for t in triplet_rows}
     rates = [r for r in win_rates([j | {"dataset": key, "category": category.get(j["triplet_id"])} for j in rows])
              if r["category"] == ALL]
     context.log.info(f"judgements: {len(pairs)} method pairs; triplet pairs {counts['asked']} asked, "
@@ -125,22 +122,21 @@ def current_rows(previous: list[dict], made: list[dict]) -> list[dict]:
             and current.get((r["triplet_id"], r["opponent"])) == r["opponent_b_prime_hash"]]
 
 
-def judge_partition(store, key: str, judge, pairs: list[tuple[str, str]], seed: int,
+def judge_partition(store, triplets: list[dict], made: list[dict], judge, pairs: list[tuple[str, str]], seed: int,
                     previous: list[dict] = ()) -> tuple[list[dict], dict[str, int]]:
     """(judgement rows, {asked, reused, kept} triplet-pair counts) of each method pair in `pairs` on every
-    triplet both generated. A pair judged before (`previous`) with the same B′, seed and judge and no
-    failed ask is reused, not re-asked; earlier rows of pairs not in `pairs` (or of another judge) are
-    kept while their B′ are current."""
-    triplet_rows = {t["triplet_id"]: t for t in store.read_table("triplets", key) if not t["error"]}
-    made = {(g["triplet_id"], g["method"]): g for g in store.read_table("generations", key)
-            if not g["error"] and g["b_prime_hash"]}
-    previous = current_rows(previous, list(made.values()))
+    triplet of `triplets` both methods have a B′ for in `made` (the partition's usable generations). A pair
+    judged before (`previous`) with the same B′, seed and judge and no failed ask is reused, not re-asked;
+    earlier rows of pairs not in `pairs` (or of another judge) are kept while their B′ are current."""
+    triplet_rows = {t["triplet_id"]: t for t in triplets if not t["error"]}
+    previous = current_rows(previous, made)
+    made = {(g["triplet_id"], g["method"]): g for g in made}
     earlier: dict[tuple, list[dict]] = {}
     for row in previous:
         earlier.setdefault(tuple(row[k] for k in PAIR_KEY), []).append(row)
     counts = {"asked": 0, "reused": 0, "kept": 0}
     load = lru_cache(maxsize=256)(store.get_png)
-    rows, judged = [], set()
+    rows = []
     for triplet_id, t in triplet_rows.items():
         truth = json.loads(t["extra"] or "{}").get("attrs", {})
         for method, opponent in pairs:
@@ -149,7 +145,6 @@ def judge_partition(store, key: str, judge, pairs: list[tuple[str, str]], seed: 
                 continue
             pair = (triplet_id, method, mine["config_hash"], opponent, theirs["config_hash"], mine["b_prime_hash"],
                     theirs["b_prime_hash"], seed, judge.judge_id)
-            judged.add((triplet_id, judge.judge_id, frozenset((method, opponent))))
             done = earlier.get(pair, [])
             if len(done) == 2 and not any(r["error"] for r in done):
                 rows += done
@@ -160,6 +155,7 @@ def judge_partition(store, key: str, judge, pairs: list[tuple[str, str]], seed: 
             rows += judge_pair(judge, triplet_id, load(t["a_hash"]), load(t["a_prime_hash"]), load(t["b_hash"]),
                                x, y, seed, truth)
             counts["asked"] += 1
+    judged = {pair_id(r) for r in rows}  # every pair judged now has its two rows
     kept = [r for r in previous if pair_id(r) not in judged]
     counts["kept"] = len({pair_id(r) for r in kept})
     return kept + rows, counts

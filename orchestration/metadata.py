@@ -97,6 +97,15 @@ def records_table(columns: list[str], rows: list[tuple], types: dict[str, str] |
                                   schema=schema)
 
 
+def column_types(types: dict[str, pa.DataType]) -> dict[str, str]:
+    """A table's Arrow column types as the UI's table types (`records_table`), so numbers sort as numbers."""
+    def kind(t: pa.DataType) -> str:
+        return ("float" if pa.types.is_floating(t) else "int" if pa.types.is_integer(t)
+                else "bool" if pa.types.is_boolean(t) else "string")
+
+    return {column: kind(t) for column, t in types.items()}
+
+
 def win_rate_table(rates: list[dict], with_dataset: bool = False) -> dg.MetadataValue:
     """Win rates (evaluation.pairwise) as a UI table narrow enough to read: the rate and its interval in
     one column, wins-losses-ties in another."""

@@ -52,7 +52,8 @@ class PeakMemory:
             return self
         self._hwm = _reset_high_water()
         if not self._hwm:
-            process, self.mb = psutil.Process(), psutil.Process().memory_info().rss / 2**20
+            process = psutil.Process()
+            self.mb = process.memory_info().rss / 2**20
             self._thread = threading.Thread(target=self._sample, args=(process,), daemon=True)
             self._thread.start()
         return self

@@ -97,6 +97,8 @@ def test_leaderboard_matches_python_and_keeps_its_columns(tmp_path):
     store.write_table("metrics", "toy.000", rows[:4])
     store.write_table("metrics", "toy.001", rows[4:])  # two shards of one dataset pool together
     build_database(store.duckdb_path, tmp_path / "tables", store.tables_with_files())
+    # a table with no files yet is an empty table in the file, readable by any client that opens it
+    assert query(store.duckdb_path, "SELECT count(*) FROM judgements")[1] == [(0,)]
     sql = "SELECT method, metric, n, mean, ci95_low, ci95_high FROM leaderboard ORDER BY metric, method"
     _, got = query(store.duckdb_path, sql)
     want = summarise(rows, by=("method", "metric"))
