@@ -182,9 +182,12 @@ def ranking_table(rows: list[dict], with_dataset: bool = False) -> dg.MetadataVa
     return records_table(columns, body, RANKING_TYPES)
 
 
+DEFAULT_UI_URL = "http://localhost:3000"  # what `dagster dev` serves
+
+
 class ReportConfig(dg.Config):
     ui_url: str = Field(default="", description="the address of your Dagster UI, for the report's links to runs; "
-                                                "empty: $ANALOGY_UI_URL, else http://localhost:3000")
+                                                f"empty: $ANALOGY_UI_URL, else {DEFAULT_UI_URL}")
 
 
 @dg.asset(group_name=GROUP, deps=[metrics, "judgements"], kinds={"html"},
@@ -225,9 +228,6 @@ def report(context: dg.AssetExecutionContext, config: ReportConfig, storage: Ana
                                  [(r["method"], r["metric"], r["privileged"], r["n"], r["mean"], r["ci95_low"],
                                    r["ci95_high"]) for r in summary], NUMBER_TYPES),
         "plot": png_markdown(plot, "scores")})
-
-
-DEFAULT_UI_URL = "http://localhost:3000"  # what `dagster dev` serves
 
 
 ASSETS = [triplets, generations, metrics, leaderboard, report]

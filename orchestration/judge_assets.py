@@ -15,11 +15,11 @@ from itertools import combinations
 from typing import Literal
 
 import dagster as dg
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from evaluation.judge_backends import DEFAULT_CHAT_MODEL, DEFAULT_REQUESTS_PER_MINUTE, DEFAULT_VLM
 from evaluation.pairwise import ALL, Candidate, ToyPairJudge, judge_pair, win_rates
-from ops.registry import parse_method_spec
+from ops.registry import get_method, parse_method_spec, resolve_specs
 from orchestration.assets import GROUP, generations
 from orchestration.metadata import asset_args, table_metadata, win_rate_table
 from orchestration.resources import AnalogyStorage, MethodsResource, ModelsResource
@@ -40,6 +40,25 @@ class JudgementsConfig(dg.Config):
                            "label) against the others; empty: every pair of methods")
     methods: list[str] = Field(default=[], description="the method labels to judge among; empty: every method "
                                                        "with a B′ in the partition")
+
+    @field_validator("reference")
+    @classmethod
+    def _known_method(cls, reference: str) -> str:
+        if reference:  # a mistyped name fails when the run is launched, not after generations
+            try:
+                get_method(parse_method_spec(reference)[0])
+            except KeyError as exc:
+                raise ValueError(exc.args[0]) from None
+        return reference
+
+    @field_validator("methods")
+    @classmethod
+    def _known_specs(cls, methods: list[str]) -> list[str]:
+        try:
+            resolve_specs(methods)  # each a method spec as the run's (`name` or `name[key=value]`)
+        except KeyError as exc:
+            raise ValueError(exc.args[0]) from None
+        return methods
 
 
 def pair_judge(config: JudgementsConfig, models: ModelsResource):

@@ -102,6 +102,11 @@ def test_a_wrong_encoder_or_profile_in_run_config_fails_before_any_work():
 
     with pytest.raises(pydantic.ValidationError, match="'toy', 'chat' or 'vlm'"):
         JudgementsConfig(judge="gpt4")
+    with pytest.raises(pydantic.ValidationError, match="unknown method 'difference_inversoin'"):
+        JudgementsConfig(reference="difference_inversoin")
+    with pytest.raises(pydantic.ValidationError, match="unknown method 'no_edt'"):
+        JudgementsConfig(methods=["no_edit", "no_edt"])
+    assert JudgementsConfig(reference="difference_inversion", methods=["no_edit", "sdedit[strength=0.5]"]).methods
     # and in the run config the UI or the schedule launches: refused before any step runs
     job = defs.resolve_job_def("analogy_job")
     valid = dg.validate_run_config(job, {"ops": {"judgements": {"config": {"judge": "chat"}}}})
