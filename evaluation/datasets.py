@@ -31,6 +31,7 @@ from evaluation.sources import CAPTION_ROLES, ROLES, DatasetSpec, RawTriplet, ca
 
 KINDS = ("toy", "benchmark_file", "manifest", "instructpix2pix", "magicbrush")
 NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_-]*$")  # no '.', which separates the shard number
+PARTITION_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_-]*(\.[0-9]{3,})?$")  # a dataset name, then its shard number
 
 # The embedded default: small enough that `analogy demo` runs in minutes on 2 CPU cores.
 DEFAULT_CONFIG = {"datasets": {"toy": {"kind": "toy", "seed": 0, "n": 16}}}

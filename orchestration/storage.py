@@ -29,6 +29,7 @@ from PIL import Image
 from safetensors.torch import load as load_safetensors
 from safetensors.torch import save as save_safetensors
 
+from evaluation.datasets import PARTITION_PATTERN
 from evaluation.files import Location, atomic_write, is_remote, location, parquet_metadata, read_parquet
 from evaluation.images import png_bytes
 from evaluation.schemas import TABLES
@@ -58,6 +59,12 @@ class Store:
 
     # --- tables -----------------------------------------------------------------
     def partition_dir(self, table: str, partition: str) -> Location:
+        """Refuses (ValueError) a table the project does not have and a partition key that is not a
+        dataset name (with its shard number): a name from a file never climbs out of `tables/`."""
+        if table not in TABLES:
+            raise ValueError(f"no table {table!r}; tables: {', '.join(sorted(TABLES))}")
+        if not PARTITION_PATTERN.match(str(partition)):
+            raise ValueError(f"{partition!r} is not a partition key (a dataset name such as 'toy', or 'name.000')")
         return self.tables_root / table / f"dataset={partition}"
 
     def table_path(self, table: str, partition: str) -> Location:

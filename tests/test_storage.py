@@ -83,3 +83,13 @@ def test_previous_rows_are_empty_for_a_table_written_with_other_columns(tmp_path
     old = pa.table({"triplet_id": ["t1"], "method": ["no_edit"]})
     pq.write_table(old, store.table_path("generations", "toy"))
     assert store.previous_rows("generations", "toy") == []
+
+
+@pytest.mark.parametrize("partition", ["../escaped", "toy/../../x", "/abs", "", "Toy", "toy.1/..", "toy\x00"])
+def test_a_partition_name_from_a_file_never_leaves_tables(tmp_path, partition):
+    store = Store(tmp_path)
+    with pytest.raises(ValueError, match="not a partition key"):
+        store.write_table("survey_answers", partition, [])
+    with pytest.raises(ValueError, match="no table"):
+        store.table_path("../../outside", "toy")
+    assert not any(p.is_file() for p in tmp_path.rglob("*"))
