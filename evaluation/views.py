@@ -34,6 +34,7 @@ from pathlib import Path
 
 import duckdb
 import pyarrow as pa
+import pyarrow.dataset as pa_dataset
 
 from evaluation.files import Location, atomic_write, is_remote, location_text, remove_stale_temporaries
 from evaluation.judge_quality import AGREEMENT_COLUMNS, QUALITY_COLUMNS, judge_agreement, judge_quality
@@ -133,12 +134,26 @@ def table_view_sql(table: str, tables_root: Location, partition: str | None = No
     columns by an older version read as nulls in the new ones (union_by_name)."""
     folder = f"dataset={partition}" if partition else "*"
     pattern = f"{location_text(tables_root / table)}/{folder}/*.parquet".replace("'", "''")
-    return (
-        f"CREATE OR REPLACE VIEW {table} AS "
-        f"SELECT * EXCLUDE (dataset), split_part(dataset, '.', 1) AS dataset, dataset AS shard "
-        f"FROM read_parquet('{pattern}', hive_partitioning = true, hive_types = {{'dataset': VARCHAR}}, "
-        f"union_by_name = true)"
-    )
+    return _view_sql(table, f"read_parquet('{pattern}', hive_partitioning = true, hive_types = {{'dataset': VARCHAR}}, "
+                            "union_by_name = true)")
+
+
+def _view_sql(table: str, source: str) -> str:
+    """The view of `table` over `source`, whose hive column `dataset` is the partition key."""
+    return (f"CREATE OR REPLACE VIEW {table} AS SELECT * EXCLUDE (dataset), split_part(dataset, '.', 1) AS dataset, "
+            f"dataset AS shard FROM {source}")
+
+
+def _register_files(con, table: str, tables_root: Location) -> None:
+    """View `table` over its files read by Arrow and registered as a Python object, so that `con` itself
+    needs no file access; files with fewer columns read as nulls in the new ones."""
+    folder = tables_root / table
+    files = pa_dataset.dataset(folder.path if is_remote(folder) else str(folder), format="parquet",
+                               filesystem=folder.fs if is_remote(folder) else None,
+                               schema=TABLES[table].append(pa.field("dataset", S)),
+                               partitioning=pa_dataset.partitioning(pa.schema([("dataset", S)]), flavor="hive"))
+    con.register(f"{table}_files", files)
+    con.execute(_view_sql(table, f"{table}_files"))
 
 
 def _reach(con, where: Location) -> None:
@@ -147,15 +162,20 @@ def _reach(con, where: Location) -> None:
         con.register_filesystem(where.fs)
 
 
-def _define_views(con, tables_root: Location, tables: list[str], partition: str | None = None
-                  ) -> dict[str, list[dict]]:
+def _define_views(con, tables_root: Location, tables: list[str], partition: str | None = None,
+                  sealed: bool = False) -> dict[str, list[dict]]:
     """A view per table that has files (over every partition, or only `partition`), and the verdict's
     tables computed from them (COMPUTED_TABLES), on `con`: {name: rows} of the computed ones, the views'
-    names with []."""
-    _reach(con, tables_root)
+    names with []. `sealed`: the files are read through Arrow (every partition), so `con` can then be
+    denied all file access."""
+    if not sealed:
+        _reach(con, tables_root)
     made = {}
     for table in tables:
-        con.execute(table_view_sql(table, tables_root, partition))
+        if sealed:
+            _register_files(con, table, tables_root)
+        else:
+            con.execute(table_view_sql(table, tables_root, partition))
         made[table] = []
     for table in sorted(set(TABLES) - set(tables)):  # not written yet: an empty table of its columns
         empty = TABLES[table].empty_table().append_column("dataset", pa.array([], S))
@@ -245,26 +265,63 @@ class QueryRefused(ValueError):
     """A user's SQL that is not one read-only statement."""
 
 
-READ_STATEMENTS = (duckdb.StatementType.SELECT, duckdb.StatementType.EXPLAIN)
+ANALYZE = {"ANALYZE", "ANALYSE"}
 
 
-def user_query(tables_root: Location, tables: list[str], sql: str) -> tuple[list[str], list[tuple]]:
-    """Run a user's SQL, read-only for real: one SELECT (or EXPLAIN) statement, on an in-memory
-    database whose views read `tables_root` (so a copied or moved home answers from its own
-    tables), with file access limited to `tables_root` and the configuration locked (no COPY,
-    EXPORT, ATTACH, INSTALL, SET, or reading files elsewhere)."""
+def _explained(sql: str) -> str:
+    """The statement an EXPLAIN shows the plan of, read from DuckDB's own tokens (comments skipped);
+    QueryRefused for EXPLAIN ANALYZE, which runs its statement."""
+    tokens = duckdb.tokenize(sql)
+    ends = [pos for pos, _ in tokens[1:]] + [len(sql)]
+    words = [(sql[pos:end].strip(), pos) for (pos, kind), end in zip(tokens, ends, strict=True)
+             if kind != duckdb.token_type.comment]
+    i = 1  # words[0] is EXPLAIN
+    if i < len(words) and words[i][0] == "(":  # EXPLAIN (FORMAT json, ANALYZE) …
+        while i < len(words) and words[i][0] != ")":
+            if words[i][0].upper() in ANALYZE:
+                raise QueryRefused("EXPLAIN ANALYZE runs its statement: only EXPLAIN (the plan) is allowed")
+            i += 1
+        i += 1
+    if i < len(words) and words[i][0].upper() in ANALYZE:
+        raise QueryRefused("EXPLAIN ANALYZE runs its statement: only EXPLAIN (the plan) is allowed")
+    if i >= len(words):
+        raise QueryRefused("EXPLAIN of nothing")
+    return sql[words[i][1]:]
+
+
+def _check_read_only(sql: str) -> None:
+    """QueryRefused unless `sql` is one SELECT (DESCRIBE, SUMMARIZE, SHOW and FROM-first queries are
+    SELECTs), or an EXPLAIN without ANALYZE of one SELECT."""
     statements = duckdb.extract_statements(sql)  # a parse error is a duckdb.Error with DuckDB's message
     if len(statements) != 1:
         raise QueryRefused(f"one statement at a time, got {len(statements)}")
     kind = statements[0].type
-    if kind not in READ_STATEMENTS:
+    if kind == duckdb.StatementType.EXPLAIN:
+        inner = duckdb.extract_statements(_explained(statements[0].query))
+        kind = inner[0].type if len(inner) == 1 else kind
+        if kind == duckdb.StatementType.EXPLAIN:
+            raise QueryRefused("EXPLAIN of one SELECT only")
+    if kind != duckdb.StatementType.SELECT:
         raise QueryRefused(f"only SELECT queries are allowed (read-only), got {kind.name}")
+
+
+@contextmanager
+def sealed_connection(tables_root: Location, tables: list[str]) -> Iterator[duckdb.DuckDBPyConnection]:
+    """An in-memory database whose views read `tables_root`'s files through Arrow (so a copied or
+    moved home answers from its own tables), with every file access of DuckDB's own denied and the
+    configuration locked: no COPY, EXPORT, ATTACH, INSTALL or SET, no file read or written by a query."""
     with duckdb.connect(":memory:") as con:
-        _define_views(con, tables_root, tables)
-        root = _root_text(tables_root).replace("'", "''")
-        con.execute(f"SET allowed_directories = ['{root}/']")
+        _define_views(con, tables_root, tables, sealed=True)
         con.execute("SET enable_external_access = false")
         con.execute("SET lock_configuration = true")
+        yield con
+
+
+def user_query(tables_root: Location, tables: list[str], sql: str) -> tuple[list[str], list[tuple]]:
+    """Run a user's SQL, read-only twice over: the parsed statement must be one SELECT (or EXPLAIN
+    without ANALYZE), and it runs on a `sealed_connection`."""
+    _check_read_only(sql)
+    with sealed_connection(tables_root, tables) as con:
         cursor = con.execute(sql)
         columns = [d[0] for d in cursor.description] if cursor.description else []
         return columns, cursor.fetchall()

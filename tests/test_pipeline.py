@@ -5,6 +5,7 @@ import json
 from pathlib import Path
 
 import dagster as dg
+import duckdb
 import pyarrow.parquet as pq
 import pytest
 from makers import ip2p_rows, write_hub_parquet, write_manifest
@@ -99,6 +100,13 @@ def test_sql_command_answers_read_only(toy_home, capsys):
     "SELECT * FROM read_parquet('{tmp}/*.parquet')",
     "SELECT 1; SELECT 2",
     "CREATE TABLE x AS SELECT 1",
+    "EXPLAIN ANALYZE COPY (SELECT 'gone' AS junk) TO '{part}' (FORMAT parquet)",
+    "EXPLAIN ANALYZE COPY (SELECT 'more' AS junk) TO '{part1}' (FORMAT parquet)",
+    "/* plan */ explain (format json, analyse) copy (select 1 as x) to '{part1}'",
+    "EXPLAIN ANALYZE SELECT count(*) FROM generations",
+    "EXPLAIN COPY (SELECT 1 AS x) TO '{part1}'",
+    "PRAGMA enable_profiling",
+    "CALL pragma_version()",
 ])
 def test_sql_refuses_anything_but_reading_the_tables(toy_home, tmp_path, capsys, sql):
     from orchestration.cli import main
@@ -106,12 +114,35 @@ def test_sql_refuses_anything_but_reading_the_tables(toy_home, tmp_path, capsys,
     home, _ = toy_home
     part = home / "tables" / "generations" / "dataset=toy" / "part-0.parquet"
     before = part.read_bytes()
-    assert main(["sql", sql.format(part=part, tmp=tmp_path), "--home", str(home)]) == 1
+    sql = sql.format(part=part, part1=part.with_name("part-1.parquet"), tmp=tmp_path)
+    assert main(["sql", sql, "--home", str(home)]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("analogy sql: "), err
     assert part.read_bytes() == before and not list(tmp_path.iterdir())  # nothing written anywhere
+    assert [p.name for p in part.parent.iterdir()] == ["part-0.parquet"]
     assert main(["sql", "SELECT count(*) AS n FROM generations", "--home", str(home)]) == 0
     assert capsys.readouterr().out.split() == ["n", "-", "4"]
+
+
+def test_sql_plans_and_descriptions_are_reads_and_the_connection_itself_cannot_write(toy_home, capsys):
+    from evaluation.views import sealed_connection
+    from orchestration.cli import main
+
+    home, _ = toy_home
+    for sql in ("EXPLAIN SELECT count(*) FROM generations", "/* plan */ EXPLAIN (FORMAT json) FROM metrics",
+                "DESCRIBE generations", "SUMMARIZE metrics", "SHOW TABLES", "FROM leaderboard LIMIT 1"):
+        assert main(["sql", sql, "--home", str(home)]) == 0, capsys.readouterr().err
+        assert capsys.readouterr().out.strip()
+    # a statement that got past the parsed check would still find no file it may write or read
+    part = home / "tables" / "generations" / "dataset=toy" / "part-0.parquet"
+    before = part.read_bytes()
+    with sealed_connection(home / "tables", ["generations"]) as con:
+        assert con.execute("SELECT count(*) FROM generations").fetchall() == [(4,)]
+        for sql in (f"COPY (SELECT 1 AS x) TO '{part}' (FORMAT parquet)", f"SELECT * FROM read_parquet('{part}')",
+                    "SET enable_external_access = true"):
+            with pytest.raises(duckdb.Error):
+                con.execute(sql)
+    assert part.read_bytes() == before
 
 
 def test_a_copied_or_moved_home_answers_from_its_own_tables(toy_home, tmp_path, capsys):

@@ -9,7 +9,8 @@ import sys
 
 
 def add_parser(subparsers) -> None:
-    p = subparsers.add_parser("sql", help="run a read-only SQL query (one SELECT) over the tables (DuckDB)",
+    p = subparsers.add_parser("sql", help="run a read-only SQL query (one SELECT, or EXPLAIN "
+                              "without ANALYZE) over the tables (DuckDB)",
                               description="Views: triplets, generations, metrics, judgements, survey_answers and "
                               "the DI tables; computed from them: leaderboard, win_rates, rankings, judge_quality, "
                               "judge_agreement, survey_results, generation_summary.")
@@ -39,7 +40,7 @@ def run(args: argparse.Namespace) -> int:
     except QueryRefused as exc:
         print(f"analogy sql: refused: {exc}", file=sys.stderr)
         return 1
-    except duckdb.PermissionException as exc:  # reading a file outside the home's tables
+    except duckdb.PermissionException as exc:  # a file named in the query: the sealed connection reads none
         print(f"analogy sql: refused: {str(exc).splitlines()[0]}", file=sys.stderr)
         return 1
     except duckdb.Error as exc:
