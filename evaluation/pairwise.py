@@ -7,13 +7,20 @@ Both asks are stored (the `judgements` table: prompt, raw answer, parsed choice,
 pair's verdict is the method both answers chose; answers that flip with the order make the pair
 *inconsistent*; an answer that cannot be parsed is a recorded failure and no vote.
 
+The answer format is strict: the reply's last non-empty line must be "Answer: 1" or "Answer: 2"
+(or "Answer: tie" where the judge offers ties); surrounding whitespace, a trailing period, markdown
+bold and the case of the words are tolerated, nothing else ("neither", "1 or 2", a number in prose,
+a bare "1" all fail). Every string stored from a judge passes through `redact`, so a key an
+endpoint echoes back is never written.
+
 Win rate of `method` against `opponent` = wins / consistent pairs (a tie is a consistent pair
 that is no win), with Wilson's 95 % interval (evaluation.stats), per category of edit and for the
 whole partition (`all`), each pair shown from both sides; the inconsistency rate =
 inconsistent / (consistent + inconsistent) stands beside it. evaluation.ranking turns the same
 votes into one ranking.
 
-Judges implement `JudgeBackend`: `judge_id` and `answer(question) -> str` (the raw text). The toy
+Judges implement `JudgeBackend`: `judge_id` and `answer(question) -> str` (the raw text); a judge
+that holds a credential lists it in an optional `secrets` attribute, redacted from every row. The toy
 judge (`ToyPairJudge`) reads each candidate's attributes with the toy world's judge CLIP and
 prefers the one that matches more of B′gt's attributes.
 """
@@ -34,8 +41,8 @@ from ops.cache import content_seed
 
 PROMPT = ("The first three images are A, A′ and B: A′ is A after an edit. The next two are candidates "
           "1 and 2 for B′, the image that is to B what A′ is to A (the same edit applied to B, the rest "
-          "of B kept). Which candidate completes the analogy better? Answer with one line: "
-          "'Answer: 1' or 'Answer: 2'{tie}.")
+          "of B kept). Which candidate completes the analogy better? The last line of your reply must be "
+          "exactly 'Answer: 1' or 'Answer: 2'{tie}, with nothing else on it.")
 TIE = "tie"
 
 
@@ -64,20 +71,54 @@ class JudgeBackend(Protocol):
     def answer(self, question: Question) -> str: ...
 
 
-_ANSWER = re.compile(r"answer\s*[:\-]?\s*\**\s*(1|2|one|two|first|second|tie)\b", re.IGNORECASE)
-_WORDS = {"1": "1", "one": "1", "first": "1", "2": "2", "two": "2", "second": "2", "tie": TIE}
+# the one accepted final line; markdown bold/italics and a trailing period are tolerated
+_FINAL_LINE = re.compile(r"[*_]*\s*answer\s*:\s*[*_]*\s*(1|2|tie)\s*[*_]*\s*\.?\s*[*_]*", re.IGNORECASE)
 
 
-def parse_answer(raw: str) -> str:
-    """'1', '2' or 'tie' from a judge's text: the last 'Answer: …' line, else a reply that is just
-    the choice. Raises ValueError (the reason stored as the ask's error) otherwise."""
-    found = _ANSWER.findall(raw or "")
-    if found:
-        return _WORDS[found[-1].lower()]
-    bare = (raw or "").strip().strip(".*'\"").lower()
-    if bare in _WORDS:
-        return _WORDS[bare]
-    raise ValueError(f"no choice in the answer {(raw or '')[:80]!r}")
+def parse_answer(raw: str | None, allow_tie: bool = True) -> str:
+    """'1', '2' or 'tie' from the last non-empty line of a judge's text, which must be 'Answer: 1',
+    'Answer: 2' or (where `allow_tie`) 'Answer: tie'. Raises ValueError (the reason stored as the
+    ask's error) for anything else: no answer is ever guessed from prose."""
+    if not isinstance(raw, str):
+        raise ValueError(f"no choice in the answer: the judge gave {type(raw).__name__}, not text")
+    lines = [line.strip() for line in raw.splitlines() if line.strip()]
+    found = _FINAL_LINE.fullmatch(lines[-1]) if lines else None
+    if found is None:
+        last = lines[-1][:80] if lines else ""
+        raise ValueError(f"no choice in the answer: its last line {last!r} is not 'Answer: 1' or 'Answer: 2'")
+    choice = found.group(1).lower()
+    if choice == TIE and not allow_tie:
+        raise ValueError("answered 'tie', which this judge was not offered")
+    return choice
+
+
+REDACTED = "[redacted]"
+# credential shapes an endpoint may echo; group 1 is the label kept before the secret
+_CREDENTIALS = [
+    re.compile(r"""((?:proxy-)?authorization["']?\s*[:=]\s*["']?)(?:(?:bearer|basic|token)\s+)?[^\s"',;}&]+""",
+               re.IGNORECASE),
+    re.compile(r"""(\b(?:x-)?api[_-]?key["']?\s*[:=]\s*["']?)[^\s"',;}&]+""", re.IGNORECASE),
+    re.compile(r"""(\b(?:access[_-]?token|secret[_-]?key|client[_-]?secret)["']?\s*[:=]\s*["']?)[^\s"',;}&]+""",
+               re.IGNORECASE),
+    re.compile(r"([?&](?:key|token|sig|signature)=)[^&\s\"'#]+", re.IGNORECASE),
+    re.compile(r"(\bbearer\s+)[A-Za-z0-9._~+/=-]{16,}", re.IGNORECASE),
+    re.compile(r"()\bsk-[A-Za-z0-9_-]{16,}"),
+    re.compile(r"()\b(?:AKIA|ASIA)[0-9A-Z]{16}\b"),
+    re.compile(r"(://)[^/\s:@]+:[^/\s@]+(?=@)"),  # user:password in a URL
+]
+
+
+def redact(text: str | None, secrets: Iterable[str] = ()) -> str | None:
+    """`text` with each of `secrets` (the exact values, e.g. the judge's API key) and every common
+    credential shape (`Authorization: …`, `Bearer …`, `sk-…` keys, `AKIA…` ids, `api_key=…`,
+    `?key=…`, a URL's `user:password@`) replaced by REDACTED; None stays None."""
+    if text is None:
+        return None
+    for secret in sorted(filter(None, secrets), key=len, reverse=True):  # a longer key first: it may hold a shorter
+        text = text.replace(secret, REDACTED)
+    for shape in _CREDENTIALS:
+        text = shape.sub(lambda m: m.group(1) + REDACTED, text)
+    return text
 
 
 @dataclass(frozen=True)
@@ -98,18 +139,19 @@ def judge_pair(judge: JudgeBackend, triplet_id: str, a: Image.Image, a_prime: Im
     if rng.random() < 0.5:
         orders.reverse()
     prompt = prompt_text(judge.allow_tie)
+    secrets = tuple(getattr(judge, "secrets", ()))  # what a judge holds that must never be stored
     rows = []
     for ask, (first, second) in enumerate(orders, start=1):
         question = Question(a, a_prime, b, first.image, second.image, prompt, truth or {})
         raw, choice, error = None, None, None
         try:
-            raw = judge.answer(question)
-            picked = parse_answer(raw)
-            if picked == TIE and not judge.allow_tie:
-                raise ValueError("answered 'tie', which this judge was not offered")
+            answer = judge.answer(question)
+            raw = answer if isinstance(answer, str) else None  # a column of text: anything else is no answer
+            picked = parse_answer(answer, judge.allow_tie)
             choice = TIE if picked == TIE else (first if picked == "1" else second).method
         except Exception as exc:  # one failed ask is a recorded failure, never a vote
-            error = f"{type(exc).__name__}: {exc}" if not isinstance(exc, ValueError) else str(exc)
+            error = (str(exc) if isinstance(exc, ValueError) else f"{type(exc).__name__}: {exc}") or type(exc).__name__
+        raw, error = redact(raw, secrets), redact(" ".join(error.split()) if error else None, secrets)  # one line
         rows.append({"triplet_id": triplet_id, "method": x.method, "config_hash": x.config_hash,
                      "opponent": y.method, "opponent_config_hash": y.config_hash, "b_prime_hash": x.digest,
                      "opponent_b_prime_hash": y.digest, "seed": seed, "judge_id": judge.judge_id,

@@ -3,7 +3,8 @@ and `judge_agreement` in analogy.duckdb).
 
 For every usable triplet, every pair of methods present in the partition (or a configured reference
 method against the others, or a configured subset) is judged twice with the order swapped
-(evaluation.pairwise). Every ask is a row of `judgements`. A pair already judged with the same two B′,
+(evaluation.pairwise). Every ask is a row of `judgements`, and a step stopped midway writes the asks
+it made before it stops (judge_partition). A pair already judged with the same two B′,
 seed and judge is reused, never asked again; the rows of pairs this run did not ask (another judge, a
 subset) are kept while their B′ are the partition's current ones.
 """
@@ -18,7 +19,7 @@ import dagster as dg
 from pydantic import Field, field_validator
 
 from evaluation.judge_backends import DEFAULT_CHAT_MODEL, DEFAULT_REQUESTS_PER_MINUTE, DEFAULT_VLM
-from evaluation.pairwise import ALL, Candidate, ToyPairJudge, judge_pair, win_rates
+from evaluation.pairwise import ALL, TIE, Candidate, ToyPairJudge, judge_pair, parse_answer, redact, win_rates
 from ops.registry import get_method, parse_method_spec, resolve_specs
 from orchestration.assets import GROUP, generations
 from orchestration.metadata import asset_args, table_metadata, win_rate_table
@@ -109,7 +110,7 @@ def judgements(context: dg.AssetExecutionContext, config: JudgementsConfig, stor
         context.log.info(f"judgements: none made: profile {models.profile!r} has no {config.judge!r} judge")
     try:
         rows, counts = judge_partition(store, triplet_rows, made, judge, pairs if judge else [], methods.seed,
-                                       store.previous_rows("judgements", key))
+                                       store.previous_rows("judgements", key), partition=key)
     finally:
         getattr(judge, "close", lambda: None)()  # the chat judge's HTTP connections
     path = store.write_table("judgements", key, rows)
@@ -142,13 +143,18 @@ def current_rows(previous: list[dict], made: list[dict]) -> list[dict]:
 
 
 def judge_partition(store, triplets: list[dict], made: list[dict], judge, pairs: list[tuple[str, str]], seed: int,
-                    previous: list[dict] = ()) -> tuple[list[dict], dict[str, int]]:
+                    previous: list[dict] = (), partition: str | None = None) -> tuple[list[dict], dict[str, int]]:
     """(judgement rows, {asked, reused, kept} triplet-pair counts) of each method pair in `pairs` on every
     triplet of `triplets` both methods have a B′ for in `made` (the partition's usable generations). A pair
     judged before (`previous`) with the same B′, seed and judge and no failed ask is reused, not re-asked;
-    earlier rows of pairs not in `pairs` (or of another judge) are kept while their B′ are current."""
+    earlier rows of pairs not in `pairs` (or of another judge) are kept while their B′ are current, with any
+    credential redacted; a pair whose stored answers the current parser reads otherwise is asked again. If the
+    loop is stopped (an interrupt, an unexpected error), the rows so far are written to `partition`'s
+    `judgements` table before the exception goes on, so a re-run reuses the asks already paid for."""
     triplet_rows = {t["triplet_id"]: t for t in triplets if not t["error"]}
-    previous = current_rows(previous, made)
+    secrets = tuple(getattr(judge, "secrets", ()))
+    previous = [r | {"raw": redact(r["raw"], secrets), "error": redact(r["error"], secrets)}
+                for r in current_rows(previous, made)]  # a key an older version stored is not written again
     made = {(g["triplet_id"], g["method"]): g for g in made}
     earlier: dict[tuple, list[dict]] = {}
     for row in previous:
@@ -156,28 +162,54 @@ def judge_partition(store, triplets: list[dict], made: list[dict], judge, pairs:
     counts = {"asked": 0, "reused": 0, "kept": 0}
     load = lru_cache(maxsize=256)(store.get_png)
     rows = []
-    for triplet_id, t in triplet_rows.items():
-        truth = json.loads(t["extra"] or "{}").get("attrs", {})
-        for method, opponent in pairs:
-            mine, theirs = made.get((triplet_id, method)), made.get((triplet_id, opponent))
-            if mine is None or theirs is None:
-                continue
-            pair = (triplet_id, method, mine["config_hash"], opponent, theirs["config_hash"], mine["b_prime_hash"],
-                    theirs["b_prime_hash"], seed, judge.judge_id)
-            done = earlier.get(pair, [])
-            if len(done) == 2 and not any(r["error"] for r in done):
-                rows += done
-                counts["reused"] += 1
-                continue
-            x = Candidate(method, mine["config_hash"], load(mine["b_prime_hash"]), mine["b_prime_hash"])
-            y = Candidate(opponent, theirs["config_hash"], load(theirs["b_prime_hash"]), theirs["b_prime_hash"])
-            rows += judge_pair(judge, triplet_id, load(t["a_hash"]), load(t["a_prime_hash"]), load(t["b_hash"]),
-                               x, y, seed, truth)
-            counts["asked"] += 1
-    judged = {pair_id(r) for r in rows}  # every pair judged now has its two rows
-    kept = [r for r in previous if pair_id(r) not in judged]
+    try:
+        for triplet_id, t in triplet_rows.items():
+            truth = json.loads(t["extra"] or "{}").get("attrs", {})
+            for method, opponent in pairs:
+                mine, theirs = made.get((triplet_id, method)), made.get((triplet_id, opponent))
+                if mine is None or theirs is None:
+                    continue
+                pair = (triplet_id, method, mine["config_hash"], opponent, theirs["config_hash"],
+                        mine["b_prime_hash"], theirs["b_prime_hash"], seed, judge.judge_id)
+                done = earlier.get(pair, [])
+                if len(done) == 2 and all(still_read_alike(r, judge.allow_tie) for r in done):
+                    rows += done
+                    counts["reused"] += 1
+                    continue
+                x = Candidate(method, mine["config_hash"], load(mine["b_prime_hash"]), mine["b_prime_hash"])
+                y = Candidate(opponent, theirs["config_hash"], load(theirs["b_prime_hash"]), theirs["b_prime_hash"])
+                rows += judge_pair(judge, triplet_id, load(t["a_hash"]), load(t["a_prime_hash"]),
+                                   load(t["b_hash"]), x, y, seed, truth)
+                counts["asked"] += 1
+    except BaseException as exc:  # KeyboardInterrupt and Dagster's interrupt too: paid asks are never lost
+        if partition is not None and counts["asked"]:
+            try:
+                store.write_table("judgements", partition, kept_rows(previous, rows) + rows)
+            except Exception as failed:
+                exc.add_note(f"the {counts['asked']} pairs judged before it were not saved: {failed}")
+        raise
+    kept = kept_rows(previous, rows)
     counts["kept"] = len({pair_id(r) for r in kept})
     return kept + rows, counts
+
+
+def still_read_alike(row: dict, allow_tie: bool) -> bool:
+    """A stored ask without error whose raw answer the current parser reads as its stored choice (an answer
+    an older, looser parser counted as a vote is not reused)."""
+    if row["error"]:
+        return False
+    try:
+        picked = parse_answer(row["raw"], allow_tie)
+    except ValueError:
+        return False
+    second = row["opponent"] if row["shown_first"] == row["method"] else row["method"]
+    return row["choice"] == (TIE if picked == TIE else row["shown_first"] if picked == "1" else second)
+
+
+def kept_rows(previous: list[dict], rows: list[dict]) -> list[dict]:
+    """The earlier rows of every pair `rows` do not judge (a pair judged now has its two rows in `rows`)."""
+    judged = {pair_id(r) for r in rows}
+    return [r for r in previous if pair_id(r) not in judged]
 
 
 JUDGE_ASSETS = [judgements]

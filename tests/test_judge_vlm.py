@@ -21,14 +21,14 @@ def ask(judge):
 def test_a_vlm_that_always_says_1_answers_by_position_and_is_caught_as_inconsistent(tmp_path):
     from evaluation.judge_backends import LocalVLMJudge
 
-    judge = LocalVLMJudge(str(write_tiny_vlm(tmp_path / "says-1", "1")), device="cpu", max_new_tokens=1)
+    judge = LocalVLMJudge(str(write_tiny_vlm(tmp_path / "says-1", "Answer: 1")), device="cpu", max_new_tokens=1)
     question = Question(solid(10), solid(50), solid(90), solid(200), solid(100), prompt_text(False))
     text = judge.vlm.processor.apply_chat_template([{"role": "user", "content": [{"type": "image"}] * 5 + [
         {"type": "text", "text": question.prompt}]}], add_generation_prompt=True, tokenize=False)
     assert text.count("<|vision_start|>") == 5 and question.prompt in text
-    assert judge.answer(question) == "1"
+    assert judge.answer(question) == "Answer: 1"
     rows = ask(judge)
-    assert [r["raw"] for r in rows] == ["1", "1"] and rows[0]["choice"] != rows[1]["choice"]
+    assert [r["raw"] for r in rows] == ["Answer: 1", "Answer: 1"] and rows[0]["choice"] != rows[1]["choice"]
     assert all(r["consistent"] is False for r in rows)
     rate, _ = win_rates(rows)
     assert rate["inconsistent"] == 1 and rate["win_rate"] is None and rate["judge"].startswith("vlm:")

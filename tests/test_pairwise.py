@@ -26,7 +26,8 @@ class PrefersBrighter:
 
     def answer(self, q):
         self.asked.append(np.asarray(q.first)[0, 0, 0])
-        return "Answer: 1" if np.asarray(q.first).mean() > np.asarray(q.second).mean() else "I'd say... Answer: 2"
+        brighter_first = np.asarray(q.first).mean() > np.asarray(q.second).mean()
+        return "Answer: 1" if brighter_first else "I'd say the second.\nAnswer: 2"
 
 
 class AlwaysFirst:
@@ -35,7 +36,7 @@ class AlwaysFirst:
     judge_id, allow_tie = "first", False
 
     def answer(self, q):
-        return "1"
+        return "Answer: 1"
 
 
 class Rambles:
@@ -102,16 +103,17 @@ def test_a_judge_that_raises_fails_that_ask_alone():
     assert win_rates(rows)[0]["failed"] == 1
 
 
-@pytest.mark.parametrize("raw, want", [("Answer: 1", "1"), ("answer - 2", "2"), ("**Answer:** 2", "2"),
-                                       ("1.", "1"), ("Second", "2"), ("Answer: 1\n...on reflection, Answer: 2", "2"),
-                                       ("Answer: tie", "tie")])
+@pytest.mark.parametrize("raw, want", [("Answer: 1", "1"), ("answer: 2", "2"), ("**Answer:** 2", "2"),
+                                       ("**Answer: 1**", "1"), (" Answer: 2. \n", "2"), ("Answer: tie", "tie"),
+                                       ("Candidate 1 has 2 errors.\nAnswer: 1", "1")])
 def test_parse_answer(raw, want):
     assert parse_answer(raw) == want
 
 
-@pytest.mark.parametrize("raw", ["", "Answer: 3", "candidate one looks best", None])
+@pytest.mark.parametrize("raw", ["", "Answer: 3", "candidate one looks best", None, "1.", "Second", "answer - 2",
+                                 "Answer: 1\n...on reflection, Answer: 2", "Answer: 2\nor maybe 1"])
 def test_parse_answer_refuses(raw):
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="no choice in the answer"):
         parse_answer(raw)
 
 
