@@ -1,14 +1,14 @@
 """The baselines' bar on the toy world (issue 4), read by the judge CLIP.
 
-    python benchmarks/baselines_toy.py reliability [--n 32] [--seed 0] [--images renders|textured|composites]
+    python -m benchmarks.baselines_toy reliability [--n 32] [--seed 0] [--images renders|textured|composites]
                                                    [--space pixel|latent] [--vae DIR]
-    python benchmarks/baselines_toy.py response [--n 32] [--seed 0] [--images …] [--m 0 0.25 0.5 0.75 0.9 1]
-    python benchmarks/baselines_toy.py kept-half [--n 16] [--vae DIR]
-    python benchmarks/baselines_toy.py dia-curve [--n 16] [--st 0 0.2368 0.5 1 1.5] [--sc 1 3 12]
-    python benchmarks/baselines_toy.py judge [--n 16] [--methods sdedit differential_diffusion dia_captions]
+    python -m benchmarks.baselines_toy response [--n 32] [--seed 0] [--images …] [--m 0 0.25 0.5 0.75 0.9 1]
+    python -m benchmarks.baselines_toy kept-half [--n 16] [--vae DIR]
+    python -m benchmarks.baselines_toy dia-curve [--n 16] [--st 0 0.2368 0.5 1 1.5] [--sc 1 3 12]
+    python -m benchmarks.baselines_toy judge [--n 16] [--methods sdedit differential_diffusion dia_captions]
 
 Each prints a table and a last line of JSON. `--vae DIR`: decode (and encode) with another VAE
-in the toy latent space (benchmarks/vae_locality.py) instead of the pipeline's.
+in the toy latent space (`python -m benchmarks.research.vae_locality`) instead of the pipeline's.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from pathlib import Path
 
 import torch
 
+from benchmarks.common import load_vae, rmse, set_threads
 from evaluation.judge_scores import judge_triplet, summarise
 from evaluation.reliability import reliability_score, toy_images
 from models.loaders import load_judge, load_pipeline
@@ -32,8 +33,6 @@ def toy_pipeline(args):
     """The toy models; for `--images textured` the textured world's (profile `toy-textured`)."""
     pipe = load_pipeline(get_profile("toy-textured" if getattr(args, "images", None) == "textured" else "toy"), "cpu")
     if args.vae:
-        from vae_locality import load_vae  # a sibling script: benchmarks/ is on sys.path
-
         pipe.vae = load_vae(args.vae)
     return pipe
 
@@ -93,8 +92,6 @@ def kept_half(args) -> dict:
     VAE round trip on the kept half (minus one latent cell at the seam) and on the changed half,
     and the same for an oracle splice (kept latents exactly E(B), changed latents DD's): what
     the decoder alone spreads across the seam."""
-    from vae_locality import rmse  # a sibling script: benchmarks/ is on sys.path
-
     from models.toy.world import caption
     from ops.ddim import decode_latents, encode_latents
     from ops.differential_diffusion import DDConfig, differential_diffusion_latents
@@ -209,7 +206,7 @@ def main() -> None:
     parser.add_argument("--methods", nargs="+", default=["sdedit", "differential_diffusion", "dia_captions"])
     parser.add_argument("--dia", type=json.loads, default={}, help="DIA overrides as a JSON object")
     args = parser.parse_args()
-    torch.set_num_threads(1)
+    set_threads()
     args.n = args.n or (32 if args.what in ("reliability", "response") else 16)
     fn = {"reliability": reliability, "response": response, "kept-half": kept_half, "dia-curve": dia_curve,
           "judge": judge_methods}[args.what]

@@ -1,6 +1,6 @@
 """Peak memory of the change-map mode vs plain img2img at the same size.
 
-    python benchmarks/change_map_memory.py [--profile toy] [--sizes 32 256 512] [--steps 50]
+    python -m benchmarks.change_map_memory [--profile toy] [--sizes 32 256 512] [--steps 50]
 
 Modes (same latents, prompt, steps and CFG):
   img2img         diffusers-style: noise E(x) once to the start level, denoise (no map)
@@ -23,6 +23,8 @@ from dataclasses import replace
 from pathlib import Path
 
 import torch
+
+from benchmarks.common import set_threads
 
 MODES = ("img2img", "img2img+map", "differential")
 
@@ -94,7 +96,7 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[32, 256, 512])
     parser.add_argument("--steps", type=int, default=50)
     args = parser.parse_args()
-    torch.set_num_threads(1)
+    set_threads()
 
     from models.loaders import load_pipeline
     from models.profiles import get_profile

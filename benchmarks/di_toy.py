@@ -1,7 +1,7 @@
 """Difference Inversion on the toy benchmark: DI vs no-edit vs the paper's ablations,
 and the `inversion_steps` sweep that settles which reading of "start step 45 out of 50" works.
 
-    python benchmarks/di_toy.py --seed 0 --n 48 [--out benchmarks/DI_RESULTS.md] [--rows rows.parquet]
+    python -m benchmarks.di_toy --seed 0 --n 48 [--out results.md] [--rows rows.parquet]
 
 Scores are read by the judge CLIP (joint = changed attribute right and every
 other attribute of B kept). All rows run in one process and share one method
@@ -12,15 +12,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from models.toy.benchmark import write_benchmark  # noqa: E402
-from orchestration.bench import run_bench, write_rows  # noqa: E402
+from models.toy.benchmark import write_benchmark
+from orchestration.bench import run_bench, write_rows
 
 MAIN = ["no_edit", "difference_inversion", "di_no_token_consistency", "di_image_delta", "di_random_init"]
 SWEEP = [f"difference_inversion[inversion_steps={k}]" for k in (5, 10, 25, 40, 50)]  # 45 is the default row

@@ -3,21 +3,18 @@ triplet on the joint verdict (only one of the two right, both, neither, the exac
 across files written by separate runs on the same benchmark; then, where the rows have it, on the PSNR
 to B′gt (mean difference with its t interval, Wilcoxon signed-rank test).
 
-    python benchmarks/paired.py main.parquet ablations.parquet --against difference_inversion
+    python -m benchmarks.paired main.parquet ablations.parquet --against difference_inversion
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 import pyarrow.parquet as pq
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from evaluation.stats import difference_text  # noqa: E402
-from orchestration.bench import paired_against  # noqa: E402
+from evaluation.stats import difference_text
+from orchestration.bench import paired_against
 
 
 def main() -> None:

@@ -2,10 +2,10 @@
 k pairs in one batch (ops.diff_tokens.train_diff_tokens_batch), measured in the same run, plus
 PEZ and one B′ generation on the same machine.
 
-    python benchmarks/speed.py --profile toy --k 8 --steps 100             # the committed toy models
-    python benchmarks/speed.py --arch sd21-base --size 512 --steps 3000    # full-size SD 2.1-base, random weights
-    python benchmarks/speed.py --arch sd21 --size 768 --steps 3000         # the 768-px v-prediction one
-    python benchmarks/speed.py --arch sd21-base --size 64 --k 2 --steps 2 --pez-steps 2 --gen-steps 2  # CPU smoke
+    python -m benchmarks.speed --profile toy --k 8 --steps 100             # the committed toy models
+    python -m benchmarks.speed --arch sd21-base --size 512 --steps 3000    # full-size SD 2.1-base, random weights
+    python -m benchmarks.speed --arch sd21 --size 768 --steps 3000         # the 768-px v-prediction one
+    python -m benchmarks.speed --arch sd21-base --size 64 --k 2 --steps 2 --pez-steps 2 --gen-steps 2  # CPU smoke
 
 `--arch` builds the architecture from its config with random weights (speed does not need the
 real weights; nothing is downloaded): the SD 2.1 UNet, the OpenCLIP ViT-H/14 text encoder as
@@ -19,19 +19,15 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import sys
 import time
 from dataclasses import replace
-from pathlib import Path
 from types import SimpleNamespace
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from ops.diff_tokens import PairInputs, train_diff_tokens_batch  # noqa: E402
-from ops.difference_inversion import DIConfig, apply_difference  # noqa: E402
-from ops.pez import pez_prompt  # noqa: E402
+from ops.diff_tokens import PairInputs, train_diff_tokens_batch
+from ops.difference_inversion import DIConfig, apply_difference
+from ops.pez import pez_prompt
 
 SD21_UNET = dict(in_channels=4, out_channels=4, layers_per_block=2, cross_attention_dim=1024,
                  block_out_channels=(320, 640, 1280, 1280), attention_head_dim=(5, 10, 20, 20),

@@ -1,4 +1,4 @@
-"""Differential Diffusion's reliability score (Levin & Fried §4.2.2): does the
+"""Differential Diffusion's reliability score (Levin & Fried Section 4.2.2): does the
 amount of change follow a change map?
 
     m[:, j] = j / w                      horizontal gradient change map (1 = change fully)

@@ -98,23 +98,23 @@ TOY = Profile(
     editor_clip=ClipSource(f"local-dir:{TOY_WEIGHTS / 'joint_clip'}"),
     inpainter=str(TOY_WEIGHTS / "inpaint"),
     method_defaults={
-        # Difference Inversion as measured to work on the toy world (benchmarks/DI_RESULTS.md §4, §6, §11, §15,
-        # §16): caption prompts; the words the change replaces left out beside D̃ (an appended row rarely
-        # overrides the toy prompt's own word for the old value); Dtxt read from the words A′'s caption adds
-        # (§15: the captions' difference is a direction the toy CLIP's words meet no better than a D̃ trained
-        # without the CLIP loss, so the loss changed nothing); 300 DIFF (and PEZ) steps instead of 3,000 so
-        # the demo and CI stay fast. The paper's loss weights: with the added words' target λtc = 0.01 did
-        # better than the λtc = 100 that the captions' delta had needed (§16: 15–8 on three fresh seeds).
+        # Difference Inversion as measured to work on the toy world (docs/results.md#di-switches): caption
+        # prompts; the words the change replaces left out beside D̃ (an appended row rarely overrides the toy
+        # prompt's own word for the old value); Dtxt read from the words A′'s caption adds (the captions'
+        # difference is a direction the toy CLIP's words meet no better than a D̃ trained without the CLIP
+        # loss, so the loss changed nothing); 300 DIFF (and PEZ) steps instead of 3,000 so the demo and CI
+        # stay fast. The paper's loss weights: with the added words' target λtc = 0.01 did better than the
+        # λtc = 100 that the captions' delta had needed (15–8 on three fresh seeds).
         "DIConfig": {"prompt_source": "caption", "changed_tokens": "drop", "text_delta_source": "added",
                      "steps": 300, "pez_steps": 300},
         # VISII's PEZ init as short as Difference Inversion's here (its 1,000 training steps stay), started from
         # the tokens A′'s PEZ prompt adds to A's: the official init (all of PEZ(A′)) carries A′'s unchanged
-        # attributes onto B here, joint 0.000 and 0.062 on two seeds against 0.312 and 0.250 (RESULTS.md, session 16–17)
+        # attributes onto B here, joint 0.000 and 0.062 on two seeds against 0.312 and 0.250 (docs/results.md#visii)
         "VISIIConfig": {"pez_steps": 300, "init_tokens": "added"},
         # Analogist's blocks 3–10 of SD's 16 skip the highest resolution and the last of the next: on the toy
         # UNet's 7 blocks (16×16 down, 8×8 down, 4×4 mid, 8×8 up ×2, 16×16 up ×2) the same is blocks 1–4
         # The official prompt suffix and negative prompt are words the toy text encoder never saw (they become
-        # byte tokens, cut at its 32): joint 0.06 with them, 0.31 without, on 16 triplets (benchmarks/RESULTS.md)
+        # byte tokens, cut at its 32): joint 0.06 with them, 0.31 without, on 16 triplets (docs/results.md#analogist)
         "AnalogistConfig": {"sac_start_layer": 1, "sac_end_layer": 5, "cam_start_layer": 1, "cam_end_layer": 5,
                             "prompt_suffix": "", "negative_prompt": ""},
     },

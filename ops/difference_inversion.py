@@ -53,7 +53,8 @@ class DIConfig:
     delta: str = "interpolated"  # interpolated | image | text
     alpha: float = 0.8  # slerp(Dimg, Dtxt; α), 1 = pure text delta
     # Dtxt from "captions" (the paper's: n(ET(capA′)) − n(ET(capA))) | "added": n(ET(the words capA′ adds
-    # to capA)), a target that A′'s own words meet (ops.deltas.TEXT_DELTA_SOURCES; DI_RESULTS §15)
+    # to capA)), a target that A′'s own words meet (ops.deltas.TEXT_DELTA_SOURCES; on the toy it beat the
+    # captions' difference 20–7 and made the CLIP loss matter: docs/results.md#di-switches)
     text_delta_source: str = "captions"
     # 3. prompts
     prompt_source: str = "pez"  # pez | caption (the paper's faster variant)
@@ -86,13 +87,15 @@ class DIConfig:
     # what the CLIP loss reads D̃ in: "none" = D̃ alone, [SOT, D̃, EOT] (the paper's) | "b" = B's prompt,
     # the delta ET([SOT, prompt(B), D̃, EOT]) − ET([SOT, prompt(B), EOT]) against Dinter. With "b" D̃
     # depends on B too (trained per triplet, not once per pair): on the toy the paper's term prefers
-    # a D̃ that also carries A's other attributes, the in-context one penalises it (DI_RESULTS §10)
+    # a D̃ that also carries A's other attributes, the in-context one penalises it (on the toy it gained
+    # nothing, 3–4 on 24 triplets: docs/results.md#di-switches)
     clip_context: str = "none"
     # the prompt tokens the change replaces (A's prompt has them, A′'s not, or the reverse): "keep" (the
     # paper's) | "drop": A's prompt without the tokens A′'s lacks, A′'s without those A's lacks, in
     # training, and B's without the first in generation (B is still inverted under its whole prompt). D̃
     # then supplies the changed value beside the rest of the prompt instead of overriding the word for
-    # the old one, which on the toy an appended row rarely can (DI_RESULTS §8, §11)
+    # the old one, which on the toy, whose UNet keeps a word's first mention, an appended row rarely can
+    # (0.781 against 0.500, paired 10–1: docs/results.md#di-switches)
     changed_tokens: str = "keep"
     # 5. generation: DDIM, CFG; invert through `inversion_steps` of the `num_steps` and denoise them back
     # (45 = the default reading of "start step 45 out of 50"; 5 = the other reading)

@@ -110,7 +110,7 @@ def write_rows(rows: list[dict], path: Path) -> None:
 
 def paired_against(rows: list[dict], against: str, score: str = "joint") -> dict[str, dict]:
     """{other method: evaluation.stats.Paired (score 'joint') or PairedScores ('gt_psnr') as a dict} on
-    `run_bench`'s rows (or `--rows` files read back, as benchmarks/paired.py does): `against` compared with
+    `run_bench`'s rows (or `--rows` files read back, as `python -m benchmarks.paired` does): `against` compared with
     every other method, triplet by triplet; error rows and rows without the score (files written before
     `gt_psnr` was recorded) are left out."""
     if score not in SCORES:

@@ -74,8 +74,8 @@ def test_binary_map_keeps_the_kept_half_and_changes_the_other(pipe, z0):
     # In pixels the reference is the oracle splice (kept latents exactly z0, the changed half this
     # edit's), not B's round trip: the toy VAE is not local (GroupNorm over its 8×8 grid; splicing
     # two renders' latents at column 4 moves the decoded columns 0–11 by 0.52 RMSE,
-    # benchmarks/vae_locality.py), so any latent editor's kept pixels follow the other half. What the
-    # sampler itself adds there must stay below the VAE's own round-trip error (RESULTS.md session 4).
+    # benchmarks/research/vae_locality.py), so any latent editor's kept pixels follow the other half. What the
+    # sampler itself adds there must stay below the VAE's own round-trip error (docs/results.md#differential-diffusion).
     x = to_pixels([render(s, seed=i) for i, s in enumerate(SCENES)], 32)
     round_trip = decode_latents(pipe.vae, z0)
     oracle = decode_latents(pipe.vae, torch.cat([z0[..., :4], out[..., 4:]], dim=-1))

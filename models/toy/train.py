@@ -6,7 +6,7 @@ SD 2.1 keeps OpenCLIP ViT-H frozen) → decoder stages → the textured world's 
 UNet (`weights/textured`, the same recipe on `render_textured`, for Differential
 Diffusion's reliability score; no decoder stages). Experimental, not in the
 default order: `--only tiny_vae` distils a local AutoencoderTiny into the VAE's
-latent space (MODEL_CARD "Locality"; `benchmarks/vae_locality.py` checks it), and `--only corrected
+latent space (MODEL_CARD "Locality"; `python -m benchmarks.research.vae_locality` checks it), and `--only corrected
 --unet-out DIR` fine-tunes the plain UNet with captions that say an attribute twice, the last one
 right (MODEL_CARD "Corrected captions": not yet good enough to ship).
 Each model is written as soon as it is
@@ -743,7 +743,7 @@ def main() -> None:
     parser.add_argument("--corrected-steps", type=int, default=1000)
     parser.add_argument("--unet-corrected-captions", type=int, default=0,
                         help="unet stage: corrected-caption rows per scene mixed in from the first step (0: the "
-                             "shipped recipe; the from-scratch retrain DI_RESULTS §8 proposes)")
+                             "shipped recipe; the from-scratch retrain: MODEL_CARD \"Corrected captions\")")
     parser.add_argument("--unet-out", type=Path, default=WEIGHTS / "sd",
                         help="where the unet stage saves its pipeline (default: the committed one)")
     parser.add_argument("--inpaint-steps", type=int, default=1500)

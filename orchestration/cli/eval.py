@@ -1,10 +1,10 @@
 """`analogy eval reliability --n 32 --json`: Differential Diffusion's reliability score
-(paper §4.2.2: horizontal gradient change map, empty prompt).
+(paper, Section 4.2.2: horizontal gradient change map, empty prompt).
 
 Images: with `--images DIR` a folder of photos (the paper: ImageNet validation, resized to the
 model's size); otherwise seeded toy renders, textured for the default profile `toy-textured`
 (content in every column, as a photo has) and plain for `--profile toy`, whose one-colour
-backgrounds cannot change part-way (benchmarks/RESULTS.md, "why the plain world caps R")."""
+backgrounds cannot change part-way (docs/results.md#differential-diffusion)."""
 
 from __future__ import annotations
 

@@ -14,7 +14,7 @@ over the steps, heads, both CFG halves and the triplets:
   judge reads differently, how many of those SAC moved to A′'s value and how many to the truth, and the
   joint score of each run.
 
-    python benchmarks/analogist_attention.py b600741.parquet --n 16 [--scale S] [--json OUT]
+    python -m benchmarks.research.analogist_attention b600741.parquet --n 16 [--scale S] [--json OUT]
 """
 
 import argparse
@@ -26,16 +26,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from evaluation.images import decode_image  # noqa: E402
-from models.context import ModelContext  # noqa: E402
-from models.loaders import load_judge  # noqa: E402
-from models.profiles import get_profile  # noqa: E402
-from ops import analogist as an  # noqa: E402
-from ops.cache import Cache  # noqa: E402
-from ops.registry import resolve_specs  # noqa: E402
-from orchestration.bench import read_benchmark  # noqa: E402
+from benchmarks.common import benchmark_images, set_threads
+from models.context import ModelContext
+from models.loaders import load_judge
+from models.profiles import get_profile
+from ops import analogist as an
+from ops.cache import Cache
+from ops.registry import resolve_specs
 
 
 def block_stats(sim: torch.Tensor, probs: torch.Tensor) -> dict[str, float]:
@@ -80,16 +77,16 @@ def main() -> None:
     parser.add_argument("--scale", type=float, help="SAC's s instead of the toy default's (1.3, the official)")
     parser.add_argument("--json", type=Path, help="write the numbers here too")
     args = parser.parse_args()
-    torch.set_num_threads(1)
+    set_threads()
     models, cache = ModelContext(), Cache()
     (spec,) = resolve_specs([f"analogist[scale_sac={args.scale}]" if args.scale else "analogist"], get_profile("toy"))
     config, pipe, judge = spec.config, models.inpainter, load_judge(models.profile)
     per_block = {True: defaultdict(list), False: defaultdict(list)}
     delta, moved, right = [], [], {True: 0, False: 0}
     toward_a_prime, toward_truth = [], []
-    rows = read_benchmark(args.benchmark, args.n)
-    for i, row in enumerate(rows):
-        a, a_prime, b = (decode_image(row[f"{k}_png"]).image for k in ("a", "a_prime", "b"))
+    rows, images = benchmark_images(args.benchmark, args.n)
+    for i, (row, im) in enumerate(zip(rows, images)):
+        a, a_prime, b = im["a"], im["a_prime"], im["b"]
         grid = an.paste_b(an.make_grid(a, a_prime, b, an.native_size(pipe) // 2, config.padding))
         prompt = an.prompt_for(models, a, a_prime, b, cache, config)
         outs = {}

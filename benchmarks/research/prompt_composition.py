@@ -2,23 +2,21 @@
 CFG 7.5, 8 seeds) from a base caption with words appended, and from reordered or partial
 captions; the judge's two most common reads per attribute.
 
-    python benchmarks/prompt_composition.py
+    python -m benchmarks.research.prompt_composition
 
 Difference Inversion appends D̃ after B's prompt: if appended tokens are ignored, D̃ can act
-only by brute force (benchmarks/DI_RESULTS.md §4).
+only by brute force (docs/results.md#di-text-side).
 """
 
-import sys
+import argparse
 from collections import Counter
-from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from benchmarks.di_diagnose import sample  # noqa: E402
-from models.context import ModelContext  # noqa: E402
-from models.loaders import load_judge  # noqa: E402
+from benchmarks.common import token_ids
+from benchmarks.research.di_diagnose import sample
+from models.context import ModelContext
+from models.loaders import load_judge
 
 BASE = "a small blue square on a white background"
 APPENDED = ["", "red", "red red red", "star", "star star star", "large", "on a black background"]
@@ -27,11 +25,12 @@ PROMPTS = ["a blue, square, small, on a white background", "on a white backgroun
 
 
 def main() -> None:
+    argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter).parse_args()
     ctx = ModelContext()
     pipe, judge = ctx.pipeline, load_judge(ctx.profile)
 
     def ids(text: str) -> torch.Tensor:
-        return torch.tensor(pipe.tokenizer(text, add_special_tokens=False).input_ids)
+        return token_ids(pipe, text)
 
     cases = [(f"{BASE!r} + {extra!r}", [ids(BASE)] + ([ids(extra)] if extra else [])) for extra in APPENDED]
     cases += [(repr(p), [ids(p)]) for p in PROMPTS]

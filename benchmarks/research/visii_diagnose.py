@@ -9,29 +9,23 @@ turn A into A′, the pair it was trained on?):
     from-written VISII's training started from the written instruction instead of PEZ (a diagnostic:
                  does the training objective keep a good instruction good?)
 
-    python benchmarks/visii_diagnose.py /tmp/b600741.parquet --n 16 [--settings '{"steps": 1000}']
+    python -m benchmarks.research.visii_diagnose /tmp/b600741.parquet --n 16 [--settings '{"steps": 1000}']
 """
 
 import argparse
 import json
-import sys
 import time
 from collections import defaultdict
 from pathlib import Path
 
-import torch
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from evaluation.images import decode_image  # noqa: E402
-from evaluation.judge_scores import judge_triplet  # noqa: E402
-from models.context import ModelContext  # noqa: E402
-from models.loaders import load_judge  # noqa: E402
-from ops import visii as v  # noqa: E402
-from ops.cache import Cache, content_seed  # noqa: E402
-from ops.registry import get_method  # noqa: E402
-from ops.text import encode_prompt  # noqa: E402
-from orchestration.bench import read_benchmark  # noqa: E402
+from benchmarks.common import benchmark_images, set_threads
+from evaluation.judge_scores import judge_triplet
+from models.context import ModelContext
+from models.loaders import load_judge
+from ops import visii as v
+from ops.cache import Cache, content_seed
+from ops.registry import get_method
+from ops.text import encode_prompt
 
 
 def fixed(pipe, text: str, config) -> v.LearnedInstruction:
@@ -48,12 +42,11 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, help="write the per-triplet verdicts here as JSON")
     args = parser.parse_args()
-    torch.set_num_threads(1)
+    set_threads()
     models, cache = ModelContext(), Cache()
     config = get_method("visii").config(json.loads(args.settings), models.profile)
     pipe, judge = models.editor, load_judge(models.profile)
-    rows = read_benchmark(args.benchmark, args.n)
-    images = [{k: decode_image(r[f"{k}_png"]).image for k in ("a", "a_prime", "b")} for r in rows]
+    rows, images = benchmark_images(args.benchmark, args.n)
     pairs = [(im["a"], im["a_prime"]) for im in images]
 
     start = time.perf_counter()

@@ -5,24 +5,20 @@ far apart the text encoder puts the values of an attribute at an appended word a
 place in a canonical caption (mean pairwise distance of the states): whether the appended value
 reaches the UNet at all (models/toy/MODEL_CARD.md, "Corrected captions").
 
-    python benchmarks/toy_unet_candidate.py /tmp/unet_fs --t2i --states
+    python -m benchmarks.research.toy_unet_candidate /tmp/unet_fs --t2i --states
 """
 
 import argparse
 import json
-import sys
 import time
 from dataclasses import replace
-from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from evaluation.toy_check import composition_scores, t2i_scores  # noqa: E402
-from models.loaders import load_pipeline  # noqa: E402
-from models.profiles import get_profile  # noqa: E402
-from models.toy.world import ATTRIBUTES, Scene, caption, phrase  # noqa: E402
+from evaluation.toy_check import composition_scores, t2i_scores
+from models.loaders import load_pipeline
+from models.profiles import get_profile
+from models.toy.world import ATTRIBUTES, Scene, caption, phrase
 
 BASE = Scene("small", "blue", "square", "white")
 

@@ -5,29 +5,25 @@
     before = [SOT, prompt(A′), −D̃, EOT]  → does the judge read A's value?
     [SOT, prompt(B), +D̃, EOT]            → joint score against B′gt (no inversion)
 
-    python benchmarks/di_diagnose.py '{"lambda_tc": 100}' --seed 100 --n 12
+    python -m benchmarks.research.di_diagnose '{"lambda_tc": 100}' --seed 100 --n 12
 """
 
 import argparse
 import json
-import sys
 import time
-from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from evaluation.judge_scores import judge_triplet  # noqa: E402
-from models.context import ModelContext  # noqa: E402
-from models.loaders import load_judge  # noqa: E402
-from models.toy.world import make_triplets  # noqa: E402
-from ops import difference_inversion as di  # noqa: E402
-from ops.cache import Cache  # noqa: E402
-from ops.ddim import Schedule, ddim_sample, decode_latents  # noqa: E402
-from ops.images import to_pil  # noqa: E402
-from ops.registry import get_method  # noqa: E402
-from ops.text import encode_diffusion_text, encode_prompt, pipeline_specials, token_sequence  # noqa: E402
+from evaluation.judge_scores import judge_triplet
+from models.context import ModelContext
+from models.loaders import load_judge
+from models.toy.world import make_triplets
+from ops import difference_inversion as di
+from ops.cache import Cache
+from ops.ddim import Schedule, ddim_sample, decode_latents
+from ops.images import to_pil
+from ops.registry import get_method
+from ops.text import encode_diffusion_text, encode_prompt, pipeline_specials, token_sequence
 
 
 def sample(pipe, parts, n=4, steps=25, seed=0):

@@ -7,30 +7,27 @@ says how often the pair shows a (colour, shape) scene held out from the method-s
 reports a possible remedy, measured on the captions only: among the added words, the one whose encoding
 lies furthest along the image delta, argmax over w of n(ET(w)) · (n(EI(A′)) − n(EI(A))).
 
-    python benchmarks/caption_errors.py --benchmarks b1.parquet b2.parquet --rows r1.parquet r2.parquet \
+    python -m benchmarks.research.caption_errors --benchmarks b1.parquet b2.parquet --rows r1.parquet r2.parquet \
         --against difference_inversion
 """
 
 from __future__ import annotations
 
 import argparse
-import io
 import json
-import sys
 from pathlib import Path
 
 import pyarrow.parquet as pq
 import torch.nn.functional as F
 from PIL import Image
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from models.context import ModelContext  # noqa: E402
-from models.toy.world import HELD_OUT  # noqa: E402
-from ops.cache import Cache  # noqa: E402
-from ops.captions import caption  # noqa: E402
-from ops.deltas import added_words  # noqa: E402
-from orchestration.bench import paired_against, read_benchmark  # noqa: E402
+from benchmarks.common import benchmark_images
+from models.context import ModelContext
+from models.toy.world import HELD_OUT
+from ops.cache import Cache
+from ops.captions import caption
+from ops.deltas import added_words
+from orchestration.bench import paired_against
 
 
 def caption_marks(benchmarks: list[Path], profile: str = "toy") -> dict[str, dict]:
@@ -39,8 +36,8 @@ def caption_marks(benchmarks: list[Path], profile: str = "toy") -> dict[str, dic
     models, cache = ModelContext(profile), Cache()
     marks = {}
     for path in benchmarks:
-        for row in read_benchmark(path):
-            a, a_prime = (Image.open(io.BytesIO(row[k])).convert("RGB") for k in ("a_png", "a_prime_png"))
+        for row, im in zip(*benchmark_images(path)):
+            a, a_prime = im["a"], im["a_prime"]
             added = added_words(caption(models, a, cache), caption(models, a_prime, cache))
             before, after = json.loads(row["a_attrs"]), json.loads(row["a_prime_attrs"])
             new = after[row["changed"]]

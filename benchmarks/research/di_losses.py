@@ -18,7 +18,7 @@ new word the one the objective prefers? If the CLIP term reaches its minimum at 
 cost in Ltc, and D̃s far apart fit A′ equally well, one (A, A′) pair leaves D̃ undetermined along
 directions that decide whether the change transfers to B.
 
-    python benchmarks/di_losses.py --seed 263991 --n 8 [--settings '{"steps": 1000}']
+    python -m benchmarks.research.di_losses --seed 263991 --n 8 [--settings '{"steps": 1000}']
 """
 
 from __future__ import annotations
@@ -26,23 +26,20 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import sys
 from dataclasses import replace
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from models.context import ModelContext  # noqa: E402
-from models.toy.world import ATTRIBUTES, make_triplets, phrase  # noqa: E402
-from ops import difference_inversion as di  # noqa: E402
-from ops.cache import Cache  # noqa: E402
-from ops.ddim import encode_images  # noqa: E402
-from ops.diff_tokens import denoising_mse, pair_parts, training_prompts  # noqa: E402
-from ops.registry import get_method  # noqa: E402
-from ops.text import DiffusionText, clip_specials, token_sequence  # noqa: E402
+from benchmarks.common import token_ids
+from models.context import ModelContext
+from models.toy.world import ATTRIBUTES, make_triplets, phrase
+from ops import difference_inversion as di
+from ops.cache import Cache
+from ops.ddim import encode_images
+from ops.diff_tokens import denoising_mse, pair_parts, training_prompts
+from ops.registry import get_method
+from ops.text import DiffusionText, clip_specials, token_sequence
 
 
 def clip_term(clip, rows: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -105,7 +102,7 @@ def main() -> None:
         others[name] = di.prepare_diff_tokens(models, pairs, other_config, seed=0, cache=cache, batch_size=8)
 
     def ids(text: str) -> torch.Tensor:
-        return torch.tensor(pipe.tokenizer(text, add_special_tokens=False).input_ids)
+        return token_ids(pipe, text)
 
     words = sorted({value for values in ATTRIBUTES.values() for value in values})
     word_ids = torch.stack([ids(w)[0] for w in words])  # each value is one token of the toy vocabulary

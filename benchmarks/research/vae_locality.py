@@ -2,13 +2,13 @@
 shipped toy VAE with a candidate in the same latent space (e.g. the experimental
 AutoencoderTiny of `python -m models.toy.train --only tiny_vae`):
 
-    python benchmarks/vae_locality.py [--candidate .analogy/experiments/tiny_vae]
+    python -m benchmarks.research.vae_locality [--candidate .analogy/experiments/tiny_vae]
 
 Per VAE: the judge's shape accuracy after a round trip (seen and held-out (colour, shape)
 pairs; `analogy toy check` needs ≥ 0.94 over all scenes); locality: two renders' latents
 spliced at latent column c, RMSE of the decoded pixel columns more than one cell from the
 seam against the first render's own decode (next to the round-trip RMSE). Last line: JSON.
-Differential Diffusion with the candidate: `benchmarks/baselines_toy.py reliability|kept-half --vae DIR`.
+Differential Diffusion with the candidate: `python -m benchmarks.baselines_toy reliability|kept-half --vae DIR`.
 """
 
 from __future__ import annotations
@@ -16,31 +16,17 @@ from __future__ import annotations
 import argparse
 import json
 import random
-import sys
 from collections import Counter
 from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from models.loaders import load_judge, load_pipeline  # noqa: E402
-from models.profiles import get_profile  # noqa: E402
-from models.toy.world import all_scenes, render, training_scenes  # noqa: E402
-from ops.ddim import decode_latents, encode_latents  # noqa: E402
-from ops.images import to_pil, to_pixels  # noqa: E402
-
-
-def load_vae(folder: Path):
-    """A diffusers VAE folder of any class (its config.json names it), float32, eval mode."""
-    import diffusers
-
-    cls = getattr(diffusers, json.loads((folder / "config.json").read_text())["_class_name"])
-    return cls.from_pretrained(folder, dtype=torch.float32).eval()
-
-
-def rmse(a: torch.Tensor, b: torch.Tensor) -> float:
-    return (a - b).pow(2).mean().sqrt().item()
+from benchmarks.common import load_vae, rmse, set_threads
+from models.loaders import load_judge, load_pipeline
+from models.profiles import get_profile
+from models.toy.world import all_scenes, render, training_scenes
+from ops.ddim import decode_latents, encode_latents
+from ops.images import to_pil, to_pixels
 
 
 def shape_accuracy(vae, judge, n: int = 256) -> dict:
@@ -78,7 +64,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--candidate", type=Path, help="a diffusers VAE folder in the toy latent space")
     args = parser.parse_args()
-    torch.set_num_threads(1)
+    set_threads()
     profile = get_profile("toy")
     pipe, judge = load_pipeline(profile, "cpu"), load_judge(profile)
     vaes = {"shipped": pipe.vae} | ({"candidate": load_vae(args.candidate)} if args.candidate else {})

@@ -12,8 +12,8 @@ predictions ε(·) under these conditionings:
 D̃ is trained once per pair at the DI settings given (the toy profile's defaults over `--settings`);
 every variant of a triplet is denoised in one batch and read by the judge CLIP.
 
-    python benchmarks/di_guidance.py --seed 263991 --n 32 --variants cfg --scales 3,5,7.5,10,15
-    python benchmarks/di_guidance.py --seed 234419 --n 16 --variants delta --scales 3,7.5 \
+    python -m benchmarks.research.di_guidance --seed 263991 --n 32 --variants cfg --scales 3,5,7.5,10,15
+    python -m benchmarks.research.di_guidance --seed 234419 --n 16 --variants delta --scales 3,7.5 \
         --settings '{"changed_tokens": "keep"}'
 """
 
@@ -21,25 +21,22 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from evaluation.judge_scores import judge_triplet, summarise  # noqa: E402
-from models.context import ModelContext  # noqa: E402
-from models.loaders import load_judge  # noqa: E402
-from models.toy.world import make_triplets  # noqa: E402
-from ops import difference_inversion as di  # noqa: E402
-from ops.cache import Cache  # noqa: E402
-from ops.ddim import Schedule, ddim_invert, ddim_move, decode_latents, encode_images  # noqa: E402
-from ops.diff_tokens import changed_tokens, generation_prompt, training_prompts, with_tokens  # noqa: E402
-from ops.images import to_pil  # noqa: E402
-from ops.registry import get_method  # noqa: E402
-from ops.text import DiffusionText  # noqa: E402
+from evaluation.judge_scores import judge_triplet, summarise
+from models.context import ModelContext
+from models.loaders import load_judge
+from models.toy.world import make_triplets
+from ops import difference_inversion as di
+from ops.cache import Cache
+from ops.ddim import Schedule, ddim_invert, ddim_move, decode_latents, encode_images
+from ops.diff_tokens import changed_tokens, generation_prompt, training_prompts, with_tokens
+from ops.images import to_pil
+from ops.registry import get_method
+from ops.text import DiffusionText
 
 
 @torch.no_grad()

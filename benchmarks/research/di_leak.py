@@ -17,7 +17,7 @@ Two pseudo-methods read D̃ itself: `zero_rows` generates B′ as the method's s
 start (what generation does to B whatever D̃ holds), `negated:SPEC` with −D̃ of the Difference Inversion
 spec SPEC (does the model read the sign the negation in token consistency relies on?).
 
-    python benchmarks/di_leak.py --toy-seed 263991 --n 24 --unnamed background \
+    python -m benchmarks.research.di_leak --toy-seed 263991 --n 24 --unnamed background \
         --methods difference_inversion,di_remove_negation,di_no_token_consistency,di_random_init,no_edit
 """
 
@@ -25,24 +25,21 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from evaluation.judge_scores import judge_triplet  # noqa: E402
-from evaluation.stats import estimate, paired  # noqa: E402
-from models.context import ModelContext  # noqa: E402
-from models.loaders import load_clip, load_judge, retrieval_captioner  # noqa: E402
-from models.toy.world import ATTRIBUTE_NAMES, ATTRIBUTES, all_scenes, make_triplets, phrase  # noqa: E402
-from ops import difference_inversion as di  # noqa: E402
-from ops.cache import PREPARE_BATCH_SIZE, Cache  # noqa: E402
-from ops.diff_tokens import changed_tokens  # noqa: E402
-from ops.registry import MethodRun, get_method, resolve_specs, run_method  # noqa: E402
+from evaluation.judge_scores import judge_triplet
+from evaluation.stats import estimate, paired
+from models.context import ModelContext
+from models.loaders import load_clip, load_judge, retrieval_captioner
+from models.toy.world import ATTRIBUTE_NAMES, ATTRIBUTES, all_scenes, make_triplets, phrase
+from ops import difference_inversion as di
+from ops.cache import PREPARE_BATCH_SIZE, Cache
+from ops.diff_tokens import changed_tokens
+from ops.registry import MethodRun, get_method, resolve_specs, run_method
 
 
 def unnamed_caption(scene, unnamed: str) -> str:

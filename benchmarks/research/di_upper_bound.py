@@ -32,7 +32,7 @@ prompt can do; `oracle` bounds what any prompt can do through this generation pa
 it also records how D̃ relates to the hand-written direction (cosine of D̃'s row sum with it, and
 each D̃ row's nearest vocabulary token).
 
-    python benchmarks/di_upper_bound.py --seed 12345 --n 48 [--settings '{"steps": 1000}'] \
+    python -m benchmarks.research.di_upper_bound --seed 12345 --n 48 [--settings '{"steps": 1000}'] \
         [--rows rows.json]
 """
 
@@ -41,7 +41,6 @@ from __future__ import annotations
 import argparse
 import json
 import random
-import sys
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -49,16 +48,15 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from evaluation.judge_scores import judge_triplet, summarise  # noqa: E402
-from models.context import ModelContext  # noqa: E402
-from models.loaders import load_judge  # noqa: E402
-from models.toy.world import ATTRIBUTE_NAMES, ATTRIBUTES, Scene, caption, make_triplets, phrase, render  # noqa: E402
-from ops import difference_inversion as di  # noqa: E402
-from ops.cache import Cache, content_seed  # noqa: E402
-from ops.ddim import Schedule, ddim_invert, ddim_sample, decode_latents, encode_images  # noqa: E402
-from ops.diff_tokens import (  # noqa: E402
+from benchmarks.common import token_ids
+from evaluation.judge_scores import judge_triplet, summarise
+from models.context import ModelContext
+from models.loaders import load_judge
+from models.toy.world import ATTRIBUTE_NAMES, ATTRIBUTES, Scene, caption, make_triplets, phrase, render
+from ops import difference_inversion as di
+from ops.cache import Cache, content_seed
+from ops.ddim import Schedule, ddim_invert, ddim_sample, decode_latents, encode_images
+from ops.diff_tokens import (
     PairInputs,
     changed_tokens,
     denoising_mse,
@@ -67,9 +65,9 @@ from ops.diff_tokens import (  # noqa: E402
     with_tokens,
     without,
 )
-from ops.images import to_pil  # noqa: E402
-from ops.registry import get_method  # noqa: E402
-from ops.text import DiffusionText  # noqa: E402
+from ops.images import to_pil
+from ops.registry import get_method
+from ops.text import DiffusionText
 
 BASE_CONDITIONS = ("nothing", "learned", "hand_diff", "word", "hand_diff_first", "word_first", "oracle",
                    "nothing_drop", "word_drop")
@@ -195,7 +193,7 @@ def main() -> None:
     vocab = pipe.tokenizer.convert_ids_to_tokens(list(range(table.shape[0])))
 
     def ids(text: str) -> torch.Tensor:
-        return torch.tensor(pipe.tokenizer(text, add_special_tokens=False).input_ids)
+        return token_ids(pipe, text)
 
     start = time.perf_counter()
     triplets = make_triplets(args.seed, args.n)

@@ -1,7 +1,7 @@
 """How hard each term of Difference Inversion's loss pulls on D̃, on any profile whose models are here.
 
 At the paper's weights (λtc = 0.01, λclip = 6) the toy's token-consistency gradient is about 1/400 of the
-CLIP term's at the trained D̃ (benchmarks/DI_RESULTS.md §17), which is why token consistency, the negation
+CLIP term's at the trained D̃ (docs/results.md#di-losses), which is why token consistency, the negation
 and the start of D̃ change nothing there. Whether Stable Diffusion has the same balance is this script's
 question: per (A, A′) pair it trains D̃ through the method's own steps (captions, CLIP deltas, prompts,
 DIFF training at the profile's DI defaults over `--settings`), then reads, at zero rows and at D̃,
@@ -23,11 +23,12 @@ B's prompt (generation's own sequence; A stands in for B where a pair names no B
 
 A read no larger than `seed1`'s means generation takes the ablation's D̃ for D̃ (on the toy: token
 consistency off and remove negation); a larger read that flips no judged attribute means the model
-reads a difference the toy's 0/1 verdicts cannot see (DI_RESULTS §18).
+reads a difference the toy's 0/1 verdicts cannot see (docs/results.md#di-losses).
 
-    python benchmarks/di_balance.py --toy-seed 219544 --n 8                       # toy profile
-    python benchmarks/di_balance.py --toy-seed 263991 --n 8 --compare seed1,di_no_token_consistency,di_random_init
-    python benchmarks/di_balance.py --profile sd21-base --pairs a.png:a2.png:b.png c.png:c2.png:d.png \
+    python -m benchmarks.research.di_balance --toy-seed 219544 --n 8                       # toy profile
+    python -m benchmarks.research.di_balance --toy-seed 263991 --n 8 \
+        --compare seed1,di_no_token_consistency,di_random_init
+    python -m benchmarks.research.di_balance --profile sd21-base --pairs a.png:a2.png:b.png c.png:c2.png:d.png \
         --compare seed1,di_no_token_consistency,di_remove_negation,di_random_init,di_text_delta   # a GPU, SD 2.1
 """
 
@@ -36,25 +37,20 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import sys
-from pathlib import Path
 
 import torch
 from PIL import Image
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from di_losses import term_pulls  # noqa: E402
-
-from evaluation.metrics import pixel_mse_psnr  # noqa: E402
-from models.context import ModelContext  # noqa: E402
-from models.toy.world import make_triplets  # noqa: E402
-from ops import difference_inversion as di  # noqa: E402
-from ops.cache import Cache  # noqa: E402
-from ops.ddim import encode_images  # noqa: E402
-from ops.diff_tokens import changed_tokens, generation_prompt, training_prompts, with_tokens  # noqa: E402
-from ops.registry import get_method  # noqa: E402
-from ops.text import DiffusionText  # noqa: E402
+from benchmarks.research.di_losses import term_pulls
+from evaluation.metrics import pixel_mse_psnr
+from models.context import ModelContext
+from models.toy.world import make_triplets
+from ops import difference_inversion as di
+from ops.cache import Cache
+from ops.ddim import encode_images
+from ops.diff_tokens import changed_tokens, generation_prompt, training_prompts, with_tokens
+from ops.registry import get_method
+from ops.text import DiffusionText
 
 
 def pulls(models, config, a: Image.Image, a_prime: Image.Image, points: list[torch.Tensor], draws: int,

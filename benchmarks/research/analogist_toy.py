@@ -3,7 +3,7 @@ benchmark file, B is round-tripped through a VAE (encode, mode, decode) alone an
 Analogist grid (its cell, and the pasted square inside the padding), and the judge reads all four
 attributes back:
 
-    python benchmarks/analogist_toy.py b600741.parquet --n 32 [--vae DIR] [--tiled]
+    python -m benchmarks.research.analogist_toy b600741.parquet --n 32 [--vae DIR] [--tiled]
 
 `--vae`: another VAE folder (e.g. a decoder fine-tuned on grids: `python -m models.toy.train --only
 inpaint --inpaint-decoder-steps 200 --inpaint-out DIR`, then DIR/vae); `--tiled`: diffusers' VAE tiling
@@ -12,20 +12,16 @@ at the cell size with no overlap (each cell encoded and decoded alone).
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from evaluation.images import decode_image  # noqa: E402
-from models.context import ModelContext  # noqa: E402
-from models.loaders import load_judge  # noqa: E402
-from ops import analogist as an  # noqa: E402
-from orchestration.bench import read_benchmark  # noqa: E402
+from benchmarks.common import benchmark_images, set_threads
+from models.context import ModelContext
+from models.loaders import load_judge
+from ops import analogist as an
 
 
 @torch.no_grad()
@@ -42,7 +38,7 @@ def main() -> None:
     parser.add_argument("--vae", type=Path, help="a VAE folder instead of the toy inpainter's")
     parser.add_argument("--tiled", action="store_true")
     args = parser.parse_args()
-    torch.set_num_threads(1)
+    set_threads()
     models = ModelContext()
     vae = models.inpainter.vae
     if args.vae:
@@ -52,11 +48,11 @@ def main() -> None:
     if args.tiled:
         vae.enable_tiling()
         vae.tile_overlap_factor = 0.0
-    judge, rows = load_judge(models.profile), read_benchmark(args.benchmark, args.n)
+    judge, (rows, images) = load_judge(models.profile), benchmark_images(args.benchmark, args.n)
     size, padding = an.native_size(models.inpainter), an.AnalogistConfig().padding
     outs = {"alone": [], "cell": [], "inner": []}
-    for row in rows:
-        a, a_prime, b = (decode_image(row[f"{k}_png"]).image for k in ("a", "a_prime", "b"))
+    for im in images:
+        a, a_prime, b = im["a"], im["a_prime"], im["b"]
         grid = round_trip(vae, an.paste_b(an.make_grid(a, a_prime, b, size // 2, padding)))
         outs["alone"].append(round_trip(vae, b))
         for crop in ("cell", "inner"):

@@ -1,0 +1,1 @@
+"""The research scripts behind docs/results.md: run each as `python -m benchmarks.research.NAME`."""
