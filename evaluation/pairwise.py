@@ -2,7 +2,7 @@
 
 For one triplet and two methods' B′ the judge sees A, A′, B and the two candidates and answers
 "1", "2" (or, where the judge allows it, "tie"). It is asked twice with the candidates' order
-swapped; the first order is drawn from the user's seed and the content (ops.cache.content_seed).
+swapped; the first order is drawn from the user's seed and the pair's names (triplet, methods, judge).
 Both asks are stored (the `judgements` table: prompt, raw answer, parsed choice, error). The
 pair's verdict is the method both answers chose; answers that flip with the order make the pair
 *inconsistent*; an answer that cannot be parsed is a recorded failure and no vote.
@@ -37,7 +37,6 @@ from typing import Protocol
 from PIL import Image
 
 from evaluation.stats import estimate
-from ops.cache import content_seed
 
 PROMPT = ("The first three images are A, A′ and B: A′ is A after an edit. The next two are candidates "
           "1 and 2 for B′, the image that is to B what A′ is to A (the same edit applied to B, the rest "
@@ -133,8 +132,9 @@ def judge_pair(judge: JudgeBackend, triplet_id: str, a: Image.Image, a_prime: Im
                x: Candidate, y: Candidate, seed: int, truth: dict | None = None) -> list[dict]:
     """Two `judgements` rows for candidates x (the method) and y (its opponent): one per order,
     the first order drawn from `seed` and the content."""
-    rng = random.Random(content_seed(seed, "pairwise", triplet_id, x.method, x.config_hash, y.method,
-                                     y.config_hash, judge.judge_id))
+    # a str seed is hashed (SHA-512) by `random`: the same order in every run and process
+    rng = random.Random(":".join(map(str, (seed, "pairwise", triplet_id, x.method, x.config_hash, y.method,
+                                           y.config_hash, judge.judge_id))))
     orders = [(x, y), (y, x)]
     if rng.random() < 0.5:
         orders.reverse()
