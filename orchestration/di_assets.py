@@ -13,7 +13,6 @@ so a second B costs nothing. Table schemas: evaluation/schemas.py.
 
 
 import json
-from dataclasses import asdict
 
 import dagster as dg
 
@@ -25,7 +24,7 @@ from orchestration.metadata import (
     attempt,
     distinct_rows,
     method_inputs,
-    prepared_pairs,
+    prepared_table,
     write_intermediate,
 )
 from orchestration.resources import AnalogyStorage, MethodsResource, ModelsResource
@@ -99,33 +98,21 @@ def clip_deltas(context: dg.AssetExecutionContext, storage: AnalogyStorage, mode
                               ("a_hash", "a_prime_hash", "alpha", "text_delta_source"))
 
 
+def _tokens_record(loaded, a, a_prime, config: di.DIConfig, seed: int, made) -> dict:
+    """A `diff_tokens` row's columns for one trained D̃ (`made`: its curve)."""
+    return {"tokens_key": key_digest("diff_tokens", di.diff_tokens_key(loaded, a, a_prime, config, seed)),
+            "final_tc": made.curve["tc"][-1] if made.curve["tc"] else None,
+            "final_clip": made.curve["clip"][-1] if made.curve["clip"] else None, "curve": json.dumps(made.curve)}
+
+
 @dg.asset(group_name=GROUP, deps=[pez_prompts, clip_deltas], kinds={"parquet", "safetensors"}, **_args("diff_tokens"))
 def diff_tokens(context: dg.AssetExecutionContext, storage: AnalogyStorage, models: ModelsResource,
                 methods: MethodsResource) -> dg.MaterializeResult:
     """D̃ for every distinct (A, A′) × DI method (in the cache, safetensors) with its loss curve,
-    the partition's pairs trained `methods.batch_size` at a time."""
-    store, loaded, cache, usable, variants = _inputs(context, storage, models, methods)
-    rows, seed = [], methods.seed
-    # steps 1–4 for every pair, D̃ trained `batch_size` at a time
-    for variant, di_config, (a_hash, ap_hash), (a, a_prime), result, cost in prepared_pairs(
-            context, store, loaded, usable, variants, di.prepare_diff_tokens, seed=seed, cache=cache,
-            batch_size=methods.batch_size, what="D̃"):
-        row = {"a_hash": a_hash, "a_prime_hash": ap_hash, "variant": variant,
-               "config": json.dumps(asdict(di_config)), "tokens_key": None, "final_tc": None,
-               "final_clip": None, "curve": None, "seconds": None, "peak_memory_mb": None, "error": None}
-        if isinstance(result, Exception):  # a pair whose inputs or training fail is an error row
-            row["error"] = f"{type(result).__name__}: {result}"
-        else:
-            key = di.diff_tokens_key(loaded, a, a_prime, di_config, seed)
-            row.update({"tokens_key": key_digest("diff_tokens", key),
-                        "final_tc": result.curve["tc"][-1] if result.curve["tc"] else None,
-                        "final_clip": result.curve["clip"][-1] if result.curve["clip"] else None,
-                        "curve": json.dumps(result.curve), **cost})
-        rows.append(row)
-    return write_intermediate(store, context, cache, "diff_tokens", rows, usable,
-                              ("a_hash", "a_prime_hash", "variant"), result="tokens_key",
-                              curve_panels={"tc": "Ltc", "clip": "Lclip", "total": "L"},
-                              batch_size=methods.batch_size)
+    the partition's pairs trained `methods.batch_size` at a time (steps 1–4 of ops.difference_inversion)."""
+    return prepared_table(context, storage, models, methods, di.difference_inversion, di.prepare_diff_tokens,
+                          _tokens_record, table="diff_tokens", result="tokens_key", what="D̃",
+                          curve_panels={"tc": "Ltc", "clip": "Lclip", "total": "L"})
 
 
 DI_ASSETS = [captions, pez_prompts, clip_deltas, diff_tokens]

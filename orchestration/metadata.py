@@ -136,24 +136,37 @@ def method_inputs(context, storage, models, methods, fn):
     return store, loaded, DiskCache(store), usable, variants
 
 
-def prepared_pairs(context, store, loaded, usable: list[dict], variants: dict, prepare, *, seed: int, cache,
-                   batch_size: int, what: str):
-    """A method's `prepare` hook (ops.registry) on every distinct (A, A′) of `usable`, per variant,
-    `batch_size` pairs at a time, the pairs' images read once. Yields (variant, config, (a_hash,
-    a_prime_hash), (A, A′), the result or the pair's Exception, {seconds: per pair, peak_memory_mb})."""
+def prepared_table(context, storage, models, methods, fn, prepare, record, *, table: str, result: str, what: str,
+                   curve_panels: dict[str, str]) -> dg.MaterializeResult:
+    """The one prepare loop of every method that prepares something per example pair (DI's D̃, VISII's
+    instruction): its `prepare` hook (ops.registry) on every distinct (A, A′) of the partition, per variant
+    of the run's method whose function is `fn`, `methods.batch_size` pairs at a time, the pairs' images
+    read once. One `table` row per pair × variant: `record(loaded, a, a_prime, config, seed, made)`'s
+    columns with the cost (seconds per pair, peak memory), or the pair's error; written by
+    `write_intermediate`, `result` naming the column of what a row made."""
     from orchestration.peak_memory import PeakMemory
 
+    store, loaded, cache, usable, variants = method_inputs(context, storage, models, methods, fn)
     pairs = distinct_rows(usable, "a", "a_prime")
     images = [(store.get_png(a_hash), store.get_png(ap_hash)) for a_hash, ap_hash in pairs] if variants else []
+    rows = []
     for variant, config in variants.items():
         start = time.perf_counter()
         with PeakMemory(loaded.device) as peak:
-            results = prepare(loaded, images, config, seed=seed, cache=cache, batch_size=batch_size)
+            made = prepare(loaded, images, config, seed=methods.seed, cache=cache, batch_size=methods.batch_size)
         cost = {"seconds": (time.perf_counter() - start) / max(1, len(pairs)), "peak_memory_mb": peak.mb}
-        context.log.info(f"[{variant}] {what} for {len(pairs)} pair(s), batches of {batch_size}, "
+        context.log.info(f"[{variant}] {what} for {len(pairs)} pair(s), batches of {methods.batch_size}, "
                          f"{cost['seconds']:.1f} s per pair")
-        for pair, pair_images, result in zip(pairs, images, results):
-            yield variant, config, pair, pair_images, result, cost
+        for (a_hash, ap_hash), (a, a_prime), one in zip(pairs, images, made, strict=True):
+            row = dict.fromkeys(TABLES[table].names) | {"a_hash": a_hash, "a_prime_hash": ap_hash, "variant": variant,
+                                                        "config": json.dumps(dataclasses.asdict(config))}
+            if isinstance(one, Exception):  # a pair whose inputs or training fail is an error row
+                row["error"] = f"{type(one).__name__}: {one}"
+            else:
+                row.update(record(loaded, a, a_prime, config, methods.seed, one), **cost)
+            rows.append(row)
+    return write_intermediate(store, context, cache, table, rows, usable, ("a_hash", "a_prime_hash", "variant"),
+                              result=result, curve_panels=curve_panels, batch_size=methods.batch_size)
 
 
 def distinct_rows(rows: list[dict], *roles: str) -> list[tuple[str, ...]]:

@@ -11,21 +11,24 @@ training record (the MSE and CLIP curves, the step kept). Table schema: evaluati
 """
 
 import json
-from dataclasses import asdict
 
 import dagster as dg
 
 from ops import visii
 from ops.cache import key_digest
-from orchestration.metadata import (
-    asset_args,
-    method_inputs,
-    prepared_pairs,
-    write_intermediate,
-)
+from orchestration.metadata import asset_args, prepared_table
 from orchestration.resources import AnalogyStorage, MethodsResource, ModelsResource
 
 GROUP = "visii"
+
+
+def _instruction_record(loaded, a, a_prime, config: visii.VISIIConfig, seed: int, made) -> dict:
+    """A `visii_instructions` row's columns for one learned instruction (`made`: its training record)."""
+    return {"instruction_key": key_digest("visii_instruction", visii.instruction_key(loaded, a, a_prime, config, seed)),
+            "init_text": made.init_text, "best_step": made.best_step,
+            "best_mse": made.mse[made.best_step] if made.mse else None,
+            "final_clip": made.clip[-1] if made.clip else None,
+            "curve": json.dumps({"mse": made.mse, "clip": made.clip})}
 
 
 @dg.asset(group_name=GROUP, deps=["triplets"], kinds={"parquet", "safetensors"},
@@ -35,27 +38,6 @@ def visii_instructions(context: dg.AssetExecutionContext, storage: AnalogyStorag
     """The learned instruction of every distinct (A, A′) × VISII method (in the cache, safetensors)
     with its training curves, `methods.batch_size` pairs at a time; a run without a VISII method keeps
     the earlier runs' rows."""
-    store, loaded, cache, usable, variants = method_inputs(context, storage, models, methods, visii.visii)
-    rows, seed = [], methods.seed
-    for variant, config, (a_hash, ap_hash), (a, a_prime), result, cost in prepared_pairs(
-            context, store, loaded, usable, variants, visii.prepare_instructions, seed=seed, cache=cache,
-            batch_size=methods.batch_size, what="instructions"):
-        row = {"a_hash": a_hash, "a_prime_hash": ap_hash, "variant": variant,
-               "config": json.dumps(asdict(config)), "instruction_key": None, "init_text": None,
-               "best_step": None, "best_mse": None, "final_clip": None, "curve": None, "seconds": None,
-               "peak_memory_mb": None, "error": None}
-        if isinstance(result, Exception):  # a pair whose inputs or training fail is an error row
-            row["error"] = f"{type(result).__name__}: {result}"
-        else:
-            curve = {"mse": result.mse, "clip": result.clip}
-            key = visii.instruction_key(loaded, a, a_prime, config, seed)
-            row.update({"instruction_key": key_digest("visii_instruction", key), "init_text": result.init_text,
-                        "best_step": result.best_step,
-                        "best_mse": result.mse[result.best_step] if result.mse else None,
-                        "final_clip": result.clip[-1] if result.clip else None,
-                        "curve": json.dumps(curve), **cost})
-        rows.append(row)
-    return write_intermediate(store, context, cache, "visii_instructions", rows, usable,
-                              ("a_hash", "a_prime_hash", "variant"), result="instruction_key",
-                              curve_panels={"mse": "MSE(ε̂, ε)", "clip": "clamped cos"},
-                              batch_size=methods.batch_size)
+    return prepared_table(context, storage, models, methods, visii.visii, visii.prepare_instructions,
+                          _instruction_record, table="visii_instructions", result="instruction_key",
+                          what="instructions", curve_panels={"mse": "MSE(ε̂, ε)", "clip": "clamped cos"})
