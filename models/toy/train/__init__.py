@@ -63,7 +63,7 @@ from models.toy.world import (
     varied_caption,
 )
 
-WEIGHTS = Path(__file__).parent / "weights"
+WEIGHTS = Path(__file__).parents[1] / "weights"
 
 
 def log(msg: str) -> None:
@@ -716,7 +716,7 @@ def train_inpaint(steps: int, seed: int, out: Path, save_every: int, batch: int 
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m models.toy.train", description=__doc__)
     parser.add_argument("--only", choices=["clip", "judge", "vae", "unet", "decoder", "corrected", "textured",
                                            "instruct", "inpaint", "tiny_vae"],
                         nargs="*",
@@ -811,6 +811,3 @@ def main() -> None:
 
         distil_tiny_vae(vae, args.tiny_vae_steps, 4, checkpoint)
 
-
-if __name__ == "__main__":
-    main()
