@@ -137,13 +137,13 @@ def main() -> None:
         name = args.profile
     config = replace(DIConfig(), steps=args.steps)  # the paper's loss weights: they change no timing
     pairs = random_pairs(pipe, clip, args.k, size, device)
-    train_diff_tokens_batch(pipe, clip, pairs[:1], replace(config, steps=2))  # warm-up (kernels, caches)
+    train_diff_tokens_batch(pipe, clip, pairs[:1], replace(config, steps=2).training)  # warm-up (kernels, caches)
 
-    _, loop_s, loop_peak = timed(device, lambda: [train_diff_tokens_batch(pipe, clip, [pair], config)
+    _, loop_s, loop_peak = timed(device, lambda: [train_diff_tokens_batch(pipe, clip, [pair], config.training)
                                                   for pair in pairs])
     precision = args.precision or ("bf16" if device == "cuda" else "fp32")
-    batched_config = replace(config, precision=precision)
-    _, batch_s, batch_peak = timed(device, lambda: train_diff_tokens_batch(pipe, clip, pairs, batched_config))
+    batched = replace(config, precision=precision).training
+    _, batch_s, batch_peak = timed(device, lambda: train_diff_tokens_batch(pipe, clip, pairs, batched))
     from PIL import Image
 
     image = Image.new("RGB", (size, size), (120, 60, 200))

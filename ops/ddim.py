@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ops.images import shifted_views, to_pil, to_pixels
+from ops.images import to_pil, to_pixels
 from ops.progress import reporter
 from ops.text import encode_prompt
 
@@ -161,12 +161,6 @@ def pipeline_size(pipe) -> int:
 def encode_images(pipe, images: list) -> torch.Tensor:
     """E(x) of PIL images resized to the pipeline's size, scaled, in the UNet's dtype: (B, C, h, w)."""
     return encode_latents(pipe.vae, to_pixels(images, pipeline_size(pipe)).to(pipe.device)).to(pipe.unet.dtype)
-
-
-def encode_views(pipe, images: list) -> torch.Tensor:
-    """E(x) of every image's ten shifted views (ops.images.shifted_views), image after image: (10·B, C, h, w)."""
-    views = shifted_views(to_pixels(images, pipeline_size(pipe)))
-    return encode_latents(pipe.vae, views.flatten(0, 1).to(pipe.device)).to(pipe.unet.dtype)
 
 
 @torch.no_grad()

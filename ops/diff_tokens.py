@@ -8,7 +8,9 @@ holding only what changed from A to A′.
 (changed_tokens='drop', a switch: PEZ(A) without the tokens PEZ(A′) lacks and PEZ(A′) without
 those PEZ(A) lacks; generation then leaves the first out of B's prompt too.)
 
-Only D̃ has gradients; every model is frozen and in eval mode.
+Only D̃ has gradients; every model is frozen and in eval mode. Read top to bottom: the prompt
+helpers, `init_tokens`, `token_consistency_loss`, `clip_loss`, then the loop in
+`train_diff_tokens_batch`.
 
 On SDXL (two text encoders, `ops.text.DiffusionText`) a row of D̃ is a row of each encoder's
 token table side by side: both halves enter `before`/`after` (each encoder reads its own), and
@@ -20,7 +22,6 @@ from __future__ import annotations
 
 from contextlib import nullcontext
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
@@ -28,9 +29,6 @@ import torch.nn.functional as F
 from ops.cache import single
 from ops.progress import reporter
 from ops.text import DiffusionText, clip_specials, token_sequence
-
-if TYPE_CHECKING:
-    from ops.difference_inversion import DIConfig
 
 
 @dataclass
@@ -41,6 +39,41 @@ class DiffTokens:
 
 class TrainingDivergedError(RuntimeError):
     """The loss became NaN or infinite."""
+
+
+@dataclass(frozen=True)
+class DiffTraining:
+    """What the trainer reads: the DIFF-token fields of a DIConfig, which holds their defaults and
+    meanings (ops.difference_inversion.DIConfig.training builds this)."""
+
+    n_tokens: int
+    steps: int
+    lr: float
+    weight_decay: float
+    lambda_tc: float
+    lambda_clip: float
+    token_consistency: bool
+    clip_loss: bool
+    init: str  # zero | random | added
+    negation: str  # negate | remove
+    changed_tokens: str  # keep | drop
+    precision: str  # fp32 | bf16
+
+
+@dataclass
+class PairInputs:
+    """One (A, A′) pair to train D̃ for: E(A), E(A′) scaled latents (1, C, h, w) each, the PEZ (or
+    caption) token ids of A and A′, the target CLIP delta (E,) and the pair's own seed."""
+
+    z_a: torch.Tensor
+    z_a_prime: torch.Tensor
+    prompt_a: list[int]
+    prompt_a_prime: list[int]
+    delta: torch.Tensor
+    seed: int
+
+
+# ----------------------------------------------------------------------------- prompts and sequences
 
 
 def diffusion_target(scheduler, z0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
@@ -62,11 +95,9 @@ def denoising_mse(unet, scheduler, z0: torch.Tensor, noise: torch.Tensor, t: tor
     return (pred.float() - target.float()).pow(2).flatten(1).mean(1)
 
 
-def with_tokens(prompt: torch.Tensor, tokens: torch.Tensor | None, placement: str = "append") -> list[torch.Tensor]:
-    """The parts [prompt, D̃] (placement='append', the paper's) or [D̃, prompt] ('prepend')."""
-    if tokens is None:
-        return [prompt]
-    return [prompt, tokens] if placement == "append" else [tokens, prompt]
+def with_tokens(prompt: torch.Tensor, tokens: torch.Tensor | None) -> list[torch.Tensor]:
+    """The parts [prompt, D̃] (D̃ after the prompt, as the paper places it), or [prompt] without D̃."""
+    return [prompt] if tokens is None else [prompt, tokens]
 
 
 def changed_tokens(prompt_a: list[int], prompt_a_prime: list[int]) -> tuple[set[int], set[int]]:
@@ -104,158 +135,156 @@ def generation_prompt(prompt_b: list[int], removed: set[int], mode: str = "keep"
 
 
 def pair_parts(prompt_a: torch.Tensor, prompt_a_prime: torch.Tensor, tokens: torch.Tensor,
-               negation: str = "negate", placement: str = "append") -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+               negation: str = "negate") -> tuple[list[torch.Tensor], list[torch.Tensor]]:
     """The parts of `before` = [PEZ(A′), −D̃] and `after` = [PEZ(A), +D̃] (negation='remove':
-    D̃ absent from `before`; placement='prepend': D̃ before the prompt), between SOT and EOT."""
-    return (with_tokens(prompt_a_prime, -tokens if negation == "negate" else None, placement),
-            with_tokens(prompt_a, tokens, placement))
+    D̃ absent from `before`), between SOT and EOT."""
+    return with_tokens(prompt_a_prime, -tokens if negation == "negate" else None), with_tokens(prompt_a, tokens)
 
 
-@dataclass
-class PairInputs:
-    """One (A, A′) pair to train D̃ for: E(A), E(A′) scaled latents (V, C, h, w), the PEZ (or
-    caption) token ids of A and A′, the target CLIP delta (E,) and the pair's own seed. V = 1: the
-    pair as it is; V > 1 (DIConfig.augment): V views of it, view k of A beside view k of A′, one
-    drawn per step from the pair's own stream."""
+# ----------------------------------------------------------------------------- the parts of training
 
-    z_a: torch.Tensor
-    z_a_prime: torch.Tensor
-    prompt_a: list[int]
-    prompt_a_prime: list[int]
-    delta: torch.Tensor
-    seed: int
-    # clip_context='b': B's prompt ids, the context the CLIP term reads D̃ in
-    context: list[int] | None = None
+
+def init_tokens(tsd: DiffusionText, settings: DiffTraining, pair: PairInputs,
+                generator: torch.Generator) -> torch.Tensor:
+    """D̃'s start (n, D), on the CPU: zero (the paper's), random vocabulary rows drawn from the pair's
+    stream, or (init='added') the rows of the tokens A′'s prompt adds to A's, in A′'s order, the rest zero."""
+    if settings.init == "random":
+        return tsd.rows(torch.randint(tsd.vocab_size - 2, (settings.n_tokens,), generator=generator)).cpu()
+    init = torch.zeros(settings.n_tokens, tsd.width)
+    ids = added_ids(pair.prompt_a, pair.prompt_a_prime)[:settings.n_tokens] if settings.init == "added" else []
+    if ids:
+        init[:len(ids)] = tsd.rows(torch.tensor(ids)).cpu()
+    return init
+
+
+def token_consistency_loss(tsd: DiffusionText, scheduler, z: torch.Tensor, prompts: list[tuple], tokens: list,
+                           generators: list[torch.Generator], negation: str, autocast) -> torch.Tensor:
+    """Ltc per pair, (k,): MSE(before → A) + MSE(after → A′), each at its own random timestep, the k
+    pairs' 2k sequences in one UNet batch. `z` (2k, C, h, w): E(A), E(A′) of each pair; `prompts`: the
+    (A, A′) prompt ids of each; t and ε come from each pair's own stream, t first."""
+    sequences = [parts for (ids_a, ids_a_prime), d in zip(prompts, tokens)
+                 for parts in pair_parts(ids_a, ids_a_prime, d, negation)]  # before, after of each pair
+    with autocast:
+        cond = tsd.encode(sequences)  # (2k, L, D)
+    n_train = scheduler.config.num_train_timesteps
+    t = torch.cat([torch.randint(0, n_train, (2,), generator=g) for g in generators]).to(z.device)  # (2k,)
+    noise = torch.cat([torch.randn((2, *z.shape[1:]), generator=g) for g in generators])  # (2k, C, h, w)
+    mse = denoising_mse(tsd.unet, scheduler, z, noise.to(z.device, z.dtype), t, cond, autocast)  # (2k,)
+    return mse.view(len(tokens), 2).sum(1)
+
+
+def clip_loss(clip, rows: list[torch.Tensor], target: torch.Tensor, autocast) -> torch.Tensor:
+    """Lclip per pair, (k,): 1 − cos(ET([SOT, D̃, EOT]), Dinter), the k sequences in one text-tower
+    batch. `rows`: each D̃'s columns of the joint CLIP's table; `target` (k, E): unit Dinter."""
+    sequences = [token_sequence(clip.token_table, [r], clip_specials(clip)) for r in rows]
+    with autocast:
+        text = clip.encode_token_embeddings(torch.stack([e for e, _ in sequences]),
+                                            torch.stack([i for _, i in sequences]))  # (k, E)
+    return 1 - F.cosine_similarity(text.float(), target, dim=-1)
+
+
+def group_owners(groups: list | None, n: int) -> list[int]:
+    """Per pair, the first pair of its group: whose D̃ and optimiser it trains (by default its own)."""
+    if groups is None:
+        return list(range(n))
+    if len(groups) != n:
+        raise ValueError(f"{len(groups)} group labels for {n} pairs")
+    first = {}
+    for i, label in enumerate(groups):
+        first.setdefault(label, i)
+    return [first[label] for label in groups]
+
+
+def stop_diverged(loss: torch.Tensor, active: list[int], owner: list[int], results: list, step: int,
+                  lr: float) -> list[int]:
+    """The positions in `active` that go on: a NaN or inf loss stops its pair's group (by default the
+    pair alone), each member's TrainingDivergedError put in its place in `results`."""
+    finite = torch.isfinite(loss).tolist()
+    failed = {owner[i]: loss[j].item() for j, i in enumerate(active) if not finite[j]}
+    for i in active:
+        if owner[i] in failed:
+            results[i] = TrainingDivergedError(f"DIFF-token loss became {failed[owner[i]]} at step {step}; "
+                                               f"lower lr (now {lr}) or check the inputs for NaN")
+    return [j for j, i in enumerate(active) if owner[i] not in failed]
+
+
+# ----------------------------------------------------------------------------- the loop
 
 
 def train_diff_tokens(pipe, clip, z_a: torch.Tensor, z_a_prime: torch.Tensor, prompt_a: list[int],
-                      prompt_a_prime: list[int], delta: torch.Tensor, config: DIConfig, seed: int = 0,
+                      prompt_a_prime: list[int], delta: torch.Tensor, settings: DiffTraining, seed: int = 0,
                       progress=None) -> DiffTokens:
     """Train D̃ for one pair (a batch of one; a NaN or inf loss raises TrainingDivergedError)."""
-    return single(train_diff_tokens_batch(pipe, clip, [PairInputs(z_a, z_a_prime, prompt_a, prompt_a_prime, delta,
-                                                                   seed)], config, progress))
+    pair = PairInputs(z_a, z_a_prime, prompt_a, prompt_a_prime, delta, seed)
+    return single(train_diff_tokens_batch(pipe, clip, [pair], settings, progress))
 
 
-def train_diff_tokens_batch(pipe, clip, pairs: list[PairInputs], config: DIConfig, progress=None,
-                            groups: list[int] | None = None) -> list[DiffTokens | TrainingDivergedError]:
-    """Train one D̃ per pair, k pairs at once: their `before`/`after` sequences go through the
-    text encoder and the UNet as one batch of 2k, their CLIP terms as one batch of k. Each pair
-    keeps its own D̃, its own AdamW state and its own random stream (timesteps and noise drawn
-    from its own seed, in the order a pair trained alone draws them), so a pair's D̃ is the one it
-    gets alone up to the float rounding of batched kernels (tests/test_diff_tokens.py measures
-    it). Nothing mixes pairs: the frozen models have no batch statistics, and the loss is a sum
-    of per-pair losses, so each D̃'s gradient is its own pair's. A pair whose loss becomes NaN or
-    inf stops with its TrainingDivergedError in its place in the result; the others go on.
-    `config`: the DIFF-token fields of a DIConfig (n_tokens, steps, lr, weight_decay, λ's, switches).
+def train_diff_tokens_batch(pipe, clip, pairs: list[PairInputs], settings: DiffTraining, progress=None,
+                            groups: list | None = None) -> list[DiffTokens | TrainingDivergedError]:
+    """Train one D̃ per pair, k pairs at once: one UNet batch of 2k, one text-tower batch of k. Each pair
+    keeps its own D̃, AdamW state and random stream (drawn in the order a pair alone draws it), and the
+    loss is a sum of per-pair losses through frozen models without batch statistics, so a pair's D̃ is
+    the one it gets alone up to the float rounding of batched kernels (tests/test_diff_tokens.py). A pair
+    whose loss becomes NaN or inf gets its TrainingDivergedError in its place; the others go on.
 
-    `groups` (one label per pair): pairs with the same label train **one** D̃ together, several
-    examples of one change (its loss the sum of theirs, its init drawn from its first pair's seed,
-    one optimiser; each pair still draws its own timesteps and noise); every member gets that D̃.
-    A group stops as a whole when one member's loss becomes NaN or inf. Default: each pair alone."""
-    progress = reporter(progress, "DIFF tokens" + (f" ({len(pairs)} pairs)" if len(pairs) > 1 else ""))
-    tsd, scheduler = DiffusionText(pipe), pipe.scheduler
+    `groups` (one label per pair): pairs with one label train **one** D̃ on the sum of their losses (its
+    init and optimiser its first pair's; each pair still draws its own timesteps and noise), and every
+    member gets it; one member diverging stops the group. Default: each pair alone."""
+    tsd, scheduler, device = DiffusionText(pipe), pipe.scheduler, pairs[0].z_a.device
     shared = tsd.tables[-1]  # the table the joint CLIP shares (SDXL: the second encoder's)
     if clip.token_table.shape != shared.shape:
         raise ValueError(f"the joint CLIP's token table {tuple(clip.token_table.shape)} is not the diffusion text "
                          f"encoder's {tuple(shared.shape)}: DIFF tokens need a CLIP that shares V with Tsd")
-    clip_specials_ = clip_specials(clip)
-    device = pairs[0].z_a.device
-    n_train = scheduler.config.num_train_timesteps
+    progress = reporter(progress, "DIFF tokens" + (f" ({len(pairs)} pairs)" if len(pairs) > 1 else ""))
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=settings.precision == "bf16")
 
-    # per pair its random stream; per group (a pair alone, by default) D̃ (zero, random vocabulary rows
-    # drawn from its first pair's stream, or the rows of the tokens its first pair's A′ prompt adds) and
-    # its optimiser
+    # per pair: its random stream, prompts, latents (2, C, h, w) and unit target (E,); per group: D̃ and AdamW
     generators = [torch.Generator().manual_seed(p.seed) for p in pairs]
-    labels = list(range(len(pairs))) if groups is None else list(groups)
-    if len(labels) != len(pairs):
-        raise ValueError(f"{len(labels)} group labels for {len(pairs)} pairs")
-    first = {label: i for i, label in reversed(list(enumerate(labels)))}
-    owner = [first[label] for label in labels]  # the pair whose D̃ and optimiser a pair uses
-    tokens, optimizers = {}, {}
-    for i in sorted(first.values()):
-        if config.init == "random":
-            init = tsd.rows(torch.randint(tsd.vocab_size - 2, (config.n_tokens,), generator=generators[i])).cpu()
-        else:
-            init = torch.zeros(config.n_tokens, tsd.width)
-            if config.init == "added":
-                ids = added_ids(pairs[i].prompt_a, pairs[i].prompt_a_prime)[:config.n_tokens]
-                if ids:
-                    init[:len(ids)] = tsd.rows(torch.tensor(ids)).cpu()
-        tokens[i] = torch.nn.Parameter(init.to(device, shared.dtype))
-        optimizers[i] = torch.optim.AdamW([tokens[i]], lr=config.lr, weight_decay=config.weight_decay)
-    prompts = [training_prompts(p.prompt_a, p.prompt_a_prime, config.changed_tokens) for p in pairs]
-    ids_a = [torch.tensor(a) for a, _ in prompts]
-    ids_a_prime = [torch.tensor(a_prime) for _, a_prime in prompts]
-    target_delta = torch.stack([F.normalize(p.delta.to(device).float(), dim=-1) for p in pairs])
-    z_pairs = [torch.stack([p.z_a, p.z_a_prime], dim=1) for p in pairs]  # (V, 2, C, h, w) each
-    curves: list[dict[str, list[float]]] = [{"tc": [], "clip": [], "total": []} for _ in pairs]
+    prompts = [tuple(torch.tensor(ids) for ids in training_prompts(p.prompt_a, p.prompt_a_prime,
+                                                                    settings.changed_tokens)) for p in pairs]
+    # contiguous: the VAE may hand out channels-last latents, on which the UNet's kernels round differently
+    latents = [torch.cat([p.z_a, p.z_a_prime]).contiguous() for p in pairs]
+    targets = torch.stack([F.normalize(p.delta.to(device).float(), dim=-1) for p in pairs])  # (k, E)
+    owner = group_owners(groups, len(pairs))
+    tokens = {g: torch.nn.Parameter(init_tokens(tsd, settings, pairs[g], generators[g]).to(device, shared.dtype))
+              for g in sorted(set(owner))}
+    optimizers = {g: torch.optim.AdamW([d], lr=settings.lr, weight_decay=settings.weight_decay)
+                  for g, d in tokens.items()}
+    curves = [{"tc": [], "clip": [], "total": []} for _ in pairs]
     results: list[DiffTokens | TrainingDivergedError | None] = [None] * len(pairs)
-    active = list(range(len(pairs)))
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=config.precision == "bf16")
-    contexts = None
-    if config.clip_context == "b":
-        if any(p.context is None for p in pairs):
-            raise ValueError("clip_context='b' needs B's prompt ids for every pair (PairInputs.context)")
-        contexts = [torch.tensor(p.context) for p in pairs]
-        with torch.no_grad(), autocast:
-            plain = [token_sequence(clip.token_table, [c], clip_specials_) for c in contexts]
-            context_text = clip.encode_token_embeddings(torch.stack([e for e, _ in plain]),
-                                                        torch.stack([i for _, i in plain])).float()
+    active = list(range(len(pairs)))  # the pairs still training; k = len(active) below
 
-    for step in range(config.steps):
-        losses = torch.zeros(len(active), device=device)
-        if config.token_consistency:
-            # Ltc = MSE(before → A) + MSE(after → A′), per pair, one UNet batch of 2·|active|
-            sequences = [parts for i in active
-                         for parts in pair_parts(ids_a[i], ids_a_prime[i], tokens[owner[i]], config.negation,
-                                                 config.placement)]
-            with autocast:
-                cond = tsd.encode(sequences)
-            views = [z_pairs[i][torch.randint(len(z_pairs[i]), (), generator=generators[i]) if len(z_pairs[i]) > 1
-                                else 0] for i in active]  # (2, C, h, w) each: the pair, or one view of it
-            t = torch.cat([torch.randint(0, n_train, (2,), generator=generators[i]) for i in active]).to(device)
-            noise = torch.cat([torch.randn(v.shape, generator=generators[i]) for i, v in zip(active, views)])
-            z0 = torch.cat(views)
-            noise = noise.to(device, z0.dtype)
-            tc = denoising_mse(tsd.unet, scheduler, z0, noise, t, cond, autocast).view(len(active), 2).sum(1)
-            losses = losses + config.lambda_tc * tc
-            for j, i in enumerate(active):
-                curves[i]["tc"].append(tc[j].item())
-        if config.clip_loss:
-            # Lclip = 1 − cos(ET([SOT, D̃, EOT]), Dinter), per pair, one text-tower batch
-            # (clip_context='b': 1 − cos(ET([SOT, prompt(B), D̃, EOT]) − ET([SOT, prompt(B), EOT]), Dinter))
-            rows = {i: tokens[owner[i]][:, tsd.clip_columns] for i in active}
-            sequences = [token_sequence(clip.token_table, with_tokens(contexts[i], rows[i], config.placement)
-                                        if contexts else [rows[i]], clip_specials_) for i in active]
-            with autocast:
-                text = clip.encode_token_embeddings(torch.stack([e for e, _ in sequences]),
-                                                    torch.stack([i for _, i in sequences]))
-            if contexts:
-                text = text.float() - context_text[active]
-            clip_term = 1 - F.cosine_similarity(text.float(), target_delta[active], dim=-1)
-            losses = losses + config.lambda_clip * clip_term
-            for j, i in enumerate(active):
-                curves[i]["clip"].append(clip_term[j].item())
-        finite = torch.isfinite(losses).tolist()
-        failed = {owner[i]: losses[j].item() for j, i in enumerate(active) if not finite[j]}
-        for i in active:
-            if owner[i] in failed:  # a diverged pair stops its group (its own D̃, by default)
-                results[i] = TrainingDivergedError(f"DIFF-token loss became {failed[owner[i]]} at step {step}; "
-                                                   f"lower lr (now {config.lr}) or check the inputs for NaN")
-        kept = [j for j, i in enumerate(active) if owner[i] not in failed]
-        active = [active[j] for j in kept]
+    for step in range(settings.steps):
+        d = [tokens[owner[i]] for i in active]  # k × (n, D): each pair's D̃
+        # forward: L = λtc·Ltc + λclip·Lclip, per pair (k,)
+        loss = torch.zeros(len(active), device=device)
+        if settings.token_consistency:
+            tc = token_consistency_loss(tsd, scheduler, torch.cat([latents[i] for i in active]),
+                                        [prompts[i] for i in active], d, [generators[i] for i in active],
+                                        settings.negation, autocast)  # (k,)
+            loss = loss + settings.lambda_tc * tc
+            for i, value in zip(active, tc.tolist()):
+                curves[i]["tc"].append(value)
+        if settings.clip_loss:
+            lclip = clip_loss(clip, [x[:, tsd.clip_columns] for x in d], targets[active], autocast)  # (k,)
+            loss = loss + settings.lambda_clip * lclip
+            for i, value in zip(active, lclip.tolist()):
+                curves[i]["clip"].append(value)
+        # a NaN or inf stops its pair's group; the rest go on
+        kept = stop_diverged(loss, active, owner, results, step, settings.lr)
+        loss, active = loss[kept], [active[j] for j in kept]
         if not active:
             break
-        groups_now = sorted({owner[i] for i in active})
-        for g in groups_now:
+        # backward and update: groups share no parameter, so each D̃ gets only its own pairs' gradient
+        live = sorted({owner[i] for i in active})
+        for g in live:
             optimizers[g].zero_grad(set_to_none=True)
-        # pairs of different groups share no parameter: each D̃ gets its own pairs' gradient
-        losses[kept].sum().backward()
-        for g in groups_now:
+        loss.sum().backward()
+        for g in live:
             optimizers[g].step()
-        for j, i in zip(kept, active):
-            curves[i]["total"].append(losses[j].item())
-        progress(step + 1, config.steps)
+        for i, value in zip(active, loss.tolist()):
+            curves[i]["total"].append(value)
+        progress(step + 1, settings.steps)
     for i in active:
         results[i] = DiffTokens(tokens[owner[i]].detach().clone(), curves[i])
     return results

@@ -7,9 +7,8 @@ from A to A′, and apply it to B with the diffusion model. Read top to bottom i
     3. hard prompts of A, A′ and B                  (PEZ, or the captions' token ids)
     4. DIFF tokens D̃ from (A, A′)                   (ops.diff_tokens)
     5. B′: DDIM-invert B with prompt_B, denoise with [SOT, prompt_B, D̃, EOT]
-       (placement='prepend': [SOT, D̃, prompt_B, EOT], a switch; changed_tokens='drop', a switch:
-       the words the change replaces are left out beside D̃: from A's prompt and B's the tokens A′'s
-       prompt lacks, from A′'s those A's lacks)
+       (changed_tokens='drop', a switch: the words the change replaces are left out beside D̃: from
+       A's prompt and B's the tokens A′'s prompt lacks, from A′'s those A's lacks)
 
 Every step is cached by content (images, model ids, the settings it depends on,
 the seed): one D̃ serves every B, a sweep of generation settings trains nothing
@@ -19,17 +18,18 @@ cache, so the `generations` asset finds what `diff_tokens` stored.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 
 import torch
 from PIL import Image
 
 from ops.cache import Cache, config_hash, content_seed, single
 from ops.captions import caption
-from ops.ddim import Schedule, ddim_invert, ddim_sample, decode_latents, encode_images, encode_views
+from ops.ddim import Schedule, ddim_invert, ddim_sample, decode_latents, encode_images
 from ops.deltas import DELTA_KINDS, TEXT_DELTA_SOURCES, Deltas, clip_deltas
 from ops.diff_tokens import (
     DiffTokens,
+    DiffTraining,
     PairInputs,
     changed_tokens,
     generation_prompt,
@@ -76,20 +76,6 @@ class DIConfig:
     # (`changed_tokens`' second set, in A′'s order, the rest zero): D̃ starts at the words of the new value
     init: str = "zero"
     negation: str = "negate"  # negate | remove (D̃ absent from `before`)
-    # what D̃ is trained on: "none" (the paper's: E(A), E(A′) as they are) | "shift": each step one of ten
-    # views of the pair, the same for A and A′ (as is, mirrored, each moved by 1/16 of the side
-    # left/right/up/down; ops.images.shifted_views): D̃ cannot hold where the pair's content is drawn,
-    # only what changed. Diffusion Image Analogies augments its inversion the same way (flips, shifts)
-    augment: str = "none"
-    # where D̃ sits: after the prompt (the paper's [SOT, prompt, D̃, EOT]) | before it ([SOT, D̃, prompt, EOT]),
-    # in training and in generation alike
-    placement: str = "append"
-    # what the CLIP loss reads D̃ in: "none" = D̃ alone, [SOT, D̃, EOT] (the paper's) | "b" = B's prompt,
-    # the delta ET([SOT, prompt(B), D̃, EOT]) − ET([SOT, prompt(B), EOT]) against Dinter. With "b" D̃
-    # depends on B too (trained per triplet, not once per pair): on the toy the paper's term prefers
-    # a D̃ that also carries A's other attributes, the in-context one penalises it (on the toy it gained
-    # nothing, 3–4 on 24 triplets: docs/results.md#di-switches)
-    clip_context: str = "none"
     # the prompt tokens the change replaces (A's prompt has them, A′'s not, or the reverse): "keep" (the
     # paper's) | "drop": A's prompt without the tokens A′'s lacks, A′'s without those A's lacks, in
     # training, and B's without the first in generation (B is still inverted under its whole prompt). D̃
@@ -106,8 +92,7 @@ class DIConfig:
     def __post_init__(self):
         choices = {"delta": DELTA_KINDS, "text_delta_source": TEXT_DELTA_SOURCES,
                    "prompt_source": ("pez", "caption"), "init": ("zero", "random", "added"),
-                   "negation": ("negate", "remove"), "augment": ("none", "shift"), "precision": ("fp32", "bf16"),
-                   "placement": ("append", "prepend"), "clip_context": ("none", "b"),
+                   "negation": ("negate", "remove"), "precision": ("fp32", "bf16"),
                    "changed_tokens": ("keep", "drop")}
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
@@ -118,9 +103,9 @@ class DIConfig:
             raise ValueError(f"inversion_steps must be in 1..{self.num_steps}, got {self.inversion_steps}")
 
     @property
-    def pair_roles(self) -> tuple[str, ...]:
-        """The images one D̃ is trained from: (A, A′), and B with clip_context='b'."""
-        return ("a", "a_prime", "b") if self.clip_context == "b" else ("a", "a_prime")
+    def training(self) -> DiffTraining:
+        """Step 4's settings, as the trainer (ops.diff_tokens) reads them."""
+        return DiffTraining(**{f.name: getattr(self, f.name) for f in fields(DiffTraining)})
 
     @property
     def delta_settings(self) -> tuple[float, str]:
@@ -193,72 +178,47 @@ def deltas(models, a: Image.Image, a_prime: Image.Image, config: DIConfig, cache
         text_source=config.text_delta_source))
 
 
-def diff_tokens_key(models, a: Image.Image, a_prime: Image.Image, config: DIConfig, seed: int,
-                    b: Image.Image | None = None) -> tuple:
-    """What D̃ depends on: (A, A′), the training settings and the seed, and B where the CLIP loss reads
-    D̃ in B's prompt (clip_context='b')."""
-    key = (models.weights_key, config.training_hash(), seed, a, a_prime)
-    if config.clip_context == "b":
-        if b is None:
-            raise ValueError("clip_context='b' trains D̃ for a triplet: B is needed")
-        key += (b,)
-    return key
+def diff_tokens_key(models, a: Image.Image, a_prime: Image.Image, config: DIConfig, seed: int) -> tuple:
+    """What D̃ depends on: (A, A′), the training settings and the seed."""
+    return (models.weights_key, config.training_hash(), seed, a, a_prime)
 
 
 def diff_tokens(models, a: Image.Image, a_prime: Image.Image, prompt_a: list[int], prompt_a_prime: list[int],
-                target: torch.Tensor, config: DIConfig, seed: int, cache: Cache,
-                b: Image.Image | None = None, prompt_b: list[int] | None = None) -> DiffTokens:
+                target: torch.Tensor, config: DIConfig, seed: int, cache: Cache) -> DiffTokens:
     """Step 4: D̃ of (A, A′) from the prompt ids of A and A′ and the target delta. Cached by
-    (A, A′) and the training settings (which determine the prompts and the delta); with
-    clip_context='b' also by B, whose prompt ids the CLIP loss reads D̃ in."""
-    return single(diff_tokens_batch(models, [(a, a_prime, prompt_a, prompt_a_prime, target, b, prompt_b)], config,
-                                    seed, cache))
-
-
-def pair_latents(pipe, a: Image.Image, a_prime: Image.Image, config: DIConfig) -> tuple[torch.Tensor, torch.Tensor]:
-    """E(A) and E(A′) as DIFF training reads them: (1, C, h, w) each, or with augment='shift' the
-    pair's ten views (10, C, h, w) each, view k of A beside view k of A′."""
-    encode = encode_views if config.augment == "shift" else encode_images  # (2V, C, h, w): A's, then A′'s
-    z_a, z_a_prime = encode(pipe, [a, a_prime]).chunk(2)
-    return z_a, z_a_prime
+    (A, A′) and the training settings (which determine the prompts and the delta)."""
+    return single(diff_tokens_batch(models, [(a, a_prime, prompt_a, prompt_a_prime, target)], config, seed, cache))
 
 
 def diff_tokens_batch(models, pairs: list[tuple], config: DIConfig, seed: int, cache: Cache,
                       batch_size: int = 1) -> list[DiffTokens | Exception]:
-    """Step 4 for many pairs: `pairs` = [(A, A′, prompt ids of A, of A′, target delta, B, prompt ids
-    of B)] (B and its prompt: None unless clip_context='b'). Those not in the cache train
-    `batch_size` at a time (ops.diff_tokens.train_diff_tokens_batch: each D̃ as if trained alone, to
-    float rounding), once per distinct key; a pair that diverges gets its error in its place."""
+    """Step 4 for many pairs: `pairs` = [(A, A′, prompt ids of A, of A′, target delta)]. Those not in
+    the cache train `batch_size` at a time (ops.diff_tokens.train_diff_tokens_batch: each D̃ as if
+    trained alone, to float rounding), once per distinct key; a pair that diverges gets its error in
+    its place."""
 
     def train(chunk: list[int]) -> list[DiffTokens | Exception]:
         pipe, inputs = models.pipeline, []
         for i in chunk:
-            a, a_prime, prompt_a, prompt_a_prime, target, _, prompt_b = pairs[i]
-            z_a, z_a_prime = pair_latents(pipe, a, a_prime, config)
-            inputs.append(PairInputs(z_a, z_a_prime, prompt_a, prompt_a_prime, target, content_seed(seed, a, a_prime),
-                                     prompt_b))  # read only with clip_context='b'
-        return train_diff_tokens_batch(pipe, models.joint_clip, inputs, config)
+            a, a_prime, prompt_a, prompt_a_prime, target = pairs[i]
+            z_a, z_a_prime = encode_images(pipe, [a, a_prime]).chunk(2)  # (1, C, h, w) each
+            inputs.append(PairInputs(z_a, z_a_prime, prompt_a, prompt_a_prime, target, content_seed(seed, a, a_prime)))
+        return train_diff_tokens_batch(pipe, models.joint_clip, inputs, config.training)
 
-    keys = [diff_tokens_key(models, a, a_prime, config, seed, b) for a, a_prime, _, _, _, b, _ in pairs]
+    keys = [diff_tokens_key(models, a, a_prime, config, seed) for a, a_prime, *_ in pairs]
     return cache.many("diff_tokens", keys, train, batch_size)
 
 
-def prepare_diff_tokens(models, pairs: list[tuple[Image.Image, ...]], config: DIConfig, *, seed: int,
+def prepare_diff_tokens(models, pairs: list[tuple[Image.Image, Image.Image]], config: DIConfig, *, seed: int,
                         cache: Cache, batch_size: int) -> list[DiffTokens | Exception]:
     """Steps 1–4 for many (A, A′) at once, D̃ trained `batch_size` pairs at a time, into `cache`:
     what `difference_inversion` then finds for every triplet (a benchmark's `prepare` hook).
-    `pairs`: (A, A′), or (A, A′, B) triplets where D̃ depends on B (clip_context='b').
     A pair that fails gets its error in its place; the method raises it for that triplet."""
     results: list[DiffTokens | Exception | None] = [None] * len(pairs)
-    width = len(config.pair_roles)
-    with_b = width == 3
-    if any(len(pair) < width for pair in pairs):
-        raise ValueError("clip_context='b' trains one D̃ per triplet: give (A, A′, B), not (A, A′)")
-    found = prompts(models, [image for pair in pairs for image in pair[:width]], config, seed, cache, batch_size)
+    found = prompts(models, [image for a, a_prime in pairs for image in (a, a_prime)], config, seed, cache, batch_size)
     jobs, ready = [], []
-    for i, pair in enumerate(pairs):
-        a, a_prime, b = pair[0], pair[1], pair[2] if with_b else None
-        mine = found[width * i: width * (i + 1)]
+    for i, (a, a_prime) in enumerate(pairs):
+        mine = found[2 * i: 2 * i + 2]
         try:
             target = deltas(models, a, a_prime, config, cache).pick(config.delta)
             for p in mine:
@@ -267,8 +227,7 @@ def prepare_diff_tokens(models, pairs: list[tuple[Image.Image, ...]], config: DI
         except Exception as exc:  # one bad pair fails alone
             results[i] = exc
             continue
-        prompt_b = mine[2].token_ids if with_b else None
-        jobs.append((a, a_prime, mine[0].token_ids, mine[1].token_ids, target, b, prompt_b))
+        jobs.append((a, a_prime, mine[0].token_ids, mine[1].token_ids, target))
         ready.append(i)
     for i, result in zip(ready, diff_tokens_batch(models, jobs, config, seed, cache, batch_size)):
         results[i] = result
@@ -294,7 +253,7 @@ def apply_difference(pipe, b: Image.Image, prompt_b: list[int], tokens: torch.Te
     #     tokens), and Tsd("") for CFG
     cond_b = text.encode([[ids_b]])
     beside = torch.tensor(generation_prompt(prompt_b, removed, config.changed_tokens))
-    cond_diff = text.encode([with_tokens(beside, tokens.to(text.device), config.placement)])
+    cond_diff = text.encode([with_tokens(beside, tokens.to(text.device))])
     uncond = text.unconditional()
     # 5c. DDIM-invert B through `inversion_steps` levels (CFG 1)
     schedule = Schedule(pipe.scheduler, config.num_steps)
@@ -323,9 +282,8 @@ def difference_inversion(models, a: Image.Image, a_prime: Image.Image, b: Image.
     # 3. hard prompts of A, A′ and B
     prompt_a, prompt_a_prime, prompt_b = (prompt(models, image, config, seed, cache).token_ids
                                           for image in (a, a_prime, b))
-    # 4. D̃ (depends on (A, A′) only: one D̃ serves every B; with clip_context='b' on B too)
-    tokens = diff_tokens(models, a, a_prime, prompt_a, prompt_a_prime, target, config, seed, cache,
-                         b, prompt_b).tokens
+    # 4. D̃ (depends on (A, A′) only: one D̃ serves every B)
+    tokens = diff_tokens(models, a, a_prime, prompt_a, prompt_a_prime, target, config, seed, cache).tokens
     # 5. B′ (with changed_tokens='drop', B's prompt beside D̃ loses the tokens the change removes from A's)
     return apply_difference(pipe, b, prompt_b, tokens, config, change_map,
                             removed=changed_tokens(prompt_a, prompt_a_prime)[0])

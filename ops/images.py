@@ -18,21 +18,6 @@ def to_pixels(images: list[Image.Image], size: int) -> torch.Tensor:
     return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2)
 
 
-def shifted_views(pixels: torch.Tensor, shift: float = 1 / 16) -> torch.Tensor:
-    """(B, 3, H, W) → (B, 10, 3, H, W): each image as it is and mirrored left to right, each of the two
-    in place and moved by `shift` of its side left, right, up and down (the edge pixels repeated into
-    the gap). Views that keep what a caption says and move where it is drawn; no scaling, which would
-    change a size."""
-    h, w = pixels.shape[-2:]
-    s = max(1, round(shift * min(h, w)))
-    padded = torch.nn.functional.pad(pixels, (s, s, s, s), mode="replicate")
-    moves = [(0, 0), (s, 0), (-s, 0), (0, s), (0, -s)]  # (right, down)
-    views = []
-    for source in (padded, padded.flip(-1)):
-        views += [source[..., s - dy: s - dy + h, s - dx: s - dx + w] for dx, dy in moves]
-    return torch.stack(views, dim=1)
-
-
 def to_pil(pixels: torch.Tensor) -> list[Image.Image]:
     """(B, 3, H, W) in [−1, 1] → RGB images."""
     arrays = ((pixels.float().clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).cpu().numpy()

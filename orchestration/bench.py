@@ -57,11 +57,9 @@ def run_bench(benchmark: Path, specs: list[str], profile_name: str = "toy", seed
         outputs, errors, start = [], [], time.perf_counter()
         if run.method.prepare is not None:  # e.g. every D̃ of the file, trained `batch_size` pairs at a time
             pairs = []
-            # (A, A′), or (A, A′, B) where the prepared work depends on B (DI's clip_context='b')
-            roles = getattr(run.config, "pair_roles", ("a", "a_prime"))
             for row in rows:
                 try:
-                    pairs.append(tuple(decode_image(row[f"{k}_png"]).image for k in roles))
+                    pairs.append(tuple(decode_image(row[f"{k}_png"]).image for k in ("a", "a_prime")))
                 except Exception:  # noqa: BLE001 (the triplet's own loop below records why)
                     continue
             run.method.prepare(models, pairs, run.config, seed=seed, cache=cache, batch_size=batch_size)

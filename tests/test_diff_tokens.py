@@ -45,7 +45,7 @@ def test_only_diff_tokens_change_and_both_losses_fall(pipe, joint_clip, pair):
 
     before = digests()
     out = train_diff_tokens(pipe, joint_clip, pair["z_a"], pair["z_ap"], pair["p_a"], pair["p_ap"], pair["delta"],
-                            DIConfig(steps=120), seed=0)
+                            DIConfig(steps=120).training, seed=0)
     assert before == digests()  # every model parameter bit-identical
     assert out.tokens.shape == (5, pipe.text_encoder.config.hidden_size)
     assert out.tokens.abs().sum() > 0  # started from zero and moved
@@ -78,9 +78,9 @@ def test_before_sequence_carries_minus_d(pipe):
 
 def test_same_seed_same_bytes_and_seed_matters(pipe, joint_clip, pair):
     args = (pipe, joint_clip, pair["z_a"], pair["z_ap"], pair["p_a"], pair["p_ap"], pair["delta"])
-    one = train_diff_tokens(*args, DIConfig(steps=15), seed=3).tokens
-    two = train_diff_tokens(*args, DIConfig(steps=15), seed=3).tokens
-    three = train_diff_tokens(*args, DIConfig(steps=15), seed=4).tokens
+    one = train_diff_tokens(*args, DIConfig(steps=15).training, seed=3).tokens
+    two = train_diff_tokens(*args, DIConfig(steps=15).training, seed=3).tokens
+    three = train_diff_tokens(*args, DIConfig(steps=15).training, seed=4).tokens
     assert one.numpy().tobytes() == two.numpy().tobytes()
     assert not torch.equal(one, three)
 
@@ -90,7 +90,7 @@ def test_nan_in_training_is_a_clear_error(pipe, joint_clip, pair):
     bad[..., 0, 0] = float("nan")
     with pytest.raises(TrainingDivergedError, match="step 0"):
         train_diff_tokens(pipe, joint_clip, bad, pair["z_ap"], pair["p_a"], pair["p_ap"], pair["delta"],
-                          DIConfig(steps=5, clip_loss=False))
+                          DIConfig(steps=5, clip_loss=False).training)
 
 
 def test_config_switches_validate_and_hash():
@@ -110,6 +110,27 @@ def test_config_switches_validate_and_hash():
 
     with pytest.raises(ValueError, match="no setting"):
         get_method("difference_inversion").config({"nonsense": 1})
+
+
+def test_trainer_takes_its_settings_from_diconfig_without_importing_it():
+    """ops.diff_tokens imports nothing from ops.difference_inversion, not even for type checking (no cycle);
+    DIConfig.training carries the config's own values; the switches that lost are no settings any more."""
+    import ast
+    import inspect
+
+    import ops.diff_tokens
+    from ops.registry import get_method
+
+    tree = ast.parse(inspect.getsource(ops.diff_tokens))
+    imported = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
+    imported |= {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+    assert not [m for m in imported if "difference_inversion" in (m or "")]
+    settings = DIConfig(n_tokens=3, lambda_tc=2.0, negation="remove", changed_tokens="drop", precision="bf16").training
+    assert (settings.n_tokens, settings.lambda_tc, settings.negation, settings.changed_tokens, settings.precision) == (
+        3, 2.0, "remove", "drop", "bf16")
+    for gone in ("augment", "placement", "clip_context"):
+        with pytest.raises(ValueError, match="no setting"):
+            get_method("difference_inversion").config({gone: "x"})
 
 
 def test_zero_tokens_and_zero_change_map_keep_b(pipe, joint_clip, pair):
@@ -160,16 +181,16 @@ def test_pairs_trained_together_equal_each_trained_alone(pipe, joint_clip, four_
     seed changes (asserted below), so it tells "the same D̃" from "another D̃"."""
     from ops.diff_tokens import train_diff_tokens_batch
 
-    together = train_diff_tokens_batch(pipe, joint_clip, four_pairs, BATCH_CONFIG)
+    together = train_diff_tokens_batch(pipe, joint_clip, four_pairs, BATCH_CONFIG.training)
     for p, batched in zip(four_pairs, together, strict=True):
         alone = train_diff_tokens(pipe, joint_clip, p.z_a, p.z_a_prime, p.prompt_a, p.prompt_a_prime, p.delta,
-                                  BATCH_CONFIG, seed=p.seed)
+                                  BATCH_CONFIG.training, seed=p.seed)
         relative = ((batched.tokens - alone.tokens).norm() / alone.tokens.norm()).item()
         assert relative < 1e-4, relative
         assert batched.curve["total"] == pytest.approx(alone.curve["total"], rel=1e-4)
     other_seed = train_diff_tokens(pipe, joint_clip, four_pairs[0].z_a, four_pairs[0].z_a_prime,
                                    four_pairs[0].prompt_a, four_pairs[0].prompt_a_prime, four_pairs[0].delta,
-                                   BATCH_CONFIG, seed=999)
+                                   BATCH_CONFIG.training, seed=999)
     assert ((other_seed.tokens - together[0].tokens).norm() / together[0].tokens.norm()).item() > 0.1
 
 
@@ -181,11 +202,12 @@ def test_a_pair_that_diverges_fails_alone_in_its_batch(pipe, joint_clip, four_pa
     pairs = list(four_pairs[:3])
     pairs[1] = with_fields(pairs[1], delta=torch.full_like(pairs[1].delta, float("nan")))
     config = replace(BATCH_CONFIG, steps=5)
-    results = train_diff_tokens_batch(pipe, joint_clip, pairs, config)
+    results = train_diff_tokens_batch(pipe, joint_clip, pairs, config.training)
     assert isinstance(results[1], TrainingDivergedError) and "step 0" in str(results[1])
     for i in (0, 2):
         alone = train_diff_tokens(pipe, joint_clip, pairs[i].z_a, pairs[i].z_a_prime, pairs[i].prompt_a,
-                                  pairs[i].prompt_a_prime, pairs[i].delta, config, seed=pairs[i].seed)
+                                  pairs[i].prompt_a_prime, pairs[i].delta, config.training,
+                                  seed=pairs[i].seed)
         assert torch.isfinite(results[i].tokens).all()
         assert ((results[i].tokens - alone.tokens).norm() / alone.tokens.norm()).item() < 1e-4
 
@@ -196,10 +218,10 @@ def test_bf16_autocast_trains_fp32_tokens_close_to_fp32(pipe, joint_clip, four_p
     seed is > 10 % away)."""
     p = four_pairs[0]
     config = replace(BATCH_CONFIG, steps=20)
-    fp32 = train_diff_tokens(pipe, joint_clip, p.z_a, p.z_a_prime, p.prompt_a, p.prompt_a_prime, p.delta, config,
-                             seed=p.seed)
+    fp32 = train_diff_tokens(pipe, joint_clip, p.z_a, p.z_a_prime, p.prompt_a, p.prompt_a_prime, p.delta,
+                             config.training, seed=p.seed)
     bf16 = train_diff_tokens(pipe, joint_clip, p.z_a, p.z_a_prime, p.prompt_a, p.prompt_a_prime, p.delta,
-                             replace(config, precision="bf16"), seed=p.seed)
+                             replace(config, precision="bf16").training, seed=p.seed)
     assert bf16.tokens.dtype == torch.float32 and torch.isfinite(bf16.tokens).all()
     assert not torch.equal(bf16.tokens, fp32.tokens)  # autocast did run in bf16
     gap = ((bf16.tokens - fp32.tokens).norm() / fp32.tokens.norm()).item()
@@ -216,93 +238,20 @@ def test_a_group_of_pairs_trains_one_shared_d(pipe, joint_clip, four_pairs):
     from ops.diff_tokens import train_diff_tokens_batch
 
     config = replace(BATCH_CONFIG, steps=10)
-    grouped = train_diff_tokens_batch(pipe, joint_clip, four_pairs, config, groups=[0, 0, 1, 1])
+    grouped = train_diff_tokens_batch(pipe, joint_clip, four_pairs, config.training, groups=[0, 0, 1, 1])
     assert torch.equal(grouped[0].tokens, grouped[1].tokens) and torch.equal(grouped[2].tokens, grouped[3].tokens)
     assert not torch.allclose(grouped[0].tokens, grouped[2].tokens)
-    alone = train_diff_tokens_batch(pipe, joint_clip, four_pairs, config)
+    alone = train_diff_tokens_batch(pipe, joint_clip, four_pairs, config.training)
     for i in range(4):
         assert ((grouped[i].tokens - alone[i].tokens).norm() / alone[i].tokens.norm()).item() > 1e-3
     bad = list(four_pairs)
     bad[3] = with_fields(bad[3], delta=torch.full_like(bad[3].delta, float("nan")))
-    results = train_diff_tokens_batch(pipe, joint_clip, bad, replace(config, steps=3), groups=[0, 0, 1, 1])
+    results = train_diff_tokens_batch(pipe, joint_clip, bad, replace(config, steps=3).training,
+                                      groups=[0, 0, 1, 1])
     assert all(isinstance(r, TrainingDivergedError) for r in results[2:])
     assert all(torch.isfinite(r.tokens).all() for r in results[:2])
     with pytest.raises(ValueError, match="group labels"):
-        train_diff_tokens_batch(pipe, joint_clip, four_pairs, config, groups=[0, 1])
-
-
-def test_placement_puts_d_before_the_prompt(pipe, joint_clip, four_pairs):
-    from ops.diff_tokens import pair_parts
-
-    tokens = torch.randn(5, pipe.text_encoder.config.hidden_size)
-    p_a, p_ap = torch.tensor([300, 301]), torch.tensor([302, 303, 304])
-    before, after = pair_parts(p_a, p_ap, tokens, "negate", "prepend")
-    assert torch.equal(before[0], -tokens) and torch.equal(before[1], p_ap)
-    assert torch.equal(after[0], tokens) and torch.equal(after[1], p_a)
-    p = four_pairs[0]
-    args = (pipe, joint_clip, p.z_a, p.z_a_prime, p.prompt_a, p.prompt_a_prime, p.delta)
-    config = replace(BATCH_CONFIG, steps=5)
-    appended = train_diff_tokens(*args, config, seed=p.seed).tokens
-    prepended = train_diff_tokens(*args, replace(config, placement="prepend"), seed=p.seed).tokens
-    assert not torch.allclose(appended, prepended)  # the UNet sees another sequence
-    assert config.training_hash() != replace(config, placement="prepend").training_hash()
-    with pytest.raises(ValueError, match="placement"):
-        DIConfig(placement="middle")
-
-
-def test_clip_context_b_reads_d_in_b_prompt(pipe, joint_clip, four_pairs):
-    """clip_context='b': the CLIP term is 1 − cos(ET([SOT, prompt(B), D̃, EOT]) − ET([SOT, prompt(B), EOT]),
-    Dinter); at step 0 (D̃ = 0, CLIP term only) the recorded value is that formula, and it differs from
-    the paper's term on D̃ alone."""
-    import torch.nn.functional as F
-
-    from ops.diff_tokens import PairInputs, train_diff_tokens_batch
-    from ops.text import clip_specials
-
-    p, b = four_pairs[0], four_pairs[1]
-    config = replace(BATCH_CONFIG, steps=1, token_consistency=False, init="zero", clip_context="b")
-    with_context = PairInputs(p.z_a, p.z_a_prime, p.prompt_a, p.prompt_a_prime, p.delta, p.seed,
-                              context=b.prompt_a)
-    (out,) = train_diff_tokens_batch(pipe, joint_clip, [with_context], config)
-    sp, table = clip_specials(joint_clip), joint_clip.token_table
-    zeros = torch.zeros(config.n_tokens, table.shape[1])
-    built = [token_sequence(table, parts, sp) for parts in ([torch.tensor(b.prompt_a), zeros],
-                                                            [torch.tensor(b.prompt_a)])]
-    with torch.no_grad():
-        text = joint_clip.encode_token_embeddings(torch.stack([e for e, _ in built]),
-                                                  torch.stack([i for _, i in built]))
-    expected = 1 - F.cosine_similarity(text[0] - text[1], F.normalize(p.delta, dim=-1), dim=0).item()
-    assert out.curve["clip"][0] == pytest.approx(expected, abs=1e-5)
-    (alone,) = train_diff_tokens_batch(pipe, joint_clip, [p], replace(config, clip_context="none"))
-    assert abs(alone.curve["clip"][0] - expected) > 1e-3
-    with pytest.raises(ValueError, match="B's prompt"):
-        train_diff_tokens_batch(pipe, joint_clip, [p], config)  # no context given
-    with pytest.raises(ValueError, match="clip_context"):
-        DIConfig(clip_context="a")
-    assert DIConfig().training_hash() != DIConfig(clip_context="b").training_hash()
-
-
-def test_clip_context_b_trains_one_d_per_triplet():
-    """With clip_context='b' D̃ is cached per (A, A′, B): another B trains again, the same B reuses it;
-    a pair given without B is a clear error before any training."""
-    from models.context import ModelContext
-    from ops import difference_inversion as di
-    from ops.cache import Cache
-
-    models = ModelContext("toy", device="cpu")
-    im = make_triplets(5, 1)[0].images()
-    other_b = make_triplets(6, 1)[0].images()["b"]
-    config = replace(DIConfig(prompt_source="caption", steps=2), clip_context="b")
-    cache = Cache()
-    first = di.prepare_diff_tokens(models, [(im["a"], im["a_prime"], im["b"]), (im["a"], im["a_prime"], other_b)],
-                                   config, seed=0, cache=cache, batch_size=2)
-    assert cache.stats["diff_tokens"]["computed"] == 2
-    assert not torch.equal(first[0].tokens, first[1].tokens)
-    again = di.prepare_diff_tokens(models, [(im["a"], im["a_prime"], im["b"])], config, seed=0, cache=cache,
-                                   batch_size=1)
-    assert cache.stats["diff_tokens"]["computed"] == 2 and torch.equal(again[0].tokens, first[0].tokens)
-    with pytest.raises(ValueError, match=r"\(A, A′, B\)"):
-        di.prepare_diff_tokens(models, [(im["a"], im["a_prime"])], config, seed=0, cache=cache, batch_size=1)
+        train_diff_tokens_batch(pipe, joint_clip, four_pairs, config.training, groups=[0, 1])
 
 
 def test_changed_tokens_drop_leaves_the_replaced_words_out_of_every_prompt(pipe, joint_clip, four_pairs):
@@ -321,11 +270,11 @@ def test_changed_tokens_drop_leaves_the_replaced_words_out_of_every_prompt(pipe,
 
     config = replace(BATCH_CONFIG, steps=5)
     dropped = train_diff_tokens(pipe, joint_clip, p.z_a, p.z_a_prime, p.prompt_a, p.prompt_a_prime, p.delta,
-                                replace(config, changed_tokens="drop"), seed=p.seed).tokens
-    by_hand = train_diff_tokens(pipe, joint_clip, p.z_a, p.z_a_prime, short_a, short_ap, p.delta, config,
+                                replace(config, changed_tokens="drop").training, seed=p.seed).tokens
+    by_hand = train_diff_tokens(pipe, joint_clip, p.z_a, p.z_a_prime, short_a, short_ap, p.delta, config.training,
                                 seed=p.seed).tokens
-    kept = train_diff_tokens(pipe, joint_clip, p.z_a, p.z_a_prime, p.prompt_a, p.prompt_a_prime, p.delta, config,
-                             seed=p.seed).tokens
+    kept = train_diff_tokens(pipe, joint_clip, p.z_a, p.z_a_prime, p.prompt_a, p.prompt_a_prime, p.delta,
+                             config.training, seed=p.seed).tokens
     assert torch.equal(dropped, by_hand)
     assert not torch.allclose(dropped, kept)
     assert config.training_hash() != replace(config, changed_tokens="drop").training_hash()
@@ -376,51 +325,14 @@ def test_init_added_starts_d_at_the_rows_of_the_words_a_prime_adds(pipe, joint_c
     ids = added_ids(p.prompt_a, p.prompt_a_prime)
     assert 0 < len(ids) < BATCH_CONFIG.n_tokens
     frozen = replace(BATCH_CONFIG, steps=1, lr=0.0, init="added")
-    start = train_diff_tokens(pipe, joint_clip, p.z_a, p.z_a_prime, p.prompt_a, p.prompt_a_prime, p.delta, frozen,
-                              seed=p.seed).tokens
+    start = train_diff_tokens(pipe, joint_clip, p.z_a, p.z_a_prime, p.prompt_a, p.prompt_a_prime, p.delta,
+                              frozen.training, seed=p.seed).tokens
     rows = DiffusionText(pipe).rows(torch.tensor(ids)).to(start)
     assert torch.equal(start[:len(ids)], rows) and not start[len(ids):].any()
-    same = train_diff_tokens(pipe, joint_clip, p.z_a, p.z_a_prime, p.prompt_a, p.prompt_a, p.delta, frozen,
+    same = train_diff_tokens(pipe, joint_clip, p.z_a, p.z_a_prime, p.prompt_a, p.prompt_a, p.delta, frozen.training,
                              seed=p.seed).tokens
     assert not same.any()
     trained = train_diff_tokens(pipe, joint_clip, p.z_a, p.z_a_prime, p.prompt_a, p.prompt_a_prime, p.delta,
-                                replace(frozen, steps=5, lr=BATCH_CONFIG.lr), seed=p.seed).tokens
+                                replace(frozen, steps=5, lr=BATCH_CONFIG.lr).training, seed=p.seed).tokens
     assert not torch.allclose(trained, start)
     assert frozen.training_hash() != replace(frozen, init="zero").training_hash()
-
-
-def test_augment_shift_trains_on_views_of_the_pair(pipe, joint_clip, four_pairs):
-    """augment='shift': ten views of (A, A′), view k of A beside view k of A′ (as is, mirrored, each moved
-    by 1/16 of the side with the edge repeated), one drawn per step from the pair's own stream; a pair
-    with views trains beside plain pairs as it does alone, and its D̃ is not the plain pair's."""
-    from ops.ddim import encode_views
-    from ops.diff_tokens import PairInputs, train_diff_tokens_batch
-    from ops.difference_inversion import pair_latents
-    from ops.images import shifted_views
-
-    pixels = torch.rand(1, 3, 32, 32) * 2 - 1
-    views = shifted_views(pixels)[0]
-    assert views.shape == (10, 3, 32, 32)
-    assert torch.equal(views[0], pixels[0]) and torch.equal(views[5], pixels[0].flip(-1))
-    assert torch.equal(views[1][..., 2:], pixels[0][..., :30])  # moved right by 2 of 32 pixels
-    assert torch.equal(views[1][..., :2], pixels[0][..., :1].expand(-1, -1, 2))  # the edge column repeated
-    assert torch.equal(views[4][:, :30], pixels[0][:, 2:])  # moved up
-
-    im = make_triplets(23, 4)[0].images()
-    z = encode_views(pipe, [im["a"], im["a_prime"]])
-    assert z.shape[0] == 20 and torch.allclose(z[0], four_pairs[0].z_a[0], atol=1e-5)
-    assert torch.allclose(z[10], four_pairs[0].z_a_prime[0], atol=1e-5)
-    p = four_pairs[0]
-    config = replace(BATCH_CONFIG, augment="shift")  # the switch lives in DIConfig; training reads the views
-    z_a, z_a_prime = pair_latents(pipe, im["a"], im["a_prime"], config)  # what DI's step 4 trains on
-    assert torch.equal(z_a, z[:10]) and torch.equal(z_a_prime, z[10:])
-    assert [t.shape[0] for t in pair_latents(pipe, im["a"], im["a_prime"], BATCH_CONFIG)] == [1, 1]
-    viewed = PairInputs(z_a, z_a_prime, p.prompt_a, p.prompt_a_prime, p.delta, p.seed)
-    together = train_diff_tokens_batch(pipe, joint_clip, [viewed] + four_pairs[1:], config)
-    alone = train_diff_tokens_batch(pipe, joint_clip, [viewed], config)[0]
-    assert ((together[0].tokens - alone.tokens).norm() / alone.tokens.norm()).item() < 1e-4
-    plain = train_diff_tokens_batch(pipe, joint_clip, [p], config)[0]
-    assert ((plain.tokens - alone.tokens).norm() / alone.tokens.norm()).item() > 0.1
-    assert config.training_hash() != BATCH_CONFIG.training_hash()
-    with pytest.raises(ValueError, match="augment"):
-        DIConfig(augment="flip")

@@ -112,7 +112,7 @@ def test_real_format_v_prediction_pipeline_from_configs_runs_di(tmp_path, pipe, 
     im = make_triplets(2, 1)[0].images()
     z = encode_latents(v_pipe.vae, to_pixels([im["a"], im["a_prime"]], 32))
     out = train_diff_tokens(v_pipe, joint_clip, z[:1], z[1:], [320], [320], torch.ones(128),
-                            DIConfig(steps=3), seed=0)
+                            DIConfig(steps=3).training, seed=0)
     assert torch.isfinite(out.tokens).all() and len(out.curve["tc"]) == 3
     b_prime = apply_difference(v_pipe, im["b"], [320], out.tokens, DIConfig(num_steps=5, inversion_steps=4))
     assert b_prime.size == (32, 32)

@@ -61,8 +61,7 @@ def pulls(models, config, a: Image.Image, a_prime: Image.Image, points: list[tor
     target = di.deltas(models, a, a_prime, config, cache).pick(config.delta).to(tsd.device)
     ids = [p.token_ids for p in di.prompts(models, [a, a_prime], config, 0, cache)]
     ids_a, ids_a_prime = (torch.tensor(p) for p in training_prompts(*ids, config.changed_tokens))
-    z_a, z_a_prime = di.pair_latents(pipe, a, a_prime, config)
-    z = torch.cat([z_a[:1], z_a_prime[:1]])  # E(A), E(A′) (with augment='shift' the first view of each)
+    z = encode_images(pipe, [a, a_prime])  # E(A), E(A′)
     return [term_pulls(tsd, models.joint_clip, pipe.scheduler, config, z, ids_a, ids_a_prime, target, rows, draws)
             for rows in points]
 
@@ -85,7 +84,7 @@ def reading(models, config, a: Image.Image, a_prime: Image.Image, b: Image.Image
     z_t = pipe.scheduler.add_noise(z.expand(draws, -1, -1, -1), noise, t)
 
     def eps(rows: torch.Tensor | None) -> torch.Tensor:
-        parts = with_tokens(beside, rows.to(tsd.device), config.placement) if rows is not None else [beside]
+        parts = with_tokens(beside, rows.to(tsd.device) if rows is not None else None)
         cond = tsd.encode([parts]).expand(draws, -1, -1)
         return tsd.unet(z_t, t, encoder_hidden_states=cond).sample.flatten(1).float()
 

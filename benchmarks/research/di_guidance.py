@@ -92,8 +92,8 @@ def main() -> None:
         beside_a = torch.tensor(training_prompts(p_a, p_ap, config.changed_tokens)[0])
         beside_b = torch.tensor(generation_prompt(p_b, changed_tokens(p_a, p_ap)[0], config.changed_tokens))
         conds = torch.cat([text.unconditional(), text.encode([
-            [torch.tensor(p_b)], with_tokens(beside_b, d.tokens, config.placement),
-            with_tokens(beside_a, d.tokens, config.placement), [torch.tensor(p_a)], [torch.tensor(p_ap)]])])
+            [torch.tensor(p_b)], with_tokens(beside_b, d.tokens), with_tokens(beside_a, d.tokens),
+            [torch.tensor(p_a)], [torch.tensor(p_ap)]])])
         trajectory = ddim_invert(text.unet, encode_images(pipe, [im["b"]]), text.encode([[torch.tensor(p_b)]]),
                                  schedule, config.inversion_steps)
         z = weighted_sample(text.unet, trajectory[-1], config.num_steps - config.inversion_steps, conds, weights,

@@ -126,8 +126,7 @@ def main() -> None:
     rows = []
     for run in runs:
         if run.method is not None and run.method.prepare is not None:
-            roles = getattr(run.config, "pair_roles", ("a", "a_prime"))  # as `analogy bench` prepares
-            run.method.prepare(models, [tuple(im[k] for k in roles) for im in images], run.config, seed=args.seed,
+            run.method.prepare(models, [(im["a"], im["a_prime"]) for im in images], run.config, seed=args.seed,
                                cache=cache, batch_size=PREPARE_BATCH_SIZE)
         outputs = [pseudo[run.label][0](models, run.config, im["a"], im["a_prime"], im["b"], cache, args.seed)
                    if run.method is None else

@@ -43,19 +43,19 @@ from ops.text import DiffusionText, clip_specials, token_sequence
 
 
 def clip_term(clip, rows: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """1 − cos(ET([SOT, rows, EOT]), target), as DIFF training computes it (clip_context='none')."""
+    """1 − cos(ET([SOT, rows, EOT]), target), as DIFF training computes it."""
     embeds, ids = token_sequence(clip.token_table, [rows], clip_specials(clip))
     text = clip.encode_token_embeddings(embeds[None], ids[None]).float()[0]
     return 1 - F.cosine_similarity(text, F.normalize(target.float(), dim=-1), dim=0)
 
 
 def tc_terms(tsd, scheduler, z: torch.Tensor, ids_a, ids_a_prime, rows: torch.Tensor, negation: str,
-             draws: int, placement: str = "append") -> torch.Tensor:
+             draws: int) -> torch.Tensor:
     """(MSE(before → A), MSE(after → A′)) at `rows`, each averaged over `draws` fixed (t, noise);
     z = E(A), E(A′) stacked, (2, C, h, w), on the models' device."""
     generator, out = torch.Generator().manual_seed(1), []
     for _ in range(draws):
-        cond = tsd.encode(list(pair_parts(ids_a, ids_a_prime, rows, negation, placement)))
+        cond = tsd.encode(list(pair_parts(ids_a, ids_a_prime, rows, negation)))
         t = torch.randint(0, scheduler.config.num_train_timesteps, (2,), generator=generator).to(z.device)
         noise = torch.randn(z.shape, generator=generator).to(z.device, z.dtype)
         out.append(denoising_mse(tsd.unet, scheduler, z, noise, t, cond))
@@ -69,8 +69,7 @@ def term_pulls(tsd, clip, scheduler, config, z: torch.Tensor, ids_a, ids_a_prime
     x = rows.detach().clone().to(tsd.device).requires_grad_(True)
     pull_clip = torch.autograd.grad(config.lambda_clip * clip_term(clip, x[:, tsd.clip_columns], target), x)[0]
     x = rows.detach().clone().to(tsd.device).requires_grad_(True)
-    tc = config.lambda_tc * tc_terms(tsd, scheduler, z, ids_a, ids_a_prime, x, config.negation, draws,
-                                     config.placement).sum()
+    tc = config.lambda_tc * tc_terms(tsd, scheduler, z, ids_a, ids_a_prime, x, config.negation, draws).sum()
     return pull_clip.norm().item(), torch.autograd.grad(tc, x)[0].norm().item()
 
 

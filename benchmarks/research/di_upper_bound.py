@@ -3,12 +3,12 @@ way Difference Inversion generates it (DDIM-invert B with B's prompt through `in
 of `num_steps`, denoise with CFG) from different conditionings, and the judge CLIP scores each:
 
     nothing      [SOT, prompt(B), EOT]                         (inversion and back: keeps B)
-    learned      [SOT, prompt(B), D̃, EOT]                      (D̃ of (A, A′) at the DI config: the method itself;
-                                                                   [SOT, D̃, prompt(B), EOT] with placement=prepend)
+    learned      [SOT, prompt(B), D̃, EOT]                      (D̃ of (A, A′) at the DI config: the method itself)
     hand_diff    [SOT, prompt(B), e(A′ phrase) − e(A phrase), EOT]   (the hand-written direction)
     hand_diff×s  the same direction times s (`--hand-scales`: D̃'s rows are several times longer)
     word         [SOT, prompt(B), e(A′ phrase), EOT]            (A′'s words appended)
-    *_first      the same with the rows before B's prompt (DI's `placement=prepend`)
+    *_first      the same with the rows before B's prompt (DI's former `placement=prepend`, since removed:
+                 docs/results.md#di-switches)
     oracle       [SOT, caption(B′gt), EOT]                      (the right prompt in place of B's)
     *_drop       `nothing`, `word`: B's prompt without the tokens of A's prompt that A′'s lacks (the words
                  the change replaces; DI's `changed_tokens=drop` leaves them out beside D̃)
@@ -150,10 +150,10 @@ def shared_diff_tokens(models, config, triplets, images, k: int, seed: int, cach
                 ids = [p.token_ids for p in di.prompts(models, [a, a_prime], config, seed, cache)]
                 target_ = (target(t, a, a_prime) if target else
                            di.deltas(models, a, a_prime, config, cache).pick(config.delta))
-                z_a, z_a_prime = di.pair_latents(pipe, a, a_prime, config)  # with augment='shift' their views
+                z_a, z_a_prime = encode_images(pipe, [a, a_prime]).chunk(2)  # E(A), E(A′): (1, C, h, w) each
                 inputs.append(PairInputs(z_a, z_a_prime, ids[0], ids[1], target_, content_seed(seed, a, a_prime)))
                 labels.append(j)
-        results = train_diff_tokens_batch(pipe, models.joint_clip, inputs, config, groups=labels)
+        results = train_diff_tokens_batch(pipe, models.joint_clip, inputs, config.training, groups=labels)
         out += [results[labels.index(j)] for j in sorted(set(labels))]
     return out
 
@@ -198,7 +198,7 @@ def main() -> None:
     start = time.perf_counter()
     triplets = make_triplets(args.seed, args.n)
     images = [t.images() for t in triplets]
-    learned = (di.prepare_diff_tokens(models, [(im["a"], im["a_prime"], im["b"]) for im in images], config, seed=seed,
+    learned = (di.prepare_diff_tokens(models, [(im["a"], im["a_prime"]) for im in images], config, seed=seed,
                                       cache=cache, batch_size=args.batch_size)
                if "learned" in conditions else [None] * len(triplets))
     shared = (shared_diff_tokens(models, config, triplets, images, args.extra_pairs, seed, cache,
@@ -235,7 +235,7 @@ def main() -> None:
         extra = {name: dtilde_stats(trained, hand, table, vocab)
                  for name, trained in (("learned", d), ("learned_word_clip", d_w))}
         if d is not None and not isinstance(d, Exception):
-            parts["learned"] = with_tokens(ids_b, d.tokens, config.placement)
+            parts["learned"] = with_tokens(ids_b, d.tokens)
         hand_written = [name for name in conditions if name in parts and name != "learned"]
         images_out = dict(zip(hand_written, regenerate(pipe, im["b"], prompt_b, [parts[n] for n in hand_written],
                                                        config))) if hand_written else {}
