@@ -14,11 +14,11 @@ from orchestration.di_assets import DI_ASSETS
 from orchestration.executors import executor_def
 from orchestration.judge_assets import JUDGE_ASSETS
 from orchestration.resources import default_resources
-from orchestration.schedules import JOBS, SCHEDULES
+from orchestration.schedules import JOBS, SCHEDULES, SENSORS
 from orchestration.visii_assets import visii_instructions
 
 ALL_ASSETS = [*ASSETS, *DI_ASSETS, visii_instructions, *JUDGE_ASSETS]
 ALL_CHECKS = CHECKS
 
-defs = dg.Definitions(assets=ALL_ASSETS, asset_checks=ALL_CHECKS, jobs=JOBS, schedules=SCHEDULES,
+defs = dg.Definitions(assets=ALL_ASSETS, asset_checks=ALL_CHECKS, jobs=JOBS, schedules=SCHEDULES, sensors=SENSORS,
                       resources=default_resources(), executor=executor_def())  # $ANALOGY_EXECUTOR

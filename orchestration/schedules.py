@@ -1,4 +1,5 @@
-"""Jobs and schedules: a run over every dataset partition, weekly, off until turned on."""
+"""Jobs, schedules and sensors: a run over every dataset partition, weekly, off until turned on; and,
+always on, the release of runs whose process died (orchestration.runs)."""
 
 from __future__ import annotations
 
@@ -20,5 +21,16 @@ def all_datasets_weekly(context: dg.ScheduleEvaluationContext):
         yield dg.RunRequest(run_key=f"{key}-{stamp}", partition_key=key)
 
 
+@dg.sensor(minimum_interval_seconds=30, default_status=dg.DefaultSensorStatus.RUNNING,
+           description="Marks the runs of this host whose process died (kill -9, out of memory, a reboot) as "
+                       "failed and frees their pool slots, so no dead run keeps the `gpu` pool from later runs")
+def release_dead_runs(context: dg.SensorEvaluationContext):
+    from orchestration.runs import release_dead_runs as release
+
+    released = release(context.instance)
+    return dg.SkipReason("; ".join(released) if released else "no run to release")
+
+
 SCHEDULES = [all_datasets_weekly]
+SENSORS = [release_dead_runs]
 JOBS = [analogy_job]
