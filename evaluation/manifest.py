@@ -19,7 +19,7 @@ import io
 import json
 from pathlib import Path
 
-from evaluation.files import is_remote
+from evaluation.files import StoreFault, is_remote
 from evaluation.sources import CAPTION_ROLES, ROLES, RawTriplet, category_of
 
 REQUIRED = ("a", "a_prime", "b")
@@ -38,6 +38,8 @@ def _read_text(path: Path) -> str:
     """The manifest's text; bytes that are not UTF-8 become lone surrogates, found per row below."""
     try:
         data = path.read_bytes()
+    except StoreFault:  # the store or the disk, not the manifest
+        raise
     except OSError as exc:
         raise ValueError(f"manifest {path} cannot be read: {exc.strerror or exc}") from None
     return data.decode("utf-8-sig", errors="surrogateescape")

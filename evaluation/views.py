@@ -24,7 +24,6 @@ uploaded or downloaded whole.
 
 from __future__ import annotations
 
-import os
 import tempfile
 from collections import defaultdict
 from collections.abc import Callable, Iterator
@@ -36,7 +35,7 @@ import duckdb
 import pyarrow as pa
 import pyarrow.dataset as pa_dataset
 
-from evaluation.files import Location, atomic_write, is_remote, location_text, remove_stale_temporaries
+from evaluation.files import Location, atomic_write, built_in_place, is_remote, location_text
 from evaluation.judge_quality import AGREEMENT_COLUMNS, QUALITY_COLUMNS, judge_agreement, judge_quality
 from evaluation.pairwise import ALL, WIN_RATE_COLUMNS, win_rates
 from evaluation.ranking import RANKINGS_COLUMNS, rankings
@@ -211,15 +210,10 @@ def build_database(db_path: Location, tables_root: Location, tables: list[str]) 
             views = build_database(local, tables_root, tables)
             atomic_write(db_path, local.read_bytes())
         return views
-    db_path.parent.mkdir(parents=True, exist_ok=True)
-    remove_stale_temporaries(db_path.parent, db_path.name)
-    tmp = db_path.with_name(f".{db_path.name}.{os.getpid()}.tmp")
-    tmp.unlink(missing_ok=True)
-    with duckdb.connect(str(tmp)) as con:
+    with built_in_place(db_path) as tmp, duckdb.connect(str(tmp)) as con:  # a failed build leaves no .tmp/.tmp.wal
         views = _define_views(con, tables_root, tables)
         con.execute("CREATE TABLE analogy_home AS SELECT ? AS tables_root", [_root_text(tables_root)])
         con.execute("CHECKPOINT")
-    os.replace(tmp, db_path)
     return views
 
 

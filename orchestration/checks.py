@@ -8,6 +8,7 @@ import dagster as dg
 import numpy as np
 import torch
 
+from evaluation.files import StoreFault
 from evaluation.images import is_constant
 from orchestration.assets import generations, metrics, triplets
 from orchestration.cache import DiskCache, split_fields
@@ -38,6 +39,8 @@ def image_problems(store: Store, digest: str, label: str) -> list[str]:
         return [f"{label}: blob {path.name} is missing"]
     try:
         image = store.get_png(digest)
+    except StoreFault:  # the store or the disk, not the image
+        raise
     except Exception as exc:
         return [f"{label}: blob {path.name} is unreadable ({exc})"]
     if not np.isfinite(np.asarray(image, dtype=np.float32)).all():

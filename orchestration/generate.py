@@ -16,6 +16,7 @@ import time
 
 from tqdm import tqdm
 
+from evaluation.files import StoreFault
 from models.loaders import ModelMissingError
 from ops.cache import key_digest
 from ops.registry import MethodRun, config_json, run_method
@@ -63,6 +64,8 @@ def generate_rows(triplets: list[dict], runs: list[MethodRun], store: Store, mod
                                              instruction=t.get("instruction"))
                     row["b_prime_hash"] = store.put_png(b_prime.convert("RGB"))
                     row["peak_memory_mb"] = peak.mb
+                except StoreFault:  # the store or the disk, not this triplet: the step fails, a re-run resumes
+                    raise
                 except Exception as exc:  # one bad triplet or method must not fail the partition
                     row["error"] = f"{type(exc).__name__}: {exc}"
                     log.warning(f"{run.label} failed on {t['triplet_id']}: {row['error']}")

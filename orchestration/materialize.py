@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import NamedTuple
 
 import dagster as dg
 
+from evaluation.files import FULL_DISK_TEXTS, StoreUnavailable, causes
 from orchestration.definitions import ALL_ASSETS, ALL_CHECKS
 from orchestration.executors import executor_def, executor_name
 from orchestration.resources import AnalogyStorage, MethodsResource, ModelsResource
@@ -20,6 +22,70 @@ INSTANCE_CONFIG = Path(__file__).with_name("dagster.yaml")
 storage, no telemetry, and a limit of one step at a time in the `gpu` pool."""
 
 INTERRUPTED = "DagsterExecutionInterruptedError"
+FAULT_TYPES = {"StoreUnavailable": "store", "DiskFull": "disk"}
+"""evaluation.files' one-line faults, by the class name Dagster records with a step's error."""
+
+
+class Fault(NamedTuple):
+    kind: str  # "store" (an object store that does not answer) or "disk" (no space or quota left)
+    line: str
+
+
+def _causes(error) -> list:
+    """The error and what it came from (its causes and contexts), outermost first."""
+    found, todo = [], [error]
+    while todo:
+        info = todo.pop(0)
+        if info is not None and all(info is not f for f in found):
+            found.append(info)
+            todo += [info.cause, info.context]
+    return found
+
+
+def fault_of(error) -> Fault | None:
+    """The known fault a step's error (Dagster's SerializableErrorInfo) comes from, in one line, or
+    None: a StoreUnavailable or DiskFull, or a writer's message of a full disk (DuckDB, sqlite)."""
+    chain = _causes(error)
+    for info in chain:
+        if info.cls_name in FAULT_TYPES:
+            text = info.message.strip()
+            start = text.find(f"{info.cls_name}: ")
+            return Fault(FAULT_TYPES[info.cls_name], text[start + len(info.cls_name) + 2:] if start >= 0 else text)
+    for info in chain:  # a fault that reached us as text: DuckDB wraps its fsspec filesystem's errors so
+        for name, kind in FAULT_TYPES.items():
+            if (start := info.message.find(f"{name}: ")) >= 0:
+                return Fault(kind, info.message[start + len(name) + 2:].split("\n", 1)[0].strip())
+    for info in chain:
+        if any(words in info.message for words in FULL_DISK_TEXTS):
+            return Fault("disk", " ".join(info.message.split()))
+    return None
+
+
+def run_fault(result) -> Fault | None:
+    """The known fault the first failed step of a run's result failed on, or None."""
+    for event in result.all_events:
+        if event.is_step_failure and (fault := fault_of(event.step_failure_data.error)):
+            return fault
+    return None
+
+
+def fault_in(exc: BaseException, places: list) -> Fault | None:
+    """The known fault an exception that escaped a run comes from (an unreachable store; a full disk
+    on one of the local `places`, the home and DAGSTER_HOME: Dagster's sqlite says so itself), or None."""
+    from orchestration.storage import disk_fault
+
+    if unreachable := next((e for e in causes(exc) if isinstance(e, StoreUnavailable)), None):
+        return Fault("store", str(unreachable))
+    full = disk_fault(exc, places)
+    return None if full is None else Fault("disk", str(full))
+
+
+def fault_advice(fault: Fault, home: str) -> str:
+    """What a user whose run stopped on `fault` reads, in one line."""
+    kept = "finished assets are kept and a re-run goes on from them"
+    if fault.kind == "store":
+        return f"the object store of {home} does not answer ({fault.line}); run again once it does: {kept}"
+    return f"no space left for {home} ({fault.line}); free some and run again: {kept}"
 
 
 class _NotInterrupts(logging.Filter):
@@ -30,11 +96,36 @@ class _NotInterrupts(logging.Filter):
         return INTERRUPTED not in record.getMessage()
 
 
-@dg.logger(dg.colored_console_logger.config_schema, description="Dagster's console logger, minus interrupt tracebacks")
+class _OneLineFaults(logging.Filter):
+    """A step that failed on a known fault (fault_of) logs one line, not Dagster's traceback; after
+    it, what follows from it is dropped (the same fault in later steps, the steps not run, the run
+    failed on it): the store or the disk is the one thing to fix, and the caller says so."""
+
+    def __init__(self):
+        super().__init__()
+        self.seen = False
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        meta = getattr(record, "dagster_meta", None) or {}  # Dagster's structured record (dagster_event, step_key)
+        event = meta.get("dagster_event")
+        fault = event is not None and fault_of(getattr(event.event_specific_data, "error", None))
+        if fault and event.is_step_failure and not self.seen:
+            self.seen = True
+            record.msg, record.args = f"{event.step_key} failed: {fault.line}", ()
+            return True
+        if fault:  # a later step or the run, failed on it too (the run's logger is not the steps' one)
+            return False
+        return not (self.seen and str(meta.get("orig_message", "")).startswith("Dependencies for step"))
+
+
+@dg.logger(dg.colored_console_logger.config_schema,
+           description="Dagster's console logger, minus interrupt tracebacks; a full disk or an unreachable store "
+                       "in one line")
 def console(init_context: dg.InitLoggerContext) -> logging.Logger:
     log = dg.colored_console_logger.logger_fn(init_context)
     for handler in log.handlers:
         handler.addFilter(_NotInterrupts())
+        handler.addFilter(_OneLineFaults())
     return log
 
 

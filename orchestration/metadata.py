@@ -20,6 +20,7 @@ from typing import Any
 import dagster as dg
 import pyarrow as pa
 
+from evaluation.files import StoreFault
 from evaluation.schemas import TABLES
 from ops.cache import config_hash
 
@@ -178,6 +179,8 @@ def attempt(row: dict, fn) -> dict:
     """Fill `row` from fn(); an exception becomes the row's error (one bad input fails alone)."""
     try:
         row.update(fn())
+    except StoreFault:  # the store or the disk, not this input: the step fails, a re-run resumes
+        raise
     except Exception as exc:
         row["error"] = f"{type(exc).__name__}: {exc}"
     return row

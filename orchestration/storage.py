@@ -13,13 +13,19 @@ place, so a reader never sees half a file and a re-run replaces, never appends.
 `$ANALOGY_HOME` may also be an object store URL (`s3://bucket/prefix`, or any fsspec protocol;
 evaluation.files.location) with the same layout: each file is then one whole-object PUT, and
 analogy.duckdb is built locally and uploaded whole (its views read `s3://…/tables/`).
+
+A store that does not answer (evaluation.files.StoreUnavailable, after bounded retries) or a full
+disk (DiskFull; `disk_fault` also for the writers that do not raise it, such as Dagster's sqlite)
+fails the write in one line; what was written before is kept, so a re-run goes on from there.
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import io
 import os
+import sqlite3
 from pathlib import Path
 
 import pyarrow as pa
@@ -30,12 +36,27 @@ from safetensors.torch import load as load_safetensors
 from safetensors.torch import save as save_safetensors
 
 from evaluation.datasets import PARTITION_PATTERN
-from evaluation.files import Location, atomic_write, is_remote, location, parquet_metadata, read_parquet
+from evaluation.files import (
+    DiskFull,
+    Location,
+    atomic_write,
+    causes,
+    disk_full,
+    free_space,
+    full_disk_errno,
+    is_remote,
+    location,
+    parquet_metadata,
+    read_parquet,
+)
 from evaluation.images import png_bytes
 from evaluation.schemas import TABLES
 from ops.cache import image_hash
 
 DEFAULT_HOME = "./.analogy"
+FULL_BELOW = 1 << 20
+"""Free bytes under which a failed write is taken for a full disk (sqlite reports some ENOSPC as a
+"disk I/O error")."""
 
 
 def analogy_home(home: str | Location | None = None) -> Location:
@@ -48,6 +69,24 @@ def dagster_home(home: Location) -> Path:
     """The default DAGSTER_HOME of the CLI's runs: `<home>/dagster` for a local home; Dagster's own
     run and event storage is local (sqlite), so for a home on an object store `./.analogy/dagster`."""
     return (location(DEFAULT_HOME) if is_remote(home) else home) / "dagster"
+
+
+def disk_fault(exc: BaseException, places: list[Location]) -> DiskFull | None:
+    """`exc` as a DiskFull (one line) where it comes from a full disk: said so (ENOSPC, EDQUOT, or a
+    writer's message of it), or a write error while one of the local `places` (the home, DAGSTER_HOME)
+    has less than FULL_BELOW left; else None."""
+    chain = list(causes(exc))
+    if found := next((e for e in chain if isinstance(e, DiskFull)), None):
+        return found
+    local = [Path(p) for p in places if not is_remote(p)]
+    if not local:
+        return None
+    fullest = min(local, key=lambda p: free_space(p)[0])
+    code = full_disk_errno(exc)
+    if code is None and free_space(fullest)[0] < FULL_BELOW and any(isinstance(e, (OSError, sqlite3.Error))
+                                                                      for e in chain):
+        code = errno.ENOSPC
+    return None if code is None else disk_full(fullest, None, code)
 
 
 class Store:

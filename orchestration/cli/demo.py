@@ -32,6 +32,23 @@ def add_parser(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from orchestration.runs import sigterm_as_interrupt
+
+    with sigterm_as_interrupt():
+        try:
+            return _run(args)
+        except Exception as exc:  # a full disk or a dead store, before, during or after the run: one line
+            from orchestration.materialize import fault_advice, fault_in
+
+            home = os.environ.get("ANALOGY_HOME") or args.home or "."
+            places = [Path(p) for p in (home, os.environ.get("DAGSTER_HOME")) if p and "://" not in p]
+            if (fault := fault_in(exc, places)) is None:
+                raise
+            print(f"analogy demo: {fault_advice(fault, home)}", file=sys.stderr)
+            return 1
+
+
+def _run(args: argparse.Namespace) -> int:
     from orchestration.executors import executor_name
     from orchestration.storage import analogy_home, dagster_home
 
@@ -61,6 +78,7 @@ def run(args: argparse.Namespace) -> int:
     from orchestration.cli.bench import split_specs
     from orchestration.materialize import materialize_partition, was_interrupted
     from orchestration.partitions import dataset_partitions
+    from orchestration.runs import SlotWait, process_tags, release_dead_runs
     from orchestration.storage import Store
 
     if args.partition not in dataset_partitions.get_partition_keys():
@@ -77,11 +95,18 @@ def run(args: argparse.Namespace) -> int:
           f"{args.partition!r} (profile {args.profile}, methods {', '.join(methods)}) into {home}", flush=True)
     start = time.perf_counter()
     instance = dg.DagsterInstance.get()
+
+    def say(line: str) -> None:
+        print(f"analogy demo: {line}", flush=True)
+
+    for line in release_dead_runs(instance):  # a dead run's pool slot would stall this run
+        say(line)
     try:
-        result = materialize_partition(args.partition, str(home), methods=methods, profile=args.profile,
-                                       seed=args.seed, log_level="WARNING" if args.quiet else "INFO",
-                                       instance=instance, tags={"launched_by": "analogy demo"},
-                                       executor=executor)
+        with SlotWait(instance, say):
+            result = materialize_partition(args.partition, str(home), methods=methods, profile=args.profile,
+                                           seed=args.seed, log_level="WARNING" if args.quiet else "INFO",
+                                           instance=instance, tags={"launched_by": "analogy demo", **process_tags()},
+                                           executor=executor)
     except KeyboardInterrupt:  # outside a step (loading, between steps): nothing half-written
         print("analogy demo: interrupted", file=sys.stderr)
         return 130
@@ -92,6 +117,11 @@ def run(args: argparse.Namespace) -> int:
               "(finished assets are kept: run the demo again to go on)", file=sys.stderr)
         return 130
     if not result.success:
+        from orchestration.materialize import fault_advice, run_fault
+
+        if fault := run_fault(result):  # the store or the disk, not the code: say which, and that a re-run resumes
+            print(f"analogy demo: {fault_advice(fault, str(home))}", file=sys.stderr)
+            return 1
         failed = [e.step_key for e in result.all_events if e.is_step_failure]
         print(f"analogy demo: the run failed at {', '.join(failed) or 'an unknown step'} "
               f"(see the log above, or open the run in the UI)", file=sys.stderr)

@@ -60,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from evaluation.files import atomic_write
+    from evaluation.files import StoreFault, atomic_write
     from evaluation.images import ImageError, load_image, png_bytes
     from models.context import ModelContext
     from ops.cache import image_hash
@@ -104,7 +104,6 @@ def _run(args: argparse.Namespace) -> int:
         return 1
     out = args.out / "b_prime.png"
     b_prime = b_prime.convert("RGB")
-    atomic_write(out, png_bytes(b_prime))
     record = {"method": args.method, "config": json.loads(config_json(run_spec.config)),
               "config_hash": run_spec.config_hash,
               "profile": args.profile, "seed": args.seed, "instruction": args.instruction,
@@ -113,6 +112,11 @@ def _run(args: argparse.Namespace) -> int:
                                "notes": im.notes}
                          for role, im in images.items()},
               "b_prime": {"path": str(out), "image_hash": image_hash(b_prime)}}
-    atomic_write(args.out / "run.json", (json.dumps(record, indent=2, default=str) + "\n").encode())
+    try:
+        atomic_write(out, png_bytes(b_prime))
+        atomic_write(args.out / "run.json", (json.dumps(record, indent=2, default=str) + "\n").encode())
+    except StoreFault as exc:  # a full disk: one line that says how much space it needs, not a traceback
+        print(f"analogy run: error: {exc}", file=sys.stderr)
+        return 1
     print(out)
     return 0
