@@ -21,8 +21,8 @@ from pathlib import Path
 import torch
 
 from benchmarks.common import load_vae, rmse, set_threads
-from evaluation.judge_scores import judge_triplet, summarise
-from evaluation.reliability import reliability_score, toy_images
+from evaluation.scoring.judge_scores import judge_triplet, summarise
+from evaluation.scoring.reliability import reliability_score, toy_images
 from models.loaders import load_judge, load_pipeline
 from models.profiles import get_profile
 from models.toy.world import make_triplets
@@ -74,7 +74,7 @@ def response(args) -> dict:
     """How the amount of change answers a *uniform* change map m (= img2img at strength m): the
     mean per-column change τ on the reliability score's images, and its ratio to m = 1. The score
     can only be linear in the column where this curve is, as a photo's is, close to linear in m."""
-    from evaluation.reliability import column_trend
+    from evaluation.scoring.reliability import column_trend
     from ops.differential_diffusion import DDConfig, make_edit_fn
 
     edit, images = make_edit_fn(toy_pipeline(args), config=DDConfig(num_steps=args.steps)), reliability_images(args)

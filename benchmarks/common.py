@@ -26,7 +26,7 @@ def set_threads() -> int:
 def benchmark_images(path: Path, limit: int | None = None) -> tuple[list[dict], list[dict]]:
     """The first `limit` rows (all: None) of an `analogy toy benchmark` file, and each row's images
     {"a", "a_prime", "b"} decoded to RGB."""
-    from evaluation.images import decode_image
+    from evaluation.ingestion.images import decode_image
     from orchestration.bench import read_benchmark
 
     rows = read_benchmark(path, limit)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
-from evaluation.stats import difference_text
+from evaluation.scoring.stats import difference_text
 from orchestration.bench import paired_against
 
 

@@ -19,15 +19,15 @@ from typing import Any
 import dagster as dg
 from pydantic import Field, field_validator
 
-from evaluation import report as report_lib
-from evaluation.cost import cost_rows
-from evaluation.datasets import load_raw_triplets, resolve_partition
-from evaluation.files import atomic_write
-from evaluation.judge_scores import judge_rows
-from evaluation.metrics import items_from_tables, score_items
-from evaluation.pairwise import ALL
-from evaluation.triplets import triplet_row
-from evaluation.views import COMPUTED_TABLES, build_database, partition_verdict
+from evaluation.ingestion.datasets import load_raw_triplets, resolve_partition
+from evaluation.ingestion.files import atomic_write
+from evaluation.ingestion.triplets import triplet_row
+from evaluation.presentation import report as report_lib
+from evaluation.presentation.views import COMPUTED_TABLES, build_database, partition_verdict
+from evaluation.scoring.cost import cost_rows
+from evaluation.scoring.judge_scores import judge_rows
+from evaluation.scoring.metrics import items_from_tables, score_items
+from evaluation.scoring.pairwise import ALL
 from models.loaders import IMAGE_ENCODER_KINDS
 from ops.registry import config_json
 from orchestration.cache import DiskCache
@@ -144,7 +144,7 @@ def metrics(context: dg.AssetExecutionContext, config: MetricsConfig, storage: A
           **asset_args(None, "evaluate", partitioned=False))
 def leaderboard(context: dg.AssetExecutionContext, storage: AnalogyStorage) -> dg.MaterializeResult:
     """Refreshes analogy.duckdb (a view per table, over every partition of every dataset) and the verdict
-    computed from it (evaluation.views): `leaderboard` (mean and 95 % interval per dataset × category ×
+    computed from it (evaluation.presentation.views): `leaderboard` (mean and 95 % interval per dataset × category ×
     method × config × metric, cost included), `win_rates`, `rankings`, `judge_quality`, `judge_agreement`."""
     store = storage.store()
     views = build_database(store.duckdb_path, store.tables_root, store.tables_with_files())
@@ -172,7 +172,7 @@ RANKING_TYPES = {"rank": "int", "privileged": "bool", "strength": "float", "ci_l
 
 
 def ranking_table(rows: list[dict], with_dataset: bool = False) -> dg.MetadataValue:
-    """Rankings (evaluation.ranking) as a UI table narrow enough for the metadata panel: the rank range in
+    """Rankings (evaluation.scoring.ranking) as a UI table narrow enough for the metadata panel: the rank range in
     one column ("1–3"), the HELM mean win rate as "mean win"."""
     columns = [*(["dataset", "judge"] if with_dataset else []), "pool", "rank", "method", "privileged", "strength",
                "ci_low", "ci_high", "ranks", "mean win"]
@@ -193,7 +193,7 @@ class ReportConfig(dg.Config):
 @dg.asset(group_name=GROUP, deps=[metrics, "judgements"], kinds={"html"},
           **asset_args(None, "report", extra="report"))
 def report(context: dg.AssetExecutionContext, config: ReportConfig, storage: AnalogyStorage) -> dg.MaterializeResult:
-    """One self-contained HTML page of the partition's verdict (evaluation.report): the ranking with its
+    """One self-contained HTML page of the partition's verdict (evaluation.presentation.report): the ranking with its
     intervals, the scores and cost per method, results per kind of edit, the judge's win rates and quality,
     and every triplet's B′ side by side; the same B′ grid and tables in the UI's metadata."""
     store = storage.store()

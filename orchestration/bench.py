@@ -16,10 +16,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from tqdm import tqdm
 
-from evaluation.images import decode_image
-from evaluation.judge_scores import judge_triplet, summarise
-from evaluation.metrics import pixel_mse_psnr
-from evaluation.stats import estimate, paired, paired_scores
+from evaluation.ingestion.images import decode_image
+from evaluation.scoring.judge_scores import judge_triplet, summarise
+from evaluation.scoring.metrics import pixel_mse_psnr
+from evaluation.scoring.stats import estimate, paired, paired_scores
 from models.context import ModelContext
 from models.loaders import load_judge
 from ops.cache import PREPARE_BATCH_SIZE, Cache
@@ -107,7 +107,7 @@ def write_rows(rows: list[dict], path: Path) -> None:
 
 
 def paired_against(rows: list[dict], against: str, score: str = "joint") -> dict[str, dict]:
-    """{other method: evaluation.stats.Paired (score 'joint') or PairedScores ('gt_psnr') as a dict} on
+    """{other method: evaluation.scoring.stats.Paired (score 'joint') or PairedScores ('gt_psnr') as a dict} on
     `run_bench`'s rows (or `--rows` files read back, as `python -m benchmarks.paired` does): `against` compared with
     every other method, triplet by triplet; error rows and rows without the score (files written before
     `gt_psnr` was recorded) are left out."""

@@ -22,7 +22,7 @@ import torch
 from safetensors.torch import load as load_safetensors
 from safetensors.torch import save as save_safetensors
 
-from evaluation.files import atomic_write
+from evaluation.ingestion.files import atomic_write
 from ops.cache import Cache
 from orchestration.storage import Store
 

@@ -8,8 +8,8 @@ import dagster as dg
 import numpy as np
 import torch
 
-from evaluation.files import StoreFault
-from evaluation.images import is_constant
+from evaluation.ingestion.files import StoreFault
+from evaluation.ingestion.images import is_constant
 from orchestration.assets import generations, metrics, triplets
 from orchestration.cache import DiskCache, split_fields
 from orchestration.di_assets import clip_deltas, diff_tokens

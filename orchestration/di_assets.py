@@ -8,7 +8,7 @@ Inversion method of the run (the `methods` resource) through the on-disk cache
 (orchestration.cache), so `generations` — and any later run, partition or method
 variant — finds these results instead of recomputing them. Rows are per distinct
 image (captions, prompts) or per distinct (A, A′) pair × DI method (deltas, D̃),
-so a second B costs nothing. Table schemas: evaluation/schemas.py.
+so a second B costs nothing. Table schemas: evaluation/presentation/schemas.py.
 """
 
 

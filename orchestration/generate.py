@@ -16,7 +16,7 @@ import time
 
 from tqdm import tqdm
 
-from evaluation.files import StoreFault
+from evaluation.ingestion.files import StoreFault
 from models.loaders import ModelMissingError
 from ops.cache import key_digest
 from ops.registry import MethodRun, config_json, run_method

@@ -3,7 +3,7 @@ and `judge_agreement` in analogy.duckdb).
 
 For every usable triplet, every pair of methods present in the partition (or a configured reference
 method against the others, or a configured subset) is judged twice with the order swapped
-(evaluation.pairwise). Every ask is a row of `judgements`, and a step stopped midway writes the asks
+(evaluation.scoring.pairwise). Every ask is a row of `judgements`, and a step stopped midway writes the asks
 it made before it stops (judge_partition). A pair already judged with the same two B′,
 seed and judge is reused, never asked again; the rows of pairs this run did not ask (another judge, a
 subset) are kept while their B′ are the partition's current ones.
@@ -18,8 +18,8 @@ from typing import Literal
 import dagster as dg
 from pydantic import Field, field_validator
 
-from evaluation.judge_backends import DEFAULT_CHAT_MODEL, DEFAULT_REQUESTS_PER_MINUTE, DEFAULT_VLM
-from evaluation.pairwise import ALL, TIE, Candidate, ToyPairJudge, judge_pair, parse_answer, redact, win_rates
+from evaluation.scoring.judge_backends import DEFAULT_CHAT_MODEL, DEFAULT_REQUESTS_PER_MINUTE, DEFAULT_VLM
+from evaluation.scoring.pairwise import ALL, TIE, Candidate, ToyPairJudge, judge_pair, parse_answer, redact, win_rates
 from ops.registry import get_method, parse_method_spec, resolve_specs
 from orchestration.assets import GROUP, generations
 from orchestration.metadata import asset_args, table_metadata, win_rate_table
@@ -66,11 +66,11 @@ def pair_judge(config: JudgementsConfig, models: ModelsResource):
     """The judge backend the config names, or None where the profile has none (the toy judge needs the
     toy world)."""
     if config.judge == "chat":
-        from evaluation.judge_backends import ChatEndpointJudge
+        from evaluation.scoring.judge_backends import ChatEndpointJudge
 
         return ChatEndpointJudge(config.model or DEFAULT_CHAT_MODEL, requests_per_minute=config.requests_per_minute)
     if config.judge == "vlm":
-        from evaluation.judge_backends import LocalVLMJudge
+        from evaluation.scoring.judge_backends import LocalVLMJudge
 
         return LocalVLMJudge(config.model or DEFAULT_VLM, models.device)
     if models.get_profile().judge is None:
@@ -98,7 +98,7 @@ def judged_pairs(present: list[str], config: JudgementsConfig) -> list[tuple[str
 def judgements(context: dg.AssetExecutionContext, config: JudgementsConfig, storage: AnalogyStorage,
                models: ModelsResource, methods: MethodsResource) -> dg.MaterializeResult:
     """Every pair of the partition's methods per triplet, asked twice with the order swapped
-    (evaluation.pairwise): prompts, raw answers, choices, consistency and parse failures; pairs judged
+    (evaluation.scoring.pairwise): prompts, raw answers, choices, consistency and parse failures; pairs judged
     before are reused, and rows of pairs not asked now are kept."""
     store = storage.store()
     key = context.partition_key

@@ -11,7 +11,7 @@ from typing import NamedTuple
 
 import dagster as dg
 
-from evaluation.files import FULL_DISK_TEXTS, StoreUnavailable, causes
+from evaluation.ingestion.files import FULL_DISK_TEXTS, StoreUnavailable, causes
 from orchestration.definitions import ALL_ASSETS, ALL_CHECKS
 from orchestration.executors import executor_def, executor_name
 from orchestration.resources import AnalogyStorage, MethodsResource, ModelsResource
@@ -23,7 +23,7 @@ storage, no telemetry, and a limit of one step at a time in the `gpu` pool."""
 
 INTERRUPTED = "DagsterExecutionInterruptedError"
 FAULT_TYPES = {"StoreUnavailable": "store", "DiskFull": "disk"}
-"""evaluation.files' one-line faults, by the class name Dagster records with a step's error."""
+"""evaluation.ingestion.files' one-line faults, by the class name Dagster records with a step's error."""
 
 
 class Fault(NamedTuple):

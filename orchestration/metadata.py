@@ -20,8 +20,8 @@ from typing import Any
 import dagster as dg
 import pyarrow as pa
 
-from evaluation.files import StoreFault
-from evaluation.schemas import TABLES
+from evaluation.ingestion.files import StoreFault
+from evaluation.presentation.schemas import TABLES
 from ops.cache import config_hash
 
 OWNERS = ["team:analogy"]
@@ -108,7 +108,7 @@ def column_types(types: dict[str, pa.DataType]) -> dict[str, str]:
 
 
 def win_rate_table(rates: list[dict], with_dataset: bool = False) -> dg.MetadataValue:
-    """Win rates (evaluation.pairwise) as a UI table narrow enough to read: the rate and its interval in
+    """Win rates (evaluation.scoring.pairwise) as a UI table narrow enough to read: the rate and its interval in
     one column, wins-losses-ties in another."""
     columns = [*(["dataset"] if with_dataset else []), "method", "opponent", "win rate [95% CI]", "W-L-T",
                "inconsistent", "failed"]

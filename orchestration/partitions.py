@@ -1,5 +1,5 @@
 """Partitions = the configured datasets (shards of the large ones), read from the datasets
-file (see evaluation.datasets) when they are first needed — when Dagster loads the code
+file (see evaluation.ingestion.datasets) when they are first needed — when Dagster loads the code
 location's partitions or a run resolves its partition — never when a module is imported."""
 
 from __future__ import annotations
@@ -8,8 +8,8 @@ from functools import cache, cached_property
 
 import dagster as dg
 
-from evaluation.datasets import load_specs, partition_keys
-from evaluation.sources import DatasetSpec
+from evaluation.ingestion.datasets import load_specs, partition_keys
+from evaluation.ingestion.sources import DatasetSpec
 
 
 @cache

@@ -1,6 +1,6 @@
 """The embedded storage layout under `$ANALOGY_HOME` (default `./.analogy`):
 
-    tables/<table>/dataset=<partition>/part-0.parquet   one schema per table (evaluation.schemas)
+    tables/<table>/dataset=<partition>/part-0.parquet   one schema per table (evaluation.presentation.schemas)
     blobs/png/<image hash>.png                          images, named by their pixels (ops.cache.image_hash)
     blobs/cache/<kind>/<key>.<ext>                      method intermediates (orchestration.cache)
     analogy.duckdb                                      views over tables/
@@ -11,10 +11,10 @@ Every write goes to a temporary name in the target folder and is renamed into
 place, so a reader never sees half a file and a re-run replaces, never appends.
 
 `$ANALOGY_HOME` may also be an object store URL (`s3://bucket/prefix`, or any fsspec protocol;
-evaluation.files.location) with the same layout: each file is then one whole-object PUT, and
+evaluation.ingestion.files.location) with the same layout: each file is then one whole-object PUT, and
 analogy.duckdb is built locally and uploaded whole (its views read `s3://…/tables/`).
 
-A store that does not answer (evaluation.files.StoreUnavailable, after bounded retries) or a full
+A store that does not answer (evaluation.ingestion.files.StoreUnavailable, after bounded retries) or a full
 disk (DiskFull; `disk_fault` also for the writers that do not raise it, such as Dagster's sqlite)
 fails the write in one line; what was written before is kept, so a re-run goes on from there.
 """
@@ -35,8 +35,8 @@ from PIL import Image
 from safetensors.torch import load as load_safetensors
 from safetensors.torch import save as save_safetensors
 
-from evaluation.datasets import PARTITION_PATTERN
-from evaluation.files import (
+from evaluation.ingestion.datasets import PARTITION_PATTERN
+from evaluation.ingestion.files import (
     DiskFull,
     Location,
     atomic_write,
@@ -49,8 +49,8 @@ from evaluation.files import (
     parquet_metadata,
     read_parquet,
 )
-from evaluation.images import png_bytes
-from evaluation.schemas import TABLES
+from evaluation.ingestion.images import png_bytes
+from evaluation.presentation.schemas import TABLES
 from ops.cache import image_hash
 
 DEFAULT_HOME = "./.analogy"

@@ -7,7 +7,7 @@ distinct (A, A′) pair of the partition (ops.visii steps 1–4: the PEZ init on
 editor-conditioning rows trained on the pair), `methods.batch_size` pairs at a time, into
 the on-disk cache (orchestration.cache), so `generations` only applies them to each B and a
 later run, partition or apply setting finds them. One row per pair × VISII method, with its
-training record (the MSE and CLIP curves, the step kept). Table schema: evaluation/schemas.py.
+training record (the MSE and CLIP curves, the step kept). Table schema: evaluation/presentation/schemas.py.
 """
 
 import json

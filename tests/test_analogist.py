@@ -250,7 +250,7 @@ def test_the_toy_inpainter_fills_a_masked_cell_with_the_scene_its_caption_names(
     of fresh renders masked, inpainted from that cell's caption, read by the judge (toy check's section)."""
     from diffusers import DDIMScheduler, StableDiffusionInpaintPipeline
 
-    from evaluation.toy_check import inpainter_scores
+    from evaluation.scoring.toy_check import inpainter_scores
 
     toy = get_profile("toy")
     pipe = loaders.load_inpainter(toy, "cpu")

@@ -29,7 +29,7 @@ def test_benchmark_file_is_seeded_and_complete(tmp_path):
 
 
 def test_textured_benchmark_is_the_same_triplets_in_the_textured_world(tmp_path, capsys):
-    from evaluation.images import decode_image
+    from evaluation.ingestion.images import decode_image
     from models.toy.world import make_triplets, render_textured
     from orchestration.cli import main
 
@@ -94,8 +94,8 @@ def test_bench_rows_are_per_triplet_and_add_up_to_the_summary(tmp_path, capsys):
     assert sum(r["joint"] for r in scored) / 3 == pytest.approx(summary["joint"], abs=1e-4)
     assert failed["joint"] is None and failed["error"].startswith("ImageError: not a readable image"), failed
     # no_edit returns B: its PSNR to B′gt is B's, recomputed here from the file's pixels
-    from evaluation.images import decode_image
-    from evaluation.metrics import pixel_mse_psnr
+    from evaluation.ingestion.images import decode_image
+    from evaluation.scoring.metrics import pixel_mse_psnr
 
     for r, i in zip(scored, (0, 2, 3)):
         b, b_gt = (decode_image(table[i][k]).image for k in ("b_png", "b_prime_gt_png"))

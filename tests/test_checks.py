@@ -7,7 +7,7 @@ import pyarrow as pa
 import torch
 from PIL import Image
 
-from evaluation.schemas import TABLES
+from evaluation.presentation.schemas import TABLES
 from ops.cache import key_digest
 from ops.deltas import Deltas
 from ops.registry import METHODS, register

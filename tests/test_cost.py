@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from evaluation.cost import cost_rows
+from evaluation.scoring.cost import cost_rows
 from orchestration.peak_memory import PeakMemory
 
 TRIPLETS = [{"triplet_id": t, "a_hash": a, "a_prime_hash": a + "'"} for t, a in (("t0", "p"), ("t1", "p"), ("t2", "q"))]

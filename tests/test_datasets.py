@@ -5,7 +5,7 @@ import json
 import pytest
 from makers import ip2p_rows, magicbrush_rows, write_hub_parquet, write_manifest
 
-from evaluation.datasets import (
+from evaluation.ingestion.datasets import (
     DatasetSpec,
     benchmark_file_triplets,
     load_raw_triplets,
@@ -13,9 +13,9 @@ from evaluation.datasets import (
     partition_keys,
     resolve_partition,
 )
-from evaluation.hub import build_triplet_rows, ensure_triplet_file, load_hub_dataset, sample_pairs
-from evaluation.manifest import manifest_triplets
-from evaluation.triplets import triplet_row
+from evaluation.ingestion.hub import build_triplet_rows, ensure_triplet_file, load_hub_dataset, sample_pairs
+from evaluation.ingestion.manifest import manifest_triplets
+from evaluation.ingestion.triplets import triplet_row
 from models.toy.world import make_triplets, triplet_rows
 
 
@@ -143,7 +143,7 @@ def test_csv_keeps_text_exactly_and_rows_whole(tmp_path):
 
 
 def test_an_unreadable_manifest_fails_only_its_own_partition(tmp_path):
-    from evaluation.datasets import load_specs, partition_keys
+    from evaluation.ingestion.datasets import load_specs, partition_keys
 
     (tmp_path / "d.yaml").write_text("datasets:\n  toy: {kind: toy, n: 2}\n"
                                      "  gone: {kind: manifest, path: nowhere/manifest.jsonl}\n"
@@ -157,8 +157,8 @@ def test_an_unreadable_manifest_fails_only_its_own_partition(tmp_path):
 
 
 def test_every_triplet_gets_a_category_stated_or_by_the_edit_prompt_rule():
-    from evaluation.datasets import toy_triplets
-    from evaluation.sources import category_of
+    from evaluation.ingestion.datasets import toy_triplets
+    from evaluation.ingestion.sources import category_of
 
     toy = toy_triplets(0, 8)
     assert {t.category for t in toy} == {"size", "colour", "shape", "background"}

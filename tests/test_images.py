@@ -4,7 +4,7 @@ import pytest
 from makers import awkward_images, encode, gradient, unusable_images
 from PIL import Image
 
-from evaluation.images import ImageError, decode_image, is_constant, load_image
+from evaluation.ingestion.images import ImageError, decode_image, is_constant, load_image
 
 EXPECTED_NOTE = {"grey": "greyscale", "palette": "palette", "rgba": "transparency", "grey16": "high bit depth",
                  "exif_rotated": "EXIF orientation 6", "cmyk": "CMYK", "animated": "first of 2 frames"}

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from evaluation.pairwise import Candidate, judge_pair, win_rates
+from evaluation.scoring.pairwise import Candidate, judge_pair, win_rates
 
 KEY = "sk-test-0d9a7c"
 
@@ -90,7 +90,7 @@ def ask(judge, seed=0):
 
 
 def test_the_endpoint_judge_retries_sends_five_images_and_the_prompt_and_keeps_the_key_out(endpoint_env):
-    from evaluation.judge_backends import ChatEndpointJudge
+    from evaluation.scoring.judge_backends import ChatEndpointJudge
 
     endpoint = endpoint_env(fail_first=1)
     rows = ask(ChatEndpointJudge("gpt-4o", backoff_s=0, requests_per_minute=0))
@@ -105,7 +105,7 @@ def test_the_endpoint_judge_retries_sends_five_images_and_the_prompt_and_keeps_t
 
 def test_an_endpoint_answer_that_cannot_be_parsed_or_an_endpoint_that_stays_down_is_a_recorded_failure(
         endpoint_env):
-    from evaluation.judge_backends import ChatEndpointJudge
+    from evaluation.scoring.judge_backends import ChatEndpointJudge
 
     endpoint_env(fail_first=0, reply="The second one, I think, or maybe the first.")
     rows = ask(ChatEndpointJudge("gpt-4o", backoff_s=0, requests_per_minute=0))
@@ -117,7 +117,7 @@ def test_an_endpoint_answer_that_cannot_be_parsed_or_an_endpoint_that_stays_down
 
 
 def test_the_rate_limit_spaces_requests_and_a_missing_key_fails_at_once(endpoint_env, monkeypatch):
-    from evaluation.judge_backends import ChatEndpointJudge
+    from evaluation.scoring.judge_backends import ChatEndpointJudge
 
     endpoint = endpoint_env(fail_first=0)
     ask(ChatEndpointJudge("gpt-4o", requests_per_minute=300))  # one request per 0.2 s

@@ -17,7 +17,16 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from evaluation.pairwise import REDACTED, Candidate, Question, judge_pair, parse_answer, prompt_text, redact, win_rates
+from evaluation.scoring.pairwise import (
+    REDACTED,
+    Candidate,
+    Question,
+    judge_pair,
+    parse_answer,
+    prompt_text,
+    redact,
+    win_rates,
+)
 
 KEY = "sk-faults-5f1e2d3c4b5a69788796a5b4"
 CORPUS = json.loads((Path(__file__).parent / "data" / "judge_bad_answers.json").read_text())
@@ -111,7 +120,7 @@ def serve(monkeypatch):
 
 
 def chat_judge(**kwargs):
-    from evaluation.judge_backends import ChatEndpointJudge
+    from evaluation.scoring.judge_backends import ChatEndpointJudge
 
     return ChatEndpointJudge("gpt-4o", **{"backoff_s": 0, "requests_per_minute": 0, **kwargs})
 
@@ -245,7 +254,7 @@ def test_redact_removes_the_exact_secret_and_leaves_answers_alone():
 
 
 def test_retry_after_values():
-    from evaluation.judge_backends import retry_after_seconds
+    from evaluation.scoring.judge_backends import retry_after_seconds
 
     assert retry_after_seconds("5") == 5 and retry_after_seconds(" 1.5 ") == 1.5
     assert 58 < retry_after_seconds(formatdate(time.time() + 60, usegmt=True)) <= 60

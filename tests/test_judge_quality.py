@@ -1,11 +1,11 @@
-"""How far to trust the judge (evaluation.judge_quality): inconsistency and position bias on hand-made
+"""How far to trust the judge (evaluation.scoring.judge_quality): inconsistency and position bias on hand-made
 `judgements` rows, and agreement with a hand-made 4-choice survey, κ worked by hand."""
 
 import json
 
 import pytest
 
-from evaluation.judge_quality import AGREEMENT_COLUMNS, QUALITY_COLUMNS, judge_agreement, judge_quality
+from evaluation.scoring.judge_quality import AGREEMENT_COLUMNS, QUALITY_COLUMNS, judge_agreement, judge_quality
 
 
 def pair(triplet, method, opponent, first, second, *, judge="j", dataset="d", errors=(None, None)):

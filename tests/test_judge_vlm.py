@@ -6,7 +6,7 @@ import pytest
 from makers import write_tiny_vlm
 from PIL import Image
 
-from evaluation.pairwise import Candidate, Question, judge_pair, prompt_text, win_rates
+from evaluation.scoring.pairwise import Candidate, Question, judge_pair, prompt_text, win_rates
 
 
 def solid(value: int) -> Image.Image:
@@ -19,7 +19,7 @@ def ask(judge):
 
 
 def test_a_vlm_that_always_says_1_answers_by_position_and_is_caught_as_inconsistent(tmp_path):
-    from evaluation.judge_backends import LocalVLMJudge
+    from evaluation.scoring.judge_backends import LocalVLMJudge
 
     judge = LocalVLMJudge(str(write_tiny_vlm(tmp_path / "says-1", "Answer: 1")), device="cpu", max_new_tokens=1)
     question = Question(solid(10), solid(50), solid(90), solid(200), solid(100), prompt_text(False))
@@ -35,7 +35,7 @@ def test_a_vlm_that_always_says_1_answers_by_position_and_is_caught_as_inconsist
 
 
 def test_a_vlm_answer_without_a_choice_is_a_recorded_failure(tmp_path):
-    from evaluation.judge_backends import LocalVLMJudge
+    from evaluation.scoring.judge_backends import LocalVLMJudge
 
     judge = LocalVLMJudge(str(write_tiny_vlm(tmp_path / "says-maybe", "maybe")), device="cpu", max_new_tokens=3)
     rows = ask(judge)
@@ -44,7 +44,7 @@ def test_a_vlm_answer_without_a_choice_is_a_recorded_failure(tmp_path):
 
 
 def test_a_missing_vlm_names_itself_and_the_command_that_fetches_it(monkeypatch, tmp_path):
-    from evaluation.judge_backends import LocalVLMJudge
+    from evaluation.scoring.judge_backends import LocalVLMJudge
     from models.loaders import ModelMissingError
 
     monkeypatch.setenv("HF_HOME", str(tmp_path / "empty-cache"))

@@ -91,5 +91,5 @@ def test_the_layers_import_one_way(graph):
 def test_the_graph_is_read(graph):
     """The reader finds what is there (so an empty graph cannot pass the tests above)."""
     assert "ops.cache" in graph["ops.difference_inversion"]
-    assert "evaluation.stats" in graph["evaluation.pairwise"]
-    assert {"orchestration.storage", "evaluation.views"} <= graph["orchestration.cli.sql"]
+    assert "evaluation.scoring.stats" in graph["evaluation.scoring.pairwise"]
+    assert {"orchestration.storage", "evaluation.presentation.views"} <= graph["orchestration.cli.sql"]

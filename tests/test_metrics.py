@@ -5,7 +5,7 @@ import torch
 from makers import gradient
 from PIL import Image
 
-from evaluation.metrics import ScoreItem, directional, pixel_mse_psnr, score_items
+from evaluation.scoring.metrics import ScoreItem, directional, pixel_mse_psnr, score_items
 
 
 def test_directional_score():

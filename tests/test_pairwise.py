@@ -1,11 +1,11 @@
-"""The pairwise protocol (evaluation.pairwise) with judges whose answers the test controls: the
+"""The pairwise protocol (evaluation.scoring.pairwise) with judges whose answers the test controls: the
 swapped order, an answer that flips with the order, a parse failure, ties; and the toy judge."""
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from evaluation.pairwise import Candidate, ToyPairJudge, judge_pair, parse_answer, win_rates
+from evaluation.scoring.pairwise import Candidate, ToyPairJudge, judge_pair, parse_answer, win_rates
 
 
 def solid(value: int) -> Image.Image:

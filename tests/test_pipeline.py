@@ -10,7 +10,7 @@ import pyarrow.parquet as pq
 import pytest
 from makers import ip2p_rows, write_hub_parquet, write_manifest
 
-from evaluation.views import query
+from evaluation.presentation.views import query
 from orchestration.materialize import materialize_partition
 
 TEST_DATA = Path(__import__("os").environ["ANALOGY_TEST_DATA"])
@@ -125,7 +125,7 @@ def test_sql_refuses_anything_but_reading_the_tables(toy_home, tmp_path, capsys,
 
 
 def test_sql_plans_and_descriptions_are_reads_and_the_connection_itself_cannot_write(toy_home, capsys):
-    from evaluation.views import sealed_connection
+    from evaluation.presentation.views import sealed_connection
     from orchestration.cli import main
 
     home, _ = toy_home

@@ -1,4 +1,4 @@
-"""evaluation.ranking: the Bradley–Terry fit (hand-worked, score equations, choix) and rank_methods."""
+"""evaluation.scoring.ranking: the Bradley–Terry fit (hand-worked, score equations, choix) and rank_methods."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import time
 import numpy as np
 import pytest
 
-from evaluation.ranking import ALPHA, RANKING_COLUMNS, bradley_terry, rank_methods
+from evaluation.scoring.ranking import ALPHA, RANKING_COLUMNS, bradley_terry, rank_methods
 
 
 def _sigmoid(x):
@@ -226,7 +226,7 @@ def test_thousand_resamples_of_seven_methods_are_fast():
 
 
 def test_rankings_rank_example_only_methods_apart_and_per_category():
-    from evaluation.ranking import rankings
+    from evaluation.scoring.ranking import rankings
 
     def pair(task, category, method, opponent, choice, privileged=()):
         return [{"dataset": "toy", "judge_id": "j", "task": task, "triplet_id": task, "category": category,

@@ -6,7 +6,7 @@ import pytest
 import torch
 from PIL import Image
 
-from evaluation.reliability import folder_images, gradient_change_map, pearson, reliability_score, toy_images
+from evaluation.scoring.reliability import folder_images, gradient_change_map, pearson, reliability_score, toy_images
 
 
 def shift_editor(direction=1.0, ignore_map=False, columns=slice(None)):

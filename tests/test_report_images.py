@@ -1,4 +1,4 @@
-"""The report's images (evaluation.report): the scores plot fits the UI's dialog, the B′ grid shows every
+"""The report's images (evaluation.presentation.report): the scores plot fits the UI's dialog, the B′ grid shows every
 row it can, names in full and ′ in a real font."""
 
 import warnings
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageChops, ImageDraw
 
-from evaluation.report import _font, _wrap_label, sample_grid, scores_plot
+from evaluation.presentation.report import _font, _wrap_label, sample_grid, scores_plot
 
 LONG = ["difference_inversion[lambda_tc=100]", "instruct_pix2pix[guidance=7.5,steps=50]", "sdedit", "visii",
         "analogist", "dia", "copy_b"]

@@ -1,4 +1,4 @@
-"""The report page (evaluation.report.gallery_html) from hand-made verdicts, parsed with html.parser: every
+"""The report page (evaluation.presentation.report.gallery_html) from hand-made verdicts, parsed with html.parser: every
 section in its place with its numbers, privileged methods marked and kept out of the example-only ranking and
 shading, empty tables as one-line notes; and the B′ grid's per-cell verdicts (cell_verdicts). No pipeline."""
 
@@ -9,7 +9,7 @@ from importlib import resources
 
 import pytest
 
-from evaluation.report import HEADLINE_METRICS, LOWER_IS_BETTER, GalleryRow, cell_verdicts, gallery_html
+from evaluation.presentation.report import HEADLINE_METRICS, LOWER_IS_BETTER, GalleryRow, cell_verdicts, gallery_html
 
 VOID = {"meta", "br", "img", "link", "input", "hr"}
 
@@ -363,4 +363,4 @@ def test_headline_and_direction_of_cost_metrics():
 
 
 def test_the_template_ships_with_the_package():
-    assert (resources.files("evaluation") / "templates" / "report.html.j2").is_file()
+    assert (resources.files("evaluation.presentation") / "templates" / "report.html.j2").is_file()

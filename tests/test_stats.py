@@ -1,12 +1,12 @@
-"""95 % intervals (evaluation.stats), and the leaderboard, the report and bench all using them."""
+"""95 % intervals (evaluation.scoring.stats), and the leaderboard, the report and bench all using them."""
 
 import math
 
 import pytest
 
-from evaluation.judge_scores import summarise as bench_summary
-from evaluation.stats import estimate, summarise
-from evaluation.views import build_database, query, user_query
+from evaluation.presentation.views import build_database, query, user_query
+from evaluation.scoring.judge_scores import summarise as bench_summary
+from evaluation.scoring.stats import estimate, summarise
 from orchestration.storage import Store
 
 
@@ -48,7 +48,7 @@ def test_continuous_scores_get_bootstrap_intervals_inside_the_data(values):
 
 
 def test_continuous_scores_below_the_minimum_n_get_no_interval():
-    from evaluation.stats import MIN_BOOTSTRAP_N
+    from evaluation.scoring.stats import MIN_BOOTSTRAP_N
 
     few = [0.02, 0.31, 0.05, 0.2][: MIN_BOOTSTRAP_N - 1]
     e = estimate(few, binary=False)
@@ -128,7 +128,7 @@ def test_bench_summary_uses_the_same_intervals():
 def test_paired_counts_discordant_triplets_and_signs_tests_them():
     from dataclasses import asdict
 
-    from evaluation.stats import difference_text, paired
+    from evaluation.scoring.stats import difference_text, paired
 
     first = {f"t{i}": 1.0 for i in range(12)} | {"t12": 0.0, "t13": 0.0, "only_first": 1.0}
     second = {f"t{i}": 0.0 for i in range(9)} | {"t9": 1.0, "t10": 1.0, "t11": 1.0, "t12": 0.0, "t13": 1.0,
@@ -155,7 +155,7 @@ def test_paired_difference_is_newcombes_square_and_add_interval():
     """Newcombe's interval for paired proportions (1998, method 10) on the worked example of Fagerland,
     Lydersen and Laake, Statistical Analysis of Contingency Tables (2017), ch. 8: Cavo et al. (2012),
     59 both, 6 only before, 16 only after, 80 neither → −0.0621 [−0.1186, −0.0046]."""
-    from evaluation.stats import paired_difference
+    from evaluation.scoring.stats import paired_difference
 
     d, low, high = paired_difference(59, 6, 16, 80)
     assert (round(d, 4), round(low, 4), round(high, 4)) == (-0.0621, -0.1186, -0.0046)
@@ -172,7 +172,7 @@ def test_paired_scores_are_a_t_interval_and_wilcoxons_test_on_the_differences():
     two-sided Wilcoxon signed-rank p = 0.0413 (W = 24)."""
     from dataclasses import asdict
 
-    from evaluation.stats import difference_text, paired_scores
+    from evaluation.scoring.stats import difference_text, paired_scores
 
     d = [6, 8, 14, 16, 23, 24, 28, 29, 41, -48, 49, 56, 60, -67, 75]
     crossed = {f"t{i}": 100.0 + x for i, x in enumerate(d)} | {"only_first": 1.0, "t_nan": float("nan")}

@@ -5,7 +5,7 @@ import pytest
 import torch
 from makers import gradient
 
-from evaluation.schemas import GENERATIONS
+from evaluation.presentation.schemas import GENERATIONS
 from orchestration.storage import Store
 
 
@@ -50,7 +50,7 @@ def test_files_get_the_users_umask_and_dead_writers_temporaries_go(tmp_path):
     import os
     import subprocess
 
-    from evaluation.files import atomic_write
+    from evaluation.ingestion.files import atomic_write
 
     old = os.umask(0o022)
     try:

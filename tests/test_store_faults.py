@@ -27,7 +27,7 @@ import boto3
 import pytest
 from botocore.config import Config
 
-from evaluation.files import (
+from evaluation.ingestion.files import (
     STORE_ATTEMPTS,
     STORE_CONNECT_TIMEOUT_S,
     STORE_TIMEOUT_S,
@@ -176,7 +176,7 @@ def free_port() -> int:
 @pytest.fixture
 def fresh_s3_filesystems():
     """No S3 filesystem (nor its memory of a store found unreachable) shared with other tests."""
-    from evaluation.object_store import S3Store
+    from evaluation.ingestion.object_store import S3Store
 
     S3Store.clear_instance_cache()
     yield
@@ -194,7 +194,7 @@ def aws(monkeypatch):
 
 
 def test_s3_locations_carry_bounded_timeouts_and_attempts(aws, fresh_s3_filesystems):
-    from evaluation.object_store import S3Store
+    from evaluation.ingestion.object_store import S3Store
 
     aws.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")
     home = location("s3://bucket/prefix")
@@ -337,8 +337,8 @@ def test_demo_on_a_full_disk_says_so_in_one_line_and_a_rerun_after_freeing_space
 BUILD_ON_A_FULL_DISK = """
 import json, sys
 from pathlib import Path
-from evaluation.files import DiskFull, atomic_write
-from evaluation.views import build_database
+from evaluation.ingestion.files import DiskFull, atomic_write
+from evaluation.presentation.views import build_database
 
 home = Path(sys.argv[1])
 said = {}
@@ -355,7 +355,7 @@ print(json.dumps(said))
 
 
 def test_a_full_disk_fails_writes_and_the_database_build_in_one_line_without_temporaries(enospc, tmp_path):
-    from evaluation.views import build_database
+    from evaluation.presentation.views import build_database
     from orchestration.storage import Store
 
     home = tmp_path / "home"

@@ -14,7 +14,7 @@ import pyarrow.parquet as pq
 import pytest
 from filelock import FileLock
 
-from evaluation.survey import MAX_ANSWER_BYTES, MAX_PARTICIPANT_CHARS, answer_key
+from evaluation.scoring.survey import MAX_ANSWER_BYTES, MAX_PARTICIPANT_CHARS, answer_key
 from orchestration.cli import main
 from orchestration.cli import survey as survey_cli
 
@@ -22,7 +22,7 @@ METHODS = ["no_edit", "sdedit", "differential_diffusion", "difference_inversion[
 TABLE = ("tables", "survey_answers", "dataset=toy", "part-0.parquet")
 # a child that imports everything first, then waits for `go` so that both imports start together
 CHILD = """import os, sys, time
-import evaluation.survey, evaluation.views, filelock, orchestration.storage
+import evaluation.scoring.survey, evaluation.presentation.views, filelock, orchestration.storage
 from orchestration.cli import main
 open(sys.argv[1], "w").close()
 while not os.path.exists(sys.argv[2]):

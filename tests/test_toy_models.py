@@ -2,7 +2,7 @@
 
 import pytest
 
-from evaluation.toy_check import reconstruction_scores, t2i_scores, vae_scores
+from evaluation.scoring.toy_check import reconstruction_scores, t2i_scores, vae_scores
 from ops.ddim import ddim_reconstruct, vae_round_trip
 
 
@@ -33,7 +33,7 @@ def test_vae_round_trip_keeps_the_attributes(toy_profile):
 def test_composition_check_reads_the_appended_word(toy_profile):
     """`analogy toy check`'s composition section: prompts that contradict themselves at the end,
     scored per attribute; the whole target scene can only show where the appended value does."""
-    from evaluation.toy_check import composition_scores
+    from evaluation.scoring.toy_check import composition_scores
 
     scores = composition_scores(toy_profile, n=8, steps=20)
     assert set(scores) == {"size", "colour", "shape", "background", "all"}
@@ -46,7 +46,7 @@ def test_the_instruction_editor_edits_and_keeps(toy_profile):
     changes the instructed attribute and keeps the rest far above chance (an editor that ignores its
     input image keeps all three other attributes ~5 % of the time; 0.08 measured on such a run). The
     committed editor measured 1.00 / 0.81 / 0.81 here; the bounds leave two edits of margin each."""
-    from evaluation.toy_check import editor_scores
+    from evaluation.scoring.toy_check import editor_scores
 
     scores = editor_scores(toy_profile, n=16, num_inference_steps=20)
     assert set(scores) == {"size", "colour", "shape", "background", "all", "held_out_joint"}

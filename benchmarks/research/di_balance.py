@@ -42,7 +42,7 @@ import torch
 from PIL import Image
 
 from benchmarks.research.di_losses import term_pulls
-from evaluation.metrics import pixel_mse_psnr
+from evaluation.scoring.metrics import pixel_mse_psnr
 from models.context import ModelContext
 from models.toy.world import make_triplets
 from ops import difference_inversion as di

@@ -14,7 +14,7 @@ import time
 
 import torch
 
-from evaluation.judge_scores import judge_triplet
+from evaluation.scoring.judge_scores import judge_triplet
 from models.context import ModelContext
 from models.loaders import load_judge
 from models.toy.world import make_triplets

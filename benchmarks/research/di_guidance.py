@@ -26,7 +26,7 @@ from pathlib import Path
 
 import torch
 
-from evaluation.judge_scores import judge_triplet, summarise
+from evaluation.scoring.judge_scores import judge_triplet, summarise
 from models.context import ModelContext
 from models.loaders import load_judge
 from models.toy.world import make_triplets

@@ -31,8 +31,8 @@ from pathlib import Path
 
 import torch
 
-from evaluation.judge_scores import judge_triplet
-from evaluation.stats import estimate, paired
+from evaluation.scoring.judge_scores import judge_triplet
+from evaluation.scoring.stats import estimate, paired
 from models.context import ModelContext
 from models.loaders import load_clip, load_judge, retrieval_captioner
 from models.toy.world import ATTRIBUTE_NAMES, ATTRIBUTES, all_scenes, make_triplets, phrase

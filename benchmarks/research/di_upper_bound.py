@@ -49,7 +49,7 @@ import torch
 import torch.nn.functional as F
 
 from benchmarks.common import token_ids
-from evaluation.judge_scores import judge_triplet, summarise
+from evaluation.scoring.judge_scores import judge_triplet, summarise
 from models.context import ModelContext
 from models.loaders import load_judge
 from models.toy.world import ATTRIBUTE_NAMES, ATTRIBUTES, Scene, caption, make_triplets, phrase, render

@@ -15,7 +15,7 @@ from dataclasses import replace
 
 import torch
 
-from evaluation.toy_check import composition_scores, t2i_scores
+from evaluation.scoring.toy_check import composition_scores, t2i_scores
 from models.loaders import load_pipeline
 from models.profiles import get_profile
 from models.toy.world import ATTRIBUTES, Scene, caption, phrase

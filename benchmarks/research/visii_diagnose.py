@@ -19,7 +19,7 @@ from collections import defaultdict
 from pathlib import Path
 
 from benchmarks.common import benchmark_images, set_threads
-from evaluation.judge_scores import judge_triplet
+from evaluation.scoring.judge_scores import judge_triplet
 from models.context import ModelContext
 from models.loaders import load_judge
 from ops import visii as v

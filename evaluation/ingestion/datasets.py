@@ -24,10 +24,10 @@ from pathlib import Path
 
 import yaml
 
-from evaluation.files import Location, parquet_metadata, read_parquet
-from evaluation.hub import ensure_triplet_file
-from evaluation.manifest import count_rows, manifest_triplets
-from evaluation.sources import CAPTION_ROLES, ROLES, DatasetSpec, RawTriplet, category_of
+from evaluation.ingestion.files import Location, parquet_metadata, read_parquet
+from evaluation.ingestion.hub import ensure_triplet_file
+from evaluation.ingestion.manifest import count_rows, manifest_triplets
+from evaluation.ingestion.sources import CAPTION_ROLES, ROLES, DatasetSpec, RawTriplet, category_of
 
 KINDS = ("toy", "benchmark_file", "manifest", "instructpix2pix", "magicbrush")
 NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_-]*$")  # no '.', which separates the shard number
@@ -42,7 +42,7 @@ def config_path() -> Path | None:
     (an editable install run from another folder), else None: the embedded default."""
     if os.environ.get("ANALOGY_DATASETS"):
         return Path(os.environ["ANALOGY_DATASETS"]).expanduser()
-    for candidate in (Path("datasets.yaml"), Path(__file__).resolve().parent.parent / "datasets.yaml"):
+    for candidate in (Path("datasets.yaml"), Path(__file__).resolve().parents[2] / "datasets.yaml"):
         if candidate.exists():
             return candidate
     return None

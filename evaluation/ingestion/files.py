@@ -18,7 +18,7 @@ Files get the permissions of an ordinary file under the user's umask (not 0600).
 Faults are said in one line (`StoreFault`, an OSError whose str() is the line): a full disk or
 quota (ENOSPC, EDQUOT) while writing raises `DiskFull`, with the space the write needed and the
 space left (shutil.disk_usage); an object store that does not answer raises `StoreUnavailable`
-naming the endpoint, the operation and the key (evaluation.object_store). For S3, botocore does
+naming the endpoint, the operation and the key (evaluation.ingestion.object_store). For S3, botocore does
 the retrying (its `standard` mode: exponential backoff with jitter, up to 1 s, then 2 s, 4 s, …
 between attempts), s3fs none of its own (its loop would multiply botocore's attempts), so one
 call gives up after at most ANALOGY_STORE_ATTEMPTS × (5 s to connect + ANALOGY_STORE_TIMEOUT_S
@@ -179,7 +179,7 @@ def store_options(protocol: str) -> dict:
 
 
 for _protocol in ("s3", "s3a"):  # imported on first use: s3fs costs a local home nothing
-    fsspec.register_implementation(_protocol, "evaluation.object_store.S3Store", clobber=True,
+    fsspec.register_implementation(_protocol, "evaluation.ingestion.object_store.S3Store", clobber=True,
                                    errtxt="an s3:// location needs s3fs: pip install 'analogy[scale]'")
 
 

@@ -24,8 +24,8 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from evaluation.files import Location, atomic_write
-from evaluation.sources import DatasetSpec
+from evaluation.ingestion.files import Location, atomic_write
+from evaluation.ingestion.sources import DatasetSpec
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from evaluation.files import Location, confined
+from evaluation.ingestion.files import Location, confined
 
 MIN_SIDE = 8  # px; the toy world is 32 px, real datasets are larger
 MAX_SIDE = 16384

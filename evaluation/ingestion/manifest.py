@@ -19,8 +19,8 @@ import io
 import json
 from pathlib import Path
 
-from evaluation.files import StoreFault, is_remote
-from evaluation.sources import CAPTION_ROLES, ROLES, RawTriplet, category_of
+from evaluation.ingestion.files import StoreFault, is_remote
+from evaluation.ingestion.sources import CAPTION_ROLES, ROLES, RawTriplet, category_of
 
 REQUIRED = ("a", "a_prime", "b")
 FIELDS = frozenset((*ROLES, "instruction", "triplet_id", "category", *(f"{role}_caption" for role in CAPTION_ROLES)))

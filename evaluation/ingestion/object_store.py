@@ -1,5 +1,5 @@
-"""The S3 filesystem of every `s3://` location (evaluation.files registers it with fsspec): s3fs,
-where a call that finds the endpoint unreachable raises evaluation.files.StoreUnavailable (one
+"""The S3 filesystem of every `s3://` location (evaluation.ingestion.files registers it with fsspec): s3fs,
+where a call that finds the endpoint unreachable raises evaluation.ingestion.files.StoreUnavailable (one
 line naming the endpoint, the operation and the key) after botocore's retries, and the calls after
 it fail at once for STORE_DOWN_HOLD_S (each step of a run would otherwise wait out its own retries).
 A module of its own so that s3fs is imported only where a location is on S3."""
@@ -16,7 +16,7 @@ from botocore.handlers import add_expect_header
 from fsspec.exceptions import FSTimeoutError
 from s3fs import S3FileSystem
 
-from evaluation.files import STORE_DOWN_HOLD_S, StoreUnavailable
+from evaluation.ingestion.files import STORE_DOWN_HOLD_S, StoreUnavailable
 
 UNREACHABLE = (botocore.exceptions.ConnectionError, botocore.exceptions.HTTPClientError,
                aiohttp.ClientConnectionError, asyncio.TimeoutError, FSTimeoutError, ConnectionError)

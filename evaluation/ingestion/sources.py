@@ -1,6 +1,6 @@
 """The shapes dataset ingestion passes around: a configured dataset and a raw triplet.
 
-Kept apart from `evaluation.datasets` so that the readers of each kind (manifest,
+Kept apart from `evaluation.ingestion.datasets` so that the readers of each kind (manifest,
 hub) and the row builder import these without importing the dispatcher.
 """
 
@@ -11,7 +11,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from evaluation.files import Location, location
+from evaluation.ingestion.files import Location, location
 
 ROLES = ("a", "a_prime", "b", "b_prime_gt")
 CAPTION_ROLES = ("a", "a_prime", "b", "b_prime")  # b_prime = the caption of B′gt
@@ -28,7 +28,7 @@ class DatasetSpec:
     base_dir: Path = Path(".")
 
     def path(self, key: str = "path") -> Location:
-        """The option as a location: a URL (`s3://…`, evaluation.files.location) or a local path,
+        """The option as a location: a URL (`s3://…`, evaluation.ingestion.files.location) or a local path,
         relative to the datasets file's folder."""
         raw = self.options.get(key)
         if not raw:

@@ -12,8 +12,8 @@ from pathlib import Path
 
 from PIL import Image
 
-from evaluation.images import ImageError, load_image
-from evaluation.sources import CAPTION_ROLES, ROLES, RawTriplet
+from evaluation.ingestion.images import ImageError, load_image
+from evaluation.ingestion.sources import CAPTION_ROLES, ROLES, RawTriplet
 
 REQUIRED_ROLES = ("a", "a_prime", "b")
 

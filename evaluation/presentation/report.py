@@ -2,7 +2,7 @@
 inline; images by relative path), rendered from templates/report.html.j2, and the B′ sample grid the
 `generations` and `report` assets show.
 
-The page shows the partition's verdict (evaluation.views.partition_verdict), in this order:
+The page shows the partition's verdict (evaluation.presentation.views.partition_verdict), in this order:
 - #ranking: the pairwise judge's Bradley–Terry ranking of the methods that see only the example pair
   (strength with its 95 % bootstrap interval, rank range, mean win rate, votes), one table per judge; and
   #ranking-all, every method ranked, those given the triplet's instruction (ground truth) marked ★;
@@ -40,9 +40,9 @@ import numpy as np  # noqa: E402
 from jinja2 import Environment, FileSystemLoader, StrictUndefined  # noqa: E402
 from PIL import Image, ImageDraw  # noqa: E402
 
-from evaluation.cost import COST_METRICS  # noqa: E402
-from evaluation.pairwise import ALL, pair_outcomes  # noqa: E402
-from evaluation.stats import MIN_BOOTSTRAP_N  # noqa: E402
+from evaluation.scoring.cost import COST_METRICS  # noqa: E402
+from evaluation.scoring.pairwise import ALL, pair_outcomes  # noqa: E402
+from evaluation.scoring.stats import MIN_BOOTSTRAP_N  # noqa: E402
 
 ROLE_TITLES = {"a": "A", "a_prime": "A′", "b": "B", "b_prime_gt": "B′gt"}
 LOWER_IS_BETTER = frozenset({"gt_pixel_mse", "seconds_per_task", "peak_memory_mb"})
@@ -470,10 +470,10 @@ def _triplet_rows(rows: list[GalleryRow], methods: list[str], run_href: Callable
 
 def gallery_html(title: str, rows: list[GalleryRow], verdict: dict[str, list[dict]], plot_png: bytes | None,
                  configs: dict[str, dict], run_href: Callable[[str], str]) -> str:
-    """The page (templates/report.html.j2). `verdict`: the partition's tables (evaluation.views.partition_verdict:
-    leaderboard, win_rates, rankings, judge_quality, judge_agreement, survey_results; any may be empty or
-    missing); `configs`: config hash → {"method": its label, "config": the resolved config}; `run_href(run_id)`:
-    the link to a run in the UI."""
+    """The page (templates/report.html.j2). `verdict`: the partition's tables
+    (evaluation.presentation.views.partition_verdict: leaderboard, win_rates, rankings, judge_quality,
+    judge_agreement, survey_results; any may be empty or missing); `configs`: config hash → {"method":
+    its label, "config": the resolved config}; `run_href(run_id)`: the link to a run in the UI."""
     leaderboard = list(verdict.get("leaderboard") or [])
     rankings = list(verdict.get("rankings") or [])
     privileged = _privileged(verdict)

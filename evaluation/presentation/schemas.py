@@ -30,7 +30,7 @@ TRIPLETS = pa.schema(
         pa.field("b_prime_caption", pa.string()),
         pa.field("extra", pa.string()),  # JSON: dataset-specific fields (toy attributes, hub row ids, …)
         # the kind of edit, for per-category results: the toy world's changed attribute, a manifest's
-        # `category`, a hub dataset's edit type by evaluation.categories' rule; null where unknown
+        # `category`, a hub dataset's edit type by evaluation.ingestion.sources.category_of; null where unknown
         pa.field("category", pa.string()),
         pa.field("notes", pa.string()),  # JSON list: repairs applied to the inputs
         pa.field("error", pa.string()),  # set ⇒ the triplet is unusable, with the reason
@@ -96,7 +96,7 @@ VISII_INSTRUCTIONS = pa.schema([("a_hash", pa.string()), ("a_prime_hash", pa.str
                                 ("seconds", pa.float64()), ("peak_memory_mb", pa.float64()),
                                 ("error", pa.string())])
 
-# The pairwise judge (evaluation.pairwise): two rows per triplet × method pair × judge, one per order.
+# The pairwise judge (evaluation.scoring.pairwise): two rows per triplet × method pair × judge, one per order.
 JUDGEMENTS = pa.schema(
     [
         pa.field("triplet_id", pa.string(), nullable=False),
@@ -118,7 +118,7 @@ JUDGEMENTS = pa.schema(
     ]
 )
 
-# The 4-choice human study (evaluation.survey): one row per participant × question, partitioned by
+# The 4-choice human study (evaluation.scoring.survey): one row per participant × question, partitioned by
 # the survey's dataset partition.
 SURVEY_ANSWERS = pa.schema(
     [

@@ -6,14 +6,14 @@ dataset's name (the key without its shard number). Whenever the views are built,
 tables are computed from them (COMPUTED_TABLES; each exists on every home, empty where there is
 nothing to compute), per dataset and per `category` (the triplets' kind of edit; "all" = the whole
 dataset):
-- `leaderboard`: mean and 95 % interval (evaluation.stats) per method × config × metric, cost
+- `leaderboard`: mean and 95 % interval (evaluation.scoring.stats) per method × config × metric, cost
   (`seconds_per_task`, `peak_memory_mb`) included, each method marked `privileged` where its B′ were
   made with the triplet's instruction;
-- `win_rates`: the pairwise judge's wins of each method over each other (evaluation.pairwise);
-- `rankings`: Bradley–Terry strengths with bootstrap intervals and rank ranges (evaluation.ranking), for
+- `win_rates`: the pairwise judge's wins of each method over each other (evaluation.scoring.pairwise);
+- `rankings`: Bradley–Terry strengths with bootstrap intervals and rank ranges (evaluation.scoring.ranking), for
   the example-only methods among themselves (pool `example_only`) and for every method (pool `all`);
 - `judge_quality`, `judge_agreement`: the judge's position bias and inconsistency, and its agreement with
-  the human study (evaluation.judge_quality); `survey_results`: the study's vote shares.
+  the human study (evaluation.scoring.judge_quality); `survey_results`: the study's vote shares.
 
 Tables on an object store (`s3://…/tables`) are read through their fsspec filesystem,
 registered with each DuckDB connection (no DuckDB extension is downloaded, and no credential
@@ -35,20 +35,20 @@ import duckdb
 import pyarrow as pa
 import pyarrow.dataset as pa_dataset
 
-from evaluation.files import Location, atomic_write, built_in_place, is_remote, location_text
-from evaluation.judge_quality import AGREEMENT_COLUMNS, QUALITY_COLUMNS, judge_agreement, judge_quality
-from evaluation.pairwise import ALL, WIN_RATE_COLUMNS, win_rates
-from evaluation.ranking import RANKINGS_COLUMNS, rankings
-from evaluation.schemas import TABLES
-from evaluation.stats import summarise
-from evaluation.survey import RESULT_COLUMNS, survey_results
+from evaluation.ingestion.files import Location, atomic_write, built_in_place, is_remote, location_text
+from evaluation.presentation.schemas import TABLES
+from evaluation.scoring.judge_quality import AGREEMENT_COLUMNS, QUALITY_COLUMNS, judge_agreement, judge_quality
+from evaluation.scoring.pairwise import ALL, WIN_RATE_COLUMNS, win_rates
+from evaluation.scoring.ranking import RANKINGS_COLUMNS, rankings
+from evaluation.scoring.stats import summarise
+from evaluation.scoring.survey import RESULT_COLUMNS, survey_results
 
 LEADERBOARD_COLUMNS = ("dataset", "category", "method", "metric", "config_hash", "privileged", "n", "mean",
                        "ci95_low", "ci95_high", "interval")
 
 
 def leaderboard_rows(rows) -> list[dict]:
-    """Mean and 95 % interval (evaluation.stats: Wilson for 0/1 scores, a bootstrap inside the data's range
+    """Mean and 95 % interval (evaluation.scoring.stats: Wilson for 0/1 scores, a bootstrap inside the data's range
     otherwise, none below its minimum n) per dataset × category × method × config × metric of `metrics` rows
     (each with its triplet's `category` and whether its B′ was `privileged`): category "all" is the whole
     dataset. Best mean first within a metric."""

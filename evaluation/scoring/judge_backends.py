@@ -1,4 +1,4 @@
-"""Pairwise judge backends beyond the toy one (evaluation.pairwise.JudgeBackend).
+"""Pairwise judge backends beyond the toy one (evaluation.scoring.pairwise.JudgeBackend).
 
 `LocalVLMJudge`: an image-text-to-text model through `transformers` (`AutoModelForImageTextToText`
 with its processor and chat template; Qwen2.5-VL by default), loaded from the Hugging Face cache
@@ -11,7 +11,7 @@ TGI serving Qwen2-VL, …). The URL and the key come from the environment only:
 `ANALOGY_JUDGE_API_KEY` (else `OPENAI_API_KEY`). The five images go as PNG data URLs in one user
 message with the protocol's prompt, at temperature 0; requests are spaced to at most
 `requests_per_minute`. Every outcome is an answer text or one exception with a one-line reason
-(which evaluation.pairwise.judge_pair records as a failed ask, redacting the key):
+(which evaluation.scoring.pairwise.judge_pair records as a failed ask, redacting the key):
 
 - each request has a total deadline (`request_deadline_s`: connecting, sending and the whole body,
   however slowly it trickles) and each ask one across its tries and waits (`ask_deadline_s`);
@@ -36,8 +36,8 @@ from email.utils import parsedate_to_datetime
 
 import httpx
 
-from evaluation.images import png_bytes
-from evaluation.pairwise import Question
+from evaluation.ingestion.images import png_bytes
+from evaluation.scoring.pairwise import Question
 from models.profiles import VLM_ID as DEFAULT_VLM
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"

@@ -1,11 +1,11 @@
-"""How far to trust the pairwise judge (evaluation.pairwise): its own consistency and its agreement with people.
+"""How far to trust the pairwise judge (evaluation.scoring.pairwise): its own consistency and its agreement with people.
 
 `judge_quality`, per dataset × judge, from `judgements` rows (each with `dataset`):
 - inconsistency rate = pairs whose two asks (order swapped) chose differently / pairs with both asks answered;
 - position bias = the share of decided asks (answered, not a tie) won by the candidate shown first: 0.5 is an
-  unbiased judge, 1.0 one that always picks the first; with its 95 % Wilson interval (evaluation.stats).
+  unbiased judge, 1.0 one that always picks the first; with its 95 % Wilson interval (evaluation.scoring.stats).
 
-`judge_agreement`, per dataset × judge × survey, against the 4-choice human study (evaluation.survey): a *task*
+`judge_agreement`, per dataset × judge × survey, against the 4-choice human study (evaluation.scoring.survey): a *task*
 is a triplet × method pair {i, j} that the judge decided (both orders chose the same method, no tie, no failed
 ask) and on which the people who saw both i and j picked one more often than the other (the human majority
 within the pair; a tie among people is no task). Agreement rate = tasks where the judge's winner is the
@@ -23,8 +23,8 @@ from collections.abc import Iterable
 
 import numpy as np
 
-from evaluation.pairwise import TIE
-from evaluation.stats import estimate
+from evaluation.scoring.pairwise import TIE
+from evaluation.scoring.stats import estimate
 
 QUALITY_COLUMNS = ("dataset", "judge", "asks", "failed_asks", "pairs", "inconsistent", "inconsistency_rate",
                    "decided_asks", "first_shown_wins", "position_bias", "position_bias_low", "position_bias_high")

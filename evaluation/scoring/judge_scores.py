@@ -11,7 +11,7 @@ import json
 import math
 from collections import defaultdict
 
-from evaluation.stats import estimate
+from evaluation.scoring.stats import estimate
 
 SCORES = ("joint", "target", "keep")
 
@@ -26,7 +26,7 @@ def judge_triplet(read: dict[str, str], b_attrs: dict[str, str], b_prime_gt_attr
 def summarise(rows: list[dict]) -> dict:
     """rows: {'changed', 'target', 'keep', 'joint'} per triplet → the `analogy bench` summary
     {joint, target, keep, n, ci95: {score: [low, high]}, by_attribute: {attr: {…the same}}}, the
-    intervals Wilson's (evaluation.stats: these are 0/1 verdicts)."""
+    intervals Wilson's (evaluation.scoring.stats: these are 0/1 verdicts)."""
 
     def block(subset: list[dict]) -> dict:
         if not subset:
@@ -53,5 +53,5 @@ def judge_rows(triplets: list[dict], generations: list[dict], judge, load) -> li
         scores = judge_triplet(read, extra["attrs"]["b"], extra["attrs"]["b_prime_gt"], extra["changed"])
         rows += [{"triplet_id": g["triplet_id"], "method": g["method"], "config_hash": g["config_hash"],
                   "metric": f"judge_{name}", "value": value, "model_id": judge.clip.model_id}
-                 for name, value in scores.items()]  # names: evaluation.stats.BINARY_METRICS
+                 for name, value in scores.items()]  # names: evaluation.scoring.stats.BINARY_METRICS
     return rows

@@ -14,9 +14,9 @@ a bare "1" all fail). Every string stored from a judge passes through `redact`, 
 endpoint echoes back is never written.
 
 Win rate of `method` against `opponent` = wins / consistent pairs (a tie is a consistent pair
-that is no win), with Wilson's 95 % interval (evaluation.stats), per category of edit and for the
+that is no win), with Wilson's 95 % interval (evaluation.scoring.stats), per category of edit and for the
 whole partition (`all`), each pair shown from both sides; the inconsistency rate =
-inconsistent / (consistent + inconsistent) stands beside it. evaluation.ranking turns the same
+inconsistent / (consistent + inconsistent) stands beside it. evaluation.scoring.ranking turns the same
 votes into one ranking.
 
 Judges implement `JudgeBackend`: `judge_id` and `answer(question) -> str` (the raw text); a judge
@@ -36,7 +36,7 @@ from typing import Protocol
 
 from PIL import Image
 
-from evaluation.stats import estimate
+from evaluation.scoring.stats import estimate
 
 PROMPT = ("The first three images are A, A′ and B: A′ is A after an edit. The next two are candidates "
           "1 and 2 for B′, the image that is to B what A′ is to A (the same edit applied to B, the rest "

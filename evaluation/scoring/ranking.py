@@ -37,7 +37,7 @@ from collections import defaultdict
 
 import numpy as np
 
-from evaluation.pairwise import ALL, TIE, pair_outcomes
+from evaluation.scoring.pairwise import ALL, TIE, pair_outcomes
 
 # A weak prior: N(0, 1/α) = standard deviation 10 logits per strength, far wider than any real gap (10 logits is
 # a 0.99995 win probability). It barely moves methods that lose some votes (a strength s fitted on n votes shrinks

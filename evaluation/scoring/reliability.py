@@ -94,7 +94,7 @@ def folder_images(folder, n: int, size: int, seed: int = 0) -> tuple[list[Image.
     import random
     from pathlib import Path
 
-    from evaluation.images import ImageError, load_image
+    from evaluation.ingestion.images import ImageError, load_image
 
     folder = Path(folder)
     if not folder.is_dir():

@@ -12,8 +12,8 @@
   percentiles to mean anything, and the percentile interval is then far too narrow (at n = 4 about half
   the width of t's): `interval` is "none" and ci95_low/high None, which tables print as no interval.
 
-`summarise` is what the leaderboard (evaluation.views), the report (evaluation.report) and
-`analogy bench` (evaluation.judge_scores) all call, so a number means the same everywhere.
+`summarise` is what the leaderboard (evaluation.presentation.views), the report (evaluation.presentation.report) and
+`analogy bench` (evaluation.scoring.judge_scores) all call, so a number means the same everywhere.
 
 Two methods scored on the same triplets are compared pair by pair (`paired`): the triplets only one
 of them got right, and the exact two-sided sign test on those (`scipy.stats.binomtest`, p = 0.5),

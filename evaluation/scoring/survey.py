@@ -7,7 +7,7 @@ progress line and a button that saves the answers as a JSON file) and `answer_ke
 stands behind each candidate), to be kept away from participants. `read_answers` checks answer files
 against the key: a file of another survey, a participant seen twice, a missing or impossible answer is
 a `SurveyError` naming the file, and nothing is imported. `survey_results` = each method's share of
-the votes with its 95 % Wilson interval (evaluation.stats).
+the votes with its 95 % Wilson interval (evaluation.scoring.stats).
 
 Files come from outside, so `read_key` and `read_answers` read only regular files of bounded size
 (a FIFO or a device is refused before it is opened), check every field of the key that reaches a
@@ -30,9 +30,9 @@ from pathlib import Path
 
 from jinja2 import Environment, select_autoescape
 
-from evaluation.datasets import PARTITION_PATTERN
-from evaluation.images import png_bytes
-from evaluation.stats import estimate
+from evaluation.ingestion.datasets import PARTITION_PATTERN
+from evaluation.ingestion.images import png_bytes
+from evaluation.scoring.stats import estimate
 
 CHOICES = 4
 MAX_ANSWER_BYTES = 1_000_000  # a 20-question answer file is about 1 KB
@@ -221,7 +221,7 @@ def _json(path: Path, limit: int, what: str):
 
 def read_key(path: Path) -> dict:
     """An answer key from `answer_key`, every field that reaches a path or a table checked: survey_id
-    16 hex digits, partition a partition key (evaluation.datasets.PARTITION_PATTERN), CHOICES different
+    16 hex digits, partition a partition key (evaluation.ingestion.datasets.PARTITION_PATTERN), CHOICES different
     method names, each question a unique id and a triplet id with its candidates a permutation of the
     methods. SurveyError otherwise."""
     key = _json(path, MAX_KEY_BYTES, "an answer key")

@@ -47,7 +47,7 @@ def split_specs(text: str) -> list[str]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from evaluation.stats import difference_text
+    from evaluation.scoring.stats import difference_text
     from models.profiles import get_profile
     from orchestration.bench import paired_against, run_bench, write_rows
 

@@ -72,7 +72,7 @@ def _run(args: argparse.Namespace) -> int:
 
     import dagster as dg
 
-    from evaluation.views import format_table, query
+    from evaluation.presentation.views import format_table, query
     from models.profiles import get_profile
     from ops.registry import default_methods, resolve_specs
     from orchestration.cli.bench import split_specs

@@ -29,7 +29,7 @@ def add_parser(subparsers) -> None:
 
 
 def run_reliability(args: argparse.Namespace) -> int:
-    from evaluation.reliability import folder_images, reliability_score, toy_images
+    from evaluation.scoring.reliability import folder_images, reliability_score, toy_images
     from models.loaders import load_pipeline
     from models.profiles import get_profile
     from ops.differential_diffusion import make_edit_fn

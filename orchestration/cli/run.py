@@ -60,8 +60,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from evaluation.files import StoreFault, atomic_write
-    from evaluation.images import ImageError, load_image, png_bytes
+    from evaluation.ingestion.files import StoreFault, atomic_write
+    from evaluation.ingestion.images import ImageError, load_image, png_bytes
     from models.context import ModelContext
     from ops.cache import image_hash
     from ops.registry import MethodRun, check_change_map, config_json, get_method, run_method

@@ -23,7 +23,13 @@ def add_parser(subparsers) -> None:
 def run(args: argparse.Namespace) -> int:
     import duckdb
 
-    from evaluation.views import QueryRefused, build_database, database_is_current, format_table, user_query
+    from evaluation.presentation.views import (
+        QueryRefused,
+        build_database,
+        database_is_current,
+        format_table,
+        user_query,
+    )
     from orchestration.storage import Store
 
     try:

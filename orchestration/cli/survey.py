@@ -1,4 +1,4 @@
-"""`analogy survey export|import`: the 4-choice human study (evaluation.survey)."""
+"""`analogy survey export|import`: the 4-choice human study (evaluation.scoring.survey)."""
 
 from __future__ import annotations
 
@@ -28,8 +28,8 @@ def add_parser(subparsers) -> None:
 
 
 def export(args: argparse.Namespace) -> int:
-    from evaluation.files import atomic_write
-    from evaluation.survey import answer_key, survey_html, survey_questions
+    from evaluation.ingestion.files import atomic_write
+    from evaluation.scoring.survey import answer_key, survey_html, survey_questions
     from orchestration.storage import Store
 
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
@@ -57,7 +57,7 @@ def import_lock(store) -> Path:
     object-store home (s3://…) a local file under the default local home (./.analogy/locks), which
     serialises imports from this machine only: imports into one bucket from several machines at once
     can still lose each other's participants."""
-    from evaluation.files import location
+    from evaluation.ingestion.files import location
     from orchestration.storage import DEFAULT_HOME
 
     if not store.remote:
@@ -73,8 +73,8 @@ def import_(args: argparse.Namespace) -> int:
     from filelock import FileLock, Timeout
     from pyarrow import ArrowException
 
-    from evaluation.survey import SurveyError, read_answers, read_key
-    from evaluation.views import build_database
+    from evaluation.presentation.views import build_database
+    from evaluation.scoring.survey import SurveyError, read_answers, read_key
     from orchestration.storage import Store
 
     def refuse(message: str, code: int = 2) -> int:
@@ -122,6 +122,6 @@ def first_line(exc: BaseException) -> str:
 
 
 def parquet_rows(path) -> int:
-    from evaluation.files import parquet_metadata
+    from evaluation.ingestion.files import parquet_metadata
 
     return parquet_metadata(path).num_rows

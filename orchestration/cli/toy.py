@@ -32,7 +32,7 @@ def add_parser(subparsers) -> None:
 
 
 def run_check(args: argparse.Namespace) -> int:
-    from evaluation.toy_check import toy_check
+    from evaluation.scoring.toy_check import toy_check
     from models.toy.world import IMAGE_SIZE
     from ops import analogist
     from ops.ddim import ddim_reconstruct, vae_round_trip
