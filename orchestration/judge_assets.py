@@ -19,7 +19,16 @@ import dagster as dg
 from pydantic import Field, field_validator
 
 from evaluation.scoring.judge_backends import DEFAULT_CHAT_MODEL, DEFAULT_REQUESTS_PER_MINUTE, DEFAULT_VLM
-from evaluation.scoring.pairwise import ALL, TIE, Candidate, ToyPairJudge, judge_pair, parse_answer, redact, win_rates
+from evaluation.scoring.pairwise import (
+    ALL,
+    Candidate,
+    ToyPairJudge,
+    chosen,
+    judge_pair,
+    parse_answer,
+    redact,
+    win_rates,
+)
 from ops.registry import get_method, parse_method_spec, resolve_specs
 from orchestration.assets import GROUP, generations
 from orchestration.metadata import asset_args, table_metadata, win_rate_table
@@ -203,7 +212,7 @@ def still_read_alike(row: dict, allow_tie: bool) -> bool:
     except ValueError:
         return False
     second = row["opponent"] if row["shown_first"] == row["method"] else row["method"]
-    return row["choice"] == (TIE if picked == TIE else row["shown_first"] if picked == "1" else second)
+    return row["choice"] == chosen(picked, row["shown_first"], second)
 
 
 def kept_rows(previous: list[dict], rows: list[dict]) -> list[dict]:

@@ -124,7 +124,7 @@ def _free_slots(instance: dg.DagsterInstance, run_id: str, process: RunProcess |
     still runs (the multiprocess executor's step outlives a killed run worker, and keeps its card).
     Returns whether anything was freed and the steps whose process (pid) keeps its slot."""
     storage = instance.event_log_storage
-    infos = storage.get_concurrency_infos(list(storage.get_concurrency_keys())).values()
+    infos = _pool_infos(storage).values()
     steps = {s.step_key for info in infos for s in info.claimed_slots if s.run_id == run_id} | \
             {p.step_key for info in infos for p in info.pending_steps if p.run_id == run_id}
     running = {}
@@ -178,10 +178,15 @@ def release_dead_runs(instance: dg.DagsterInstance) -> list[str]:
     return released
 
 
+def _pool_infos(storage) -> dict:
+    """Every pool's concurrency info (limit, claimed slots, pending steps), by pool name."""
+    return storage.get_concurrency_infos(list(storage.get_concurrency_keys()))
+
+
 def _pool_run_ids(storage) -> set[str]:
     """The runs that hold a pool slot, were given one or wait for one."""
-    infos = storage.get_concurrency_infos(list(storage.get_concurrency_keys())).values()
-    return storage.get_concurrency_run_ids() | {slot.run_id for info in infos for slot in info.claimed_slots}
+    return storage.get_concurrency_run_ids() | {slot.run_id for info in _pool_infos(storage).values()
+                                                for slot in info.claimed_slots}
 
 
 def _when(moment: datetime | None) -> str:
@@ -195,7 +200,7 @@ def waiting_line(instance: dg.DagsterInstance, run_id: str) -> str | None:
     if not storage.supports_global_concurrency_limits or run_id not in storage.get_concurrency_run_ids():
         return None
     parts = []
-    for pool, info in sorted(storage.get_concurrency_infos(list(storage.get_concurrency_keys())).items()):
+    for pool, info in sorted(_pool_infos(storage).items()):
         steps = sorted(p.step_key for p in info.pending_steps if p.run_id == run_id and p.assigned_timestamp is None)
         if not steps:
             continue

@@ -81,10 +81,9 @@ def disk_fault(exc: BaseException, places: list[Location]) -> DiskFull | None:
     local = [Path(p) for p in places if not is_remote(p)]
     if not local:
         return None
-    fullest = min(local, key=lambda p: free_space(p)[0])
+    free, fullest = min((free_space(p)[0], p) for p in local)
     code = full_disk_errno(exc)
-    if code is None and free_space(fullest)[0] < FULL_BELOW and any(isinstance(e, (OSError, sqlite3.Error))
-                                                                      for e in chain):
+    if code is None and free < FULL_BELOW and any(isinstance(e, (OSError, sqlite3.Error)) for e in chain):
         code = errno.ENOSPC
     return None if code is None else disk_full(fullest, None, code)
 

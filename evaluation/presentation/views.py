@@ -250,9 +250,12 @@ def query(db_path: Location, sql: str, params: list | None = None) -> tuple[list
     (column names, rows)."""
     with _local(db_path) as local, duckdb.connect(str(local), read_only=True) as con:
         _reach(con, db_path)
-        cursor = con.execute(sql, params)
-        columns = [d[0] for d in cursor.description] if cursor.description else []
-        return columns, cursor.fetchall()
+        return _fetched(con.execute(sql, params))
+
+
+def _fetched(cursor) -> tuple[list[str], list[tuple]]:
+    """(column names, rows) of an executed statement."""
+    return [d[0] for d in cursor.description] if cursor.description else [], cursor.fetchall()
 
 
 class QueryRefused(ValueError):
@@ -316,9 +319,7 @@ def user_query(tables_root: Location, tables: list[str], sql: str) -> tuple[list
     without ANALYZE), and it runs on a `sealed_connection`."""
     _check_read_only(sql)
     with sealed_connection(tables_root, tables) as con:
-        cursor = con.execute(sql)
-        columns = [d[0] for d in cursor.description] if cursor.description else []
-        return columns, cursor.fetchall()
+        return _fetched(con.execute(sql))
 
 
 def format_table(columns: list[str], rows: list[tuple], float_digits: int = 4) -> str:

@@ -120,6 +120,11 @@ def redact(text: str | None, secrets: Iterable[str] = ()) -> str | None:
     return text
 
 
+def chosen(picked: str, first: str, second: str) -> str:
+    """The choice an answer makes: TIE, or the method shown `first` ('1') or `second` ('2')."""
+    return TIE if picked == TIE else first if picked == "1" else second
+
+
 @dataclass(frozen=True)
 class Candidate:
     method: str
@@ -131,7 +136,7 @@ class Candidate:
 def judge_pair(judge: JudgeBackend, triplet_id: str, a: Image.Image, a_prime: Image.Image, b: Image.Image,
                x: Candidate, y: Candidate, seed: int, truth: dict | None = None) -> list[dict]:
     """Two `judgements` rows for candidates x (the method) and y (its opponent): one per order,
-    the first order drawn from `seed` and the content."""
+    the first order drawn from `seed` and the pair's names."""
     # a str seed is hashed (SHA-512) by `random`: the same order in every run and process
     rng = random.Random(":".join(map(str, (seed, "pairwise", triplet_id, x.method, x.config_hash, y.method,
                                            y.config_hash, judge.judge_id))))
@@ -148,7 +153,7 @@ def judge_pair(judge: JudgeBackend, triplet_id: str, a: Image.Image, a_prime: Im
             answer = judge.answer(question)
             raw = answer if isinstance(answer, str) else None  # a column of text: anything else is no answer
             picked = parse_answer(answer, judge.allow_tie)
-            choice = TIE if picked == TIE else (first if picked == "1" else second).method
+            choice = chosen(picked, first.method, second.method)
         except Exception as exc:  # one failed ask is a recorded failure, never a vote
             error = (str(exc) if isinstance(exc, ValueError) else f"{type(exc).__name__}: {exc}") or type(exc).__name__
         raw, error = redact(raw, secrets), redact(" ".join(error.split()) if error else None, secrets)  # one line
